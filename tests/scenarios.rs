@@ -1,0 +1,104 @@
+//! Runs every conformance scenario in spec/scenarios (each must pass) and every malformed
+//! scenario in tests/malformed (each must be reported as malformed, never panic).
+
+use objsync::scenario::{run, Outcome};
+use std::path::Path;
+
+fn files(dir: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_spec_scenario_passes() {
+    let files = files("spec/scenarios");
+    assert!(!files.is_empty(), "spec/scenarios has no scenarios");
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable scenario");
+        match run(&text) {
+            Outcome::Pass(_) => {}
+            other => failures.push(format!("{}: {other:?}", f.display())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_malformed_scenario_is_reported_as_malformed() {
+    let files = files("tests/malformed");
+    assert!(!files.is_empty());
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable scenario");
+        match run(&text) {
+            Outcome::Malformed(reason) => {
+                assert!(!reason.is_empty());
+                assert!(
+                    !reason.contains('\n'),
+                    "{}: reason must be one line",
+                    f.display()
+                );
+            }
+            other => panic!("{}: expected malformed, got {other:?}", f.display()),
+        }
+    }
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_report() {
+    let text = r#"{"clients": 1, "steps": [
+        {"client": 1, "time": 1, "tx": [
+            {"op": "add_type", "type": "T", "primary_key": "id", "properties": {"id": "int", "v": "int"}},
+            {"op": "insert", "type": "T", "pk": 1, "values": {"v": 2}},
+            {"op": "insert", "type": "T", "pk": 2}
+        ]}],
+        "expect": {"T": {"1": {"v": 3}, "3": {}}}}"#;
+    match run(text) {
+        Outcome::Fail { report, state } => {
+            assert!(report.contains("T[1].v: expected 3, got 2"), "{report}");
+            assert!(report.contains("T[3] is missing"), "{report}");
+            assert!(
+                report.contains("T[2] exists but is not expected"),
+                "{report}"
+            );
+            assert_eq!(state["T"]["1"]["v"], 2);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn expectations_compare_numbers_and_decimals_by_value() {
+    let text = r#"{"clients": 1, "steps": [
+        {"client": 1, "time": 1, "tx": [
+            {"op": "add_type", "type": "T", "primary_key": "id", "properties": {"id": "object_id", "d": "double", "x": "decimal"}},
+            {"op": "insert", "type": "T", "pk": "0123456789ABCDEF01234567", "values": {"d": 1, "x": "1.50"}}
+        ]}],
+        "expect": {"T": {"0123456789abcdef01234567": {"d": 1.0, "x": "1.5"}}}}"#;
+    assert!(matches!(run(text), Outcome::Pass(_)), "{:?}", run(text));
+}
+
+#[test]
+fn garbage_never_panics() {
+    for text in [
+        "",
+        "null",
+        "[]",
+        "{}",
+        r#"{"clients": 1}"#,
+        r#"{"clients": 1, "steps": "x"}"#,
+        r#"{"clients": 1, "steps": [{"client": 1}]}"#,
+        r#"{"clients": 1, "steps": [{"client": 1, "time": -1, "tx": []}]}"#,
+        r#"{"clients": 1, "steps": [{"client": 1, "time": 1, "tx": [{"op": "insert"}]}]}"#,
+        r#"{"clients": 1, "steps": [{"client": 1, "time": 1, "tx": [{"op": "list_insert", "type": "T", "pk": 1, "property": "l", "index": 18446744073709551615, "value": 1}]}]}"#,
+        r#"{"clients": 1, "steps": [], "expect": {"T": 5}}"#,
+    ] {
+        assert!(matches!(run(text), Outcome::Malformed(_)), "{text}");
+    }
+}
