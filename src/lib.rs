@@ -61,7 +61,9 @@ pub mod replica;
 pub mod scenario;
 pub mod schema;
 pub mod store;
+pub mod sync;
 pub mod transaction;
+pub mod transform;
 pub mod value;
 
 pub use changeset::Changeset;
@@ -73,5 +75,6 @@ pub use memory::MemoryStore;
 pub use replica::Replica;
 pub use schema::{ObjectType, PropType, Property, Schema};
 pub use store::Store;
+pub use sync::{Client, Server};
 pub use transaction::Transaction;
 pub use value::{ObjKey, ObjectId, ScalarKind, Value};

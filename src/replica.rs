@@ -230,12 +230,15 @@ impl<S: Store> Replica<S> {
         self.lists.get(key)
     }
 
-    /// Checks that `obj.prop` is a list of an existing object, and that `value` fits it.
+    /// Checks that `obj.prop` is a list of an existing object, and that `value` fits it. A link
+    /// value must point at an existing object unless it is known to be dead (its target was
+    /// deleted concurrently).
     pub(crate) fn check_list_value(
         &self,
         obj: &ObjRef,
         prop: &str,
         value: Option<&Value>,
+        dead_link: bool,
     ) -> Result<(), Error> {
         self.store.list_len(&obj.ty, &obj.key, prop)?;
         if let Some(value) = value {
@@ -243,7 +246,7 @@ impl<S: Store> Replica<S> {
             pt.check(&obj.ty, prop, value)?;
             if let (Some(target), Value::Link(k)) = (pt.link_target(), value) {
                 self.store.schema().get(target)?.check_key(k)?;
-                if !self.store.exists(target, k)? {
+                if !dead_link && !self.store.exists(target, k)? {
                     return Err(Error::MissingObject {
                         ty: target.to_string(),
                         key: k.to_string(),
@@ -358,7 +361,7 @@ impl<S: Store> Replica<S> {
                 place,
                 ..
             } => {
-                self.check_list_value(obj, prop, Some(value))?;
+                self.check_list_value(obj, prop, Some(value), op.fate != Fate::Live)?;
                 let state = match op.fate {
                     Fate::Live => ElemState::Visible,
                     Fate::DeadLink => ElemState::Hidden,
@@ -381,7 +384,7 @@ impl<S: Store> Replica<S> {
                 elem,
                 ..
             } => {
-                self.check_list_value(obj, prop, Some(value))?;
+                self.check_list_value(obj, prop, Some(value), op.fate != Fate::Live)?;
                 let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
                 let state = self
                     .seq(&lk)
@@ -389,7 +392,12 @@ impl<S: Store> Replica<S> {
                     .ok_or_else(|| inconsistent(&lk, format!("unknown element {elem}")))?;
                 match (state, live) {
                     (ElemState::Visible, true) => {
-                        let i = self.seq(&lk).and_then(|s| s.index_of(*elem)).unwrap_or(0);
+                        let i = self
+                            .seq(&lk)
+                            .and_then(|s| s.index_of(*elem))
+                            .ok_or_else(|| {
+                                inconsistent(&lk, format!("element {elem} has no index"))
+                            })?;
                         self.store
                             .list_set(&obj.ty, &obj.key, prop, i, value.clone())?;
                     }
@@ -424,7 +432,7 @@ impl<S: Store> Replica<S> {
             Instruction::ListErase {
                 obj, prop, elem, ..
             } => {
-                self.check_list_value(obj, prop, None)?;
+                self.check_list_value(obj, prop, None, false)?;
                 let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
                 let state = self
                     .seq(&lk)
@@ -452,7 +460,7 @@ impl<S: Store> Replica<S> {
                 place,
                 ..
             } => {
-                self.check_list_value(obj, prop, None)?;
+                self.check_list_value(obj, prop, None, false)?;
                 let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
                 let change = self
                     .seq_mut(&lk)
@@ -464,7 +472,7 @@ impl<S: Store> Replica<S> {
             }
             Instruction::ListClear { obj, prop } => {
                 if live {
-                    self.check_list_value(obj, prop, None)?;
+                    self.check_list_value(obj, prop, None, false)?;
                     let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
                     if self.lists.contains_key(&lk) {
                         self.seq_mut(&lk).clear();

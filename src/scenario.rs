@@ -7,12 +7,11 @@
 //! the server's state with "expect". [`run`] returns an [`Outcome`] that the example binary maps
 //! to exit codes 0 (pass), 1 (divergence or mismatch) and 2 (malformed scenario).
 
-use crate::changeset::Changeset;
 use crate::error::Error;
 use crate::json::{key_from_json, state_json, value_from_json};
-use crate::replica::Replica;
 use crate::schema::{ObjectType, PropType, Property};
 use crate::store::Store;
+use crate::sync::{Client, Server, SyncError};
 use crate::transaction::Transaction;
 use crate::value::{ObjKey, Value};
 use crate::PeerId;
@@ -495,12 +494,6 @@ pub fn parse(text: &str) -> Result<Scenario, Malformed> {
         };
         steps.push(step);
     }
-    if clients > 1 {
-        return malformed(
-            "multi-client scenarios need the merge engine, which this version does not have yet \
-             (only \"clients\": 1 is supported)",
-        );
-    }
     Ok(Scenario {
         description,
         clients,
@@ -667,27 +660,34 @@ pub fn run_op<S: Store>(tx: &mut Transaction<'_, S>, op: &ScenarioOp) -> Result<
     }
 }
 
-/// Runs one op as a unit: if any part of it fails, none of it stays.
-fn run_op_atomically<S: Store>(tx: &mut Transaction<'_, S>, op: &ScenarioOp) -> Result<(), Error> {
-    tx.atomically(|tx| run_op(tx, op))
-}
-
 /// The replicas of one run: the clients and the server, exchanging changesets in process.
 struct World {
-    clients: Vec<Replica>,
-    pending: Vec<Vec<Changeset>>,
-    server: Replica,
+    clients: Vec<Client>,
+    server: Server,
+    /// Errors hit so far, by name ("schema_mismatch", ...), with the client that hit them.
+    errors: Vec<(usize, String, String)>,
+}
+
+fn error_name(e: &SyncError) -> &'static str {
+    match e.data_error() {
+        Some(Error::SchemaMismatch { .. }) => "schema_mismatch",
+        _ => "sync_error",
+    }
 }
 
 impl World {
     fn new(clients: usize) -> World {
         World {
             clients: (1..=clients)
-                .map(|k| Replica::new(PeerId(k as u64)))
+                .map(|k| Client::new(PeerId(k as u64)))
                 .collect(),
-            pending: vec![Vec::new(); clients],
-            server: Replica::new(PeerId(0)),
+            server: Server::new(),
+            errors: Vec::new(),
         }
+    }
+
+    fn stopped(&self, client: usize) -> bool {
+        self.clients[client - 1].failure().is_some() || self.errors.iter().any(|e| e.0 == client)
     }
 
     fn tx(
@@ -697,31 +697,59 @@ impl World {
         time: u64,
         ops: &[ScenarioOp],
     ) -> Result<(), Malformed> {
-        let replica = &mut self.clients[client - 1];
-        let mut tx = replica.transaction(time);
-        for (i, op) in ops.iter().enumerate() {
-            if let Err(e) = run_op_atomically(&mut tx, op) {
-                if !scenario.lenient {
-                    return malformed(format!("client {client} at time {time}, op {}: {e}", i + 1));
+        let lenient = scenario.lenient;
+        let mut failure = None;
+        let result = self.clients[client - 1].write(time, |tx| {
+            for (i, op) in ops.iter().enumerate() {
+                if let Err(e) = tx.atomically(|tx| run_op(tx, op)) {
+                    if !lenient {
+                        failure =
+                            Some(format!("client {client} at time {time}, op {}: {e}", i + 1));
+                        return Err(e);
+                    }
                 }
             }
+            Ok(())
+        });
+        match (result, failure) {
+            (Ok(_), _) => Ok(()),
+            (Err(_), Some(f)) => malformed(f),
+            (Err(e), None) => malformed(format!("client {client} at time {time}: {e}")),
         }
-        let cs = tx.commit();
-        if !cs.ops.is_empty() {
-            self.pending[client - 1].push(cs);
-        }
-        Ok(())
     }
 
-    fn upload(&mut self, client: usize) -> Result<(), Malformed> {
-        for cs in std::mem::take(&mut self.pending[client - 1]) {
-            self.server.apply_changeset(&cs).map_err(|e| {
-                Malformed(format!(
-                    "the server rejected client {client}'s changeset: {e}"
-                ))
-            })?;
+    /// Uploads; returns whether anything was sent.
+    fn upload(&mut self, client: usize) -> bool {
+        if self.stopped(client) {
+            return false;
         }
-        Ok(())
+        let c = &mut self.clients[client - 1];
+        let up = c.upload();
+        if up.changesets.is_empty() {
+            return false;
+        }
+        match self.server.integrate(c.peer(), up) {
+            Ok(ack) => c.acknowledge(ack),
+            Err(e) => self
+                .errors
+                .push((client, error_name(&e).to_string(), e.to_string())),
+        }
+        true
+    }
+
+    /// Downloads; returns whether anything was received.
+    fn download(&mut self, client: usize, count: Option<usize>) -> bool {
+        if self.stopped(client) {
+            return false;
+        }
+        let c = &mut self.clients[client - 1];
+        let d = self.server.download(c.peer(), c.cursor(), count);
+        let moved = !d.entries.is_empty();
+        if let Err(e) = c.integrate(d) {
+            self.errors
+                .push((client, error_name(&e).to_string(), e.to_string()));
+        }
+        moved
     }
 }
 
@@ -806,28 +834,54 @@ fn json_value_matches(
     }
 }
 
-/// Runs a parsed scenario once.
-fn run_once(scenario: &Scenario) -> Result<Outcome, Malformed> {
+/// Runs a parsed scenario once, visiting clients inside sync steps in `order` (a permutation of
+/// 1..=clients).
+fn run_once(scenario: &Scenario, order: &[usize]) -> Result<Outcome, Malformed> {
+    let rank = |k: &usize| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
     let mut world = World::new(scenario.clients);
     for step in &scenario.steps {
         match step {
             Step::Tx { client, time, ops } => world.tx(scenario, *client, *time, ops)?,
-            Step::Upload(k) => world.upload(*k)?,
-            Step::Download { .. } => {}
+            Step::Upload(k) => {
+                world.upload(*k);
+            }
+            Step::Download { client, count } => {
+                world.download(*client, *count);
+            }
             Step::Sync(list) => {
-                for k in list {
-                    world.upload(*k)?;
+                let mut list = list.clone();
+                list.sort_by_key(rank);
+                for k in &list {
+                    world.upload(*k);
+                }
+                for k in &list {
+                    world.download(*k, None);
                 }
             }
         }
     }
-    for k in 1..=scenario.clients {
-        world.upload(k)?;
+    // The closing full sync: bounded, since every round that moves something integrates at
+    // least one changeset and there are finitely many.
+    for _ in 0..=(2 * scenario.steps.len() + 2) {
+        let mut moved = false;
+        for k in order {
+            moved |= world.upload(*k);
+        }
+        for k in order {
+            moved |= world.download(*k, None);
+        }
+        if !moved {
+            break;
+        }
     }
-    let server_state = state_json(world.server.store()).map_err(|e| Malformed(e.to_string()))?;
+    let server_state =
+        state_json(world.server.replica().store()).map_err(|e| Malformed(e.to_string()))?;
     let mut findings = Vec::new();
     for (i, c) in world.clients.iter().enumerate() {
-        let s = state_json(c.store()).map_err(|e| Malformed(e.to_string()))?;
+        if world.stopped(i + 1) {
+            continue;
+        }
+        let s = state_json(c.replica().store()).map_err(|e| Malformed(e.to_string()))?;
         if s != server_state {
             findings.push(format!(
                 "client {} diverged from the server:\n  client {}\n  server {}",
@@ -841,11 +895,20 @@ fn run_once(scenario: &Scenario) -> Result<Outcome, Malformed> {
         findings.extend(compare_expect(
             &server_state,
             expect,
-            world.server.store().schema(),
+            world.server.replica().store().schema(),
         ));
     }
-    if let Some(err) = &scenario.expect_error {
-        findings.push(format!("expected error \"{err}\" did not occur"));
+    match &scenario.expect_error {
+        Some(err) => {
+            if !world.errors.iter().any(|e| &e.1 == err) {
+                findings.push(format!("expected error \"{err}\" did not occur"));
+            }
+        }
+        None => {
+            for (client, _, msg) in &world.errors {
+                findings.push(format!("client {client}: unexpected error: {msg}"));
+            }
+        }
     }
     Ok(if findings.is_empty() {
         Outcome::Pass(server_state)
@@ -857,14 +920,78 @@ fn run_once(scenario: &Scenario) -> Result<Outcome, Malformed> {
     })
 }
 
+/// Every permutation of 1..=n, in lexicographic order.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut p: Vec<usize> = (1..=n).collect();
+    loop {
+        out.push(p.clone());
+        // Next lexicographic permutation.
+        let Some(i) = (1..n).rev().find(|&i| p[i - 1] < p[i]) else {
+            return out;
+        };
+        let j = (i..n).rev().find(|&j| p[j] > p[i - 1]).unwrap_or(i);
+        p.swap(i - 1, j);
+        p[i..].reverse();
+    }
+}
+
+/// Most clients whose orders `permute` enumerates (8! = 40,320 runs).
+pub const MAX_PERMUTED_CLIENTS: usize = 8;
+
+/// Runs a parsed scenario: once, or once per permutation of the client order.
+pub fn run_scenario(scenario: &Scenario) -> Outcome {
+    let identity: Vec<usize> = (1..=scenario.clients).collect();
+    let orders = if scenario.permute {
+        if scenario.clients > MAX_PERMUTED_CLIENTS {
+            return Outcome::Malformed(format!(
+                "permute is limited to {MAX_PERMUTED_CLIENTS} clients"
+            ));
+        }
+        permutations(scenario.clients)
+    } else {
+        vec![identity]
+    };
+    let mut first: Option<(Vec<usize>, Json)> = None;
+    for order in orders {
+        let outcome = match run_once(scenario, &order) {
+            Ok(o) => o,
+            Err(Malformed(m)) => return Outcome::Malformed(m),
+        };
+        let state = match &outcome {
+            Outcome::Pass(s) => s.clone(),
+            Outcome::Fail { state, report } => {
+                return Outcome::Fail {
+                    state: state.clone(),
+                    report: format!("with client order {order:?}:\n{report}"),
+                }
+            }
+            Outcome::Malformed(_) => return outcome,
+        };
+        match &first {
+            None => first = Some((order, state)),
+            Some((o, s)) if *s != state => {
+                let report = format!(
+                    "the final state depends on the client order:\n  order {o:?}: {}\n  order {order:?}: {}",
+                    crate::json::canonical(s),
+                    crate::json::canonical(&state)
+                );
+                return Outcome::Fail { state, report };
+            }
+            Some(_) => {}
+        }
+    }
+    match first {
+        Some((_, s)) => Outcome::Pass(s),
+        None => Outcome::Malformed("no run".to_string()),
+    }
+}
+
 /// Runs a scenario given as JSON text.
 pub fn run(text: &str) -> Outcome {
     let scenario = match parse(text) {
         Ok(s) => s,
         Err(Malformed(m)) => return Outcome::Malformed(m),
     };
-    match run_once(&scenario) {
-        Ok(o) => o,
-        Err(Malformed(m)) => Outcome::Malformed(m),
-    }
+    run_scenario(&scenario)
 }

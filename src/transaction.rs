@@ -251,7 +251,7 @@ impl<'r, S: Store> Transaction<'r, S> {
     fn list_key(&self, ty: &str, key: ObjKey, prop: &str) -> Result<(ObjRef, ListKey), Error> {
         let obj = self.existing(ty, key)?;
         let prop = self.prop(&obj, prop)?;
-        self.replica.check_list_value(&obj, &prop, None)?;
+        self.replica.check_list_value(&obj, &prop, None, false)?;
         let lk = (obj.ty.clone(), obj.key.clone(), prop);
         Ok((obj, lk))
     }
@@ -283,7 +283,8 @@ impl<'r, S: Store> Transaction<'r, S> {
     ) -> Result<(), Error> {
         let (obj, lk) = self.list_key(ty, key.into(), prop)?;
         let value = value.into();
-        self.replica.check_list_value(&obj, &lk.2, Some(&value))?;
+        self.replica
+            .check_list_value(&obj, &lk.2, Some(&value), false)?;
         let len = self.replica.seq(&lk).map_or(0, |s| s.len());
         if index > len {
             return Err(Self::index_error(&lk, index, len));
