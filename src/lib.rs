@@ -16,6 +16,8 @@
 //! - [`list`]: the merge metadata that gives list elements stable identities and positions.
 //! - [`replica`], [`transaction`]: a store plus its merge metadata, and the transaction API that
 //!   turns ordinary calls into changesets.
+//! - [`transform`], [`sync`], [`clock`]: merging concurrent changesets, the sans-IO client and
+//!   server histories, and clocks.
 //! - [`json`], [`scenario`]: the JSON forms of state and the conformance scenario runner.
 //!
 //! ## Example
@@ -50,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod changeset;
+pub mod clock;
 pub mod decimal;
 pub mod error;
 pub mod ids;
@@ -67,6 +70,7 @@ pub mod transform;
 pub mod value;
 
 pub use changeset::Changeset;
+pub use clock::{Hlc, VectorClock};
 pub use decimal::Decimal128;
 pub use error::Error;
 pub use ids::{ClientVersion, Key, OpId, PeerId, ServerVersion, Timestamp};

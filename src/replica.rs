@@ -109,6 +109,17 @@ impl<S: Store> Replica<S> {
         }
     }
 
+    /// A copy of this replica's state for another peer (its own ids start afresh; they cannot
+    /// collide because they carry the peer id).
+    pub fn fork(&self, peer: PeerId) -> Replica<S>
+    where
+        S: Clone,
+    {
+        let mut r = Replica::with_store(peer, self.store.clone());
+        r.lists = self.lists.clone();
+        r
+    }
+
     /// The peer whose replica this is.
     pub fn peer(&self) -> PeerId {
         self.peer

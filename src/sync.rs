@@ -18,6 +18,7 @@
 //!   downloads can stop after any entry and resume.
 
 use crate::changeset::Changeset;
+use crate::clock::{Hlc, VectorClock};
 use crate::error::Error;
 use crate::ids::{ClientVersion, PeerId, ServerVersion, Timestamp};
 use crate::memory::MemoryStore;
@@ -147,6 +148,7 @@ pub struct Client<S: Store = MemoryStore> {
     next_version: u64,
     acked: ClientVersion,
     failed: Option<SyncError>,
+    clock: Hlc,
 }
 
 impl Client<MemoryStore> {
@@ -166,7 +168,14 @@ impl<S: Store> Client<S> {
             next_version: 1,
             acked: ClientVersion(0),
             failed: None,
+            clock: Hlc::new(),
         }
+    }
+
+    /// A timestamp for the next local transaction from a physical clock reading: never earlier
+    /// than anything this client wrote or integrated (see [`Hlc`]).
+    pub fn stamp(&mut self, physical_now: Timestamp) -> Timestamp {
+        self.clock.stamp(physical_now)
     }
 
     /// The peer id.
@@ -205,6 +214,7 @@ impl<S: Store> Client<S> {
     ) -> Result<(T, Option<ClientVersion>), Error> {
         let mut tx = self.replica.transaction(timestamp);
         let out = f(&mut tx)?;
+        self.clock.observe(timestamp);
         let mut cs = tx.commit();
         if cs.ops.is_empty() {
             return Ok((out, None));
@@ -275,6 +285,7 @@ impl<S: Store> Client<S> {
                 error,
             })?;
             for (cs, v) in incoming.iter().zip(&versions) {
+                self.clock.observe(cs.timestamp);
                 self.replica
                     .apply_changeset(cs)
                     .map_err(|error| SyncError::Integration {
@@ -298,6 +309,9 @@ impl<S: Store> Client<S> {
 pub struct HistoryEntry {
     /// The changeset as integrated (transformed past everything before it).
     pub changeset: Changeset,
+    /// The server version its origin had integrated when it wrote (or last rebased) it: with the
+    /// origin's earlier changesets, this is its causal past.
+    pub uploaded_base: ServerVersion,
 }
 
 #[derive(Debug, Default)]
@@ -437,6 +451,7 @@ impl<S: Store> Server<S> {
         integrated.base_version = latest;
         self.history.push(HistoryEntry {
             changeset: integrated,
+            uploaded_base: b,
         });
         let state = self.peers.entry(peer).or_default();
         state.base = b;
@@ -448,6 +463,25 @@ impl<S: Store> Server<S> {
             .integrated
             .push((ServerVersion(latest.0 + 1), client_version));
         Ok(())
+    }
+
+    /// The vector clock of the state at server version `v`: every peer's last changeset
+    /// included.
+    pub fn state_clock(&self, v: ServerVersion) -> VectorClock {
+        let mut clock = VectorClock::new();
+        for e in self.history.iter().take(v.0 as usize) {
+            clock.observe(e.changeset.origin, e.changeset.client_version.0);
+        }
+        clock
+    }
+
+    /// The vector clock of history entry `v` (1-based): its causal past plus itself. Two entries
+    /// are concurrent exactly when their clocks are ([`VectorClock::concurrent`]).
+    pub fn entry_clock(&self, v: ServerVersion) -> Option<VectorClock> {
+        let e = self.history.get((v.0 as usize).checked_sub(1)?)?;
+        let mut clock = self.state_clock(e.uploaded_base);
+        clock.observe(e.changeset.origin, e.changeset.client_version.0);
+        Some(clock)
     }
 
     /// What `peer` has not seen after `cursor`: entries from other peers, at most `limit` of

@@ -66,7 +66,7 @@ enum Step {
 
 fn step(clients: usize) -> impl Strategy<Value = Step> {
     prop_oneof![
-        5 => (0..clients, 0u64..40, prop::collection::vec(intent(), 1..6)).prop_map(|(c, t, i)| Step::Tx(c, t, i)),
+        5 => (0..clients, 0u64..40, prop::collection::vec(intent(), 1..8)).prop_map(|(c, t, i)| Step::Tx(c, t, i)),
         2 => (0..clients).prop_map(Step::Upload),
         2 => (0..clients, prop::option::of(1usize..3)).prop_map(|(c, n)| Step::Download(c, n)),
         2 => prop::collection::vec(0..clients, 1..=clients).prop_map(Step::Sync),
@@ -74,7 +74,7 @@ fn step(clients: usize) -> impl Strategy<Value = Step> {
 }
 
 fn history(max_clients: usize) -> impl Strategy<Value = (usize, Vec<Step>)> {
-    (2..=max_clients).prop_flat_map(|n| (Just(n), prop::collection::vec(step(n), 1..14)))
+    (2..=max_clients).prop_flat_map(|n| (Just(n), prop::collection::vec(step(n), 1..24)))
 }
 
 fn schema() -> [ObjectType; 2] {
