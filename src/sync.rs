@@ -16,6 +16,40 @@
 //! - Versions: a client's changesets are numbered by [`ClientVersion`], the server's history by
 //!   [`ServerVersion`]. Re-uploads after a reconnect are recognised by client version and ignored;
 //!   downloads can stop after any entry and resume.
+//!
+//! ```
+//! use objsync::sync::{Client, Server};
+//! use objsync::{json, ObjectType, PeerId, PropType, Property};
+//!
+//! let mut server = Server::new();
+//! let mut alice = Client::new(PeerId(1));
+//! let mut bob = Client::new(PeerId(2));
+//! let person = ObjectType::new("Person", Some("id"), [
+//!     Property::new("id", PropType::parse("int")?),
+//!     Property::new("name", PropType::parse("string")?),
+//! ])?;
+//! for (client, name, t) in [(&mut alice, "Ada", 10), (&mut bob, "Bo", 20)] {
+//!     // Both write offline: the same object, concurrently.
+//!     client.write(t, |tx| {
+//!         tx.add_type(person.clone())?;
+//!         tx.insert("Person", 1)?;
+//!         tx.set("Person", 1, "name", name)
+//!     })?;
+//! }
+//! for client in [&mut alice, &mut bob] {
+//!     let ack = server.integrate(client.peer(), client.upload())?;
+//!     client.acknowledge(ack);
+//! }
+//! for client in [&mut alice, &mut bob] {
+//!     let download = server.download(client.peer(), client.cursor(), None);
+//!     client.integrate(download)?;
+//! }
+//! // Bob's write is later: everybody ends with "Bo".
+//! for r in [alice.replica(), bob.replica(), server.replica()] {
+//!     assert_eq!(json::canonical(&json::state_json(r.store())?), r#"{"Person":{"1":{"name":"Bo"}}}"#);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use crate::changeset::Changeset;
 use crate::clock::{Hlc, VectorClock};
