@@ -248,7 +248,14 @@ pub struct Sequence {
     /// [`CHUNK_MAX`], except in tests that want many chunks in small lists.
     chunk_max: u32,
     /// The undo log, while recording.
-    undo: Option<Vec<Undo>>,
+    undo: Option<Box<UndoLog>>,
+}
+
+/// Undo steps, and where each open (nested) unit's steps begin.
+#[derive(Clone, Debug, Default)]
+struct UndoLog {
+    steps: Vec<Undo>,
+    marks: Vec<usize>,
 }
 
 impl Default for Sequence {
@@ -517,21 +524,34 @@ impl Sequence {
         was_visible
     }
 
-    /// Starts recording an undo log. Called while already recording, it keeps the changes made so
-    /// far (as [`Sequence::commit`] would) and starts a new log.
+    /// Starts an atomic unit: changes from here on can be undone by [`Sequence::rollback`].
+    /// Units nest.
     pub fn begin(&mut self) {
-        self.undo = Some(Vec::new());
+        let log = self.undo.get_or_insert_with(Box::default);
+        log.marks.push(log.steps.len());
     }
 
-    /// Keeps every change since [`Sequence::begin`] and stops recording.
+    /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
     pub fn commit(&mut self) {
-        self.undo = None;
+        if let Some(log) = &mut self.undo {
+            log.marks.pop();
+            if log.marks.is_empty() {
+                self.undo = None;
+            }
+        }
     }
 
-    /// Undoes every change since [`Sequence::begin`], last first, removing the nodes registered
-    /// since then, and stops recording. Without a `begin` it does nothing.
+    /// Ends the innermost unit, undoing its changes, last first (nodes registered in it are
+    /// removed again). Without an open unit it does nothing.
     pub fn rollback(&mut self) {
-        let steps = self.undo.take().unwrap_or_default();
+        let Some(log) = &mut self.undo else {
+            return;
+        };
+        let mark = log.marks.pop().unwrap_or(0);
+        let steps = log.steps.split_off(mark);
+        if log.marks.is_empty() {
+            self.undo = None;
+        }
         for step in steps.into_iter().rev() {
             match step {
                 Undo::Node => self.unregister_last(),
@@ -723,7 +743,7 @@ impl Sequence {
 
     fn log(&mut self, step: Undo) {
         if let Some(undo) = &mut self.undo {
-            undo.push(step);
+            undo.steps.push(step);
         }
     }
 

@@ -43,7 +43,8 @@ pub struct Replica<S: Store = MemoryStore> {
     next_seq: u64,
     undo: Vec<Undo>,
     marks: Vec<usize>,
-    touched: HashSet<ListKey>,
+    /// For each open unit, the lists it opened a unit on.
+    touched: Vec<HashSet<ListKey>>,
 }
 
 impl Replica<MemoryStore> {
@@ -63,7 +64,7 @@ impl<S: Store + Clone> Clone for Replica<S> {
             next_seq: self.next_seq,
             undo: Vec::new(),
             marks: Vec::new(),
-            touched: HashSet::new(),
+            touched: Vec::new(),
         }
     }
 }
@@ -105,7 +106,7 @@ impl<S: Store> Replica<S> {
             next_seq: 1,
             undo: Vec::new(),
             marks: Vec::new(),
-            touched: HashSet::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -158,26 +159,50 @@ impl<S: Store> Replica<S> {
     pub fn begin(&mut self) {
         self.store.begin();
         self.marks.push(self.undo.len());
+        self.touched.push(HashSet::new());
     }
 
-    /// Ends the innermost unit, keeping its changes.
+    /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
     pub fn commit(&mut self) {
         self.store.commit();
-        self.marks.pop();
-        if self.marks.is_empty() {
-            for key in self.touched.drain() {
+        let (Some(mark), Some(touched)) = (self.marks.pop(), self.touched.pop()) else {
+            return;
+        };
+        let Some(parent) = self.touched.last_mut() else {
+            for key in touched {
                 if let Some(seq) = self.lists.get_mut(&key) {
                     seq.commit();
                 }
             }
             self.undo.clear();
+            return;
+        };
+        // A list the enclosing unit had opened merges this unit's changes into its own; a list
+        // it had not is handed over, so the enclosing unit can undo what happened here.
+        let mut merged = HashSet::new();
+        for key in touched {
+            if parent.contains(&key) {
+                if let Some(seq) = self.lists.get_mut(&key) {
+                    seq.commit();
+                }
+                merged.insert(key);
+            } else {
+                parent.insert(key);
+            }
+        }
+        if !merged.is_empty() {
+            let tail = self.undo.split_off(mark);
+            self.undo.extend(
+                tail.into_iter()
+                    .filter(|u| !matches!(u, Undo::Touched(k) if merged.contains(k))),
+            );
         }
     }
 
     /// Ends the innermost unit, undoing its changes.
     pub fn rollback(&mut self) {
         self.store.rollback();
-        let Some(mark) = self.marks.pop() else {
+        let (Some(mark), Some(_)) = (self.marks.pop(), self.touched.pop()) else {
             return;
         };
         while self.undo.len() > mark {
@@ -189,7 +214,6 @@ impl<S: Store> Replica<S> {
                     self.lists.insert(k, s);
                 }
                 Some(Undo::Touched(k)) => {
-                    self.touched.remove(&k);
                     if let Some(seq) = self.lists.get_mut(&k) {
                         seq.rollback();
                     }
@@ -225,7 +249,11 @@ impl<S: Store> Replica<S> {
                 self.undo.push(Undo::CreatedSeq(key.clone()));
             }
         }
-        if logging && self.touched.insert(key.clone()) {
+        let opened = self
+            .touched
+            .last_mut()
+            .is_some_and(|t| t.insert(key.clone()));
+        if logging && opened {
             self.undo.push(Undo::Touched(key.clone()));
             if let Some(seq) = self.lists.get_mut(key) {
                 seq.begin();

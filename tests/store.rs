@@ -357,3 +357,34 @@ fn changesets_have_a_json_form() {
     let back: Changeset = serde_json::from_value(json).unwrap();
     assert_eq!(back, cs);
 }
+
+#[test]
+fn a_failed_group_of_writes_leaves_list_metadata_in_step_with_the_store() {
+    let mut r = replica_with_people();
+    let base = r.clone();
+    let mut tx = r.transaction(2);
+    tx.list_insert("Person", 1, "scores", 0, 1).unwrap();
+    let failed = tx.atomically(|tx| {
+        tx.list_insert("Person", 1, "scores", 0, 2)?;
+        tx.list_erase("Person", 1, "scores", 1)?;
+        tx.list_insert("Person", 2, "scores", 0, 9)?;
+        tx.set("Person", 1, "age", "bad")
+    });
+    assert!(failed.is_err());
+    tx.list_insert("Person", 1, "scores", 1, 3).unwrap();
+    let cs = tx.commit();
+    assert_eq!(
+        r.store().list("Person", &ObjKey::Int(1), "scores").unwrap(),
+        vec![Value::Int(1), Value::Int(3)]
+    );
+    assert_eq!(
+        r.sequence(&ObjRef::new("Person", 1), "scores")
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(r.sequence(&ObjRef::new("Person", 2), "scores").is_none());
+    let mut copy = base.clone();
+    copy.apply_changeset(&cs).unwrap();
+    assert_eq!(state(&copy), state(&r));
+}
