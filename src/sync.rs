@@ -59,7 +59,7 @@ use crate::memory::MemoryStore;
 use crate::replica::Replica;
 use crate::store::Store;
 use crate::transaction::Transaction;
-use crate::transform::merge;
+use crate::transform::{merge, Footprint};
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -455,7 +455,10 @@ impl<S: Store> Server<S> {
                 latest,
             });
         }
-        // The concurrent window: entries after b from other peers, as this peer sees them.
+        // The concurrent window: entries after b from other peers, as this peer sees them. Only
+        // the entries that touch what this changeset touches can change or be changed; the rest
+        // commute with it and are left alone, so integrating costs a read of the window.
+        let footprint = Footprint::of(std::slice::from_ref(&cs));
         let mut window_versions = Vec::new();
         let mut window = Vec::new();
         for v in b.0 + 1..=latest.0 {
@@ -463,14 +466,11 @@ impl<S: Store> Server<S> {
             if entry.changeset.origin == peer {
                 continue;
             }
-            window_versions.push(v);
-            window.push(
-                state
-                    .reciprocal
-                    .get(&v)
-                    .cloned()
-                    .unwrap_or_else(|| entry.changeset.clone()),
-            );
+            let seen = state.reciprocal.get(&v).unwrap_or(&entry.changeset);
+            if footprint.meets(seen) {
+                window_versions.push(v);
+                window.push(seen.clone());
+            }
         }
         let client_version = cs.client_version;
         let reject = |error: Error| SyncError::Rejected {

@@ -157,6 +157,33 @@ fn meets(t: &Touch) -> SmallVec<[Touch; 2]> {
     }
 }
 
+/// An index of what the instructions of some changesets touch, to find the changesets that
+/// interact with them without comparing instructions pairwise.
+pub struct Footprint {
+    touched: HashMap<Touch, SmallVec<[Pos; 2]>>,
+}
+
+impl Footprint {
+    /// Indexes a sequence of changesets.
+    pub fn of(side: &[Changeset]) -> Footprint {
+        Footprint {
+            touched: index(side),
+        }
+    }
+
+    /// Whether merging `cs` with the indexed changesets would change either side: whether any of
+    /// its instructions meets one of theirs.
+    pub fn meets(&self, cs: &Changeset) -> bool {
+        !self.touched.is_empty()
+            && cs.ops.iter().filter(|op| op.fate != Fate::Void).any(|op| {
+                touches(&op.instr)
+                    .iter()
+                    .flat_map(meets)
+                    .any(|m| self.touched.contains_key(&m))
+            })
+    }
+}
+
 fn index(side: &[Changeset]) -> HashMap<Touch, SmallVec<[Pos; 2]>> {
     let mut idx: HashMap<Touch, SmallVec<[Pos; 2]>> = HashMap::new();
     for (c, cs) in side.iter().enumerate() {
