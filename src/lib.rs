@@ -54,6 +54,7 @@
 pub mod changeset;
 pub mod clock;
 pub mod decimal;
+pub mod encoding;
 pub mod error;
 pub mod ids;
 pub mod instruction;

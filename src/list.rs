@@ -387,8 +387,13 @@ impl Sequence {
         if index > len {
             return Err(ListError::IndexOutOfRange { index, len });
         }
-        let before = (index < len).then(|| self.nth_visible(index));
-        Ok(self.place_before(before))
+        let lo = if index == 0 {
+            ROOT
+        } else {
+            self.visible_node(index - 1)
+        };
+        let ro = (index < len).then(|| self.visible_node(index));
+        Ok(self.place_between(lo, ro))
     }
 
     /// Writer side: the placement of a new node for the visible element `elem` so that, once it
@@ -403,11 +408,12 @@ impl Sequence {
         if to >= len {
             return Err(ListError::IndexOutOfRange { index: to, len });
         }
-        // Index `to` of the list without the element, translated to the full list. The
-        // element's own node stays in the document as an ordinary (soon invisible) node.
+        // Neighbours in the list without the element: index i there is i or i + 1 here.
         let from = self.visible_index(el.current);
-        let before = (to + 1 < len).then(|| self.nth_visible(if to < from { to } else { to + 1 }));
-        Ok(self.place_before(before))
+        let without = |i: usize| self.visible_node(if i < from { i } else { i + 1 });
+        let lo = if to == 0 { ROOT } else { without(to - 1) };
+        let ro = (to + 1 < len).then(|| without(to));
+        Ok(self.place_between(lo, ro))
     }
 
     /// Registers a new element and its first node, whose id is the element's.
@@ -679,41 +685,39 @@ impl Sequence {
         (c, off)
     }
 
-    /// The writer rule, for the gap just before the node at `before` (or the end of the document).
-    fn place_before(&self, before: Option<(usize, usize)>) -> Place {
-        let Some((c, off)) = before else {
-            // The last node of the document has no right children.
-            let last = self.chunks[*self.order.last().expect("never empty") as usize]
-                .entries
-                .last()
-                .expect("chunks are never empty");
-            return Place {
-                parent: self.parent_id(last & !VISIBLE_BIT),
-                side: Side::Right,
-            };
-        };
-        let ro = self.chunks[c].entries[off] & !VISIBLE_BIT;
-        // A visible node is never first in the document (the root is), so `lo` exists.
-        let lo = if off > 0 {
-            self.chunks[c].entries[off - 1]
-        } else {
-            let prev = self.order[self.chunks[c].pos as usize - 1] as usize;
-            *self.chunks[prev]
-                .entries
-                .last()
-                .expect("chunks are never empty")
-        } & !VISIBLE_BIT;
-        if self.node(lo).first[Side::Right.slot()] == NIL {
-            Place {
-                parent: self.parent_id(lo),
-                side: Side::Right,
+    /// The node of the element at a visible index (which must be in range).
+    fn visible_node(&self, index: usize) -> u32 {
+        let (c, off) = self.nth_visible(index);
+        self.chunks[c].entries[off] & !VISIBLE_BIT
+    }
+
+    /// Whether `n` lies in the subtree of `ancestor`.
+    fn descends_from(&self, mut n: u32, ancestor: u32) -> bool {
+        while n != ROOT {
+            if n == ancestor {
+                return true;
             }
-        } else {
-            // `ro` is then the first node of `lo`'s right subtree, so it has no left children.
-            Place {
+            n = self.node(n).parent();
+        }
+        ancestor == ROOT
+    }
+
+    /// The writer rule, for a gap between the visible nodes `lo` (or the root) and `ro` (or the
+    /// end). Only visible neighbours are used: two writers who see the same visible list but
+    /// know different tombstones must still place concurrent inserts at the same gap as siblings,
+    /// so that they are ordered by their own keys. If `ro` lies in `lo`'s subtree the new node
+    /// becomes a left child of `ro` (so it precedes `ro` and everything after it); otherwise a
+    /// right child of `lo`, after `lo` and before `ro`, with only invisible nodes between them.
+    fn place_between(&self, lo: u32, ro: Option<u32>) -> Place {
+        match ro {
+            Some(ro) if self.descends_from(ro, lo) => Place {
                 parent: self.parent_id(ro),
                 side: Side::Left,
-            }
+            },
+            _ => Place {
+                parent: self.parent_id(lo),
+                side: Side::Right,
+            },
         }
     }
 

@@ -834,10 +834,12 @@ fn json_value_matches(
     }
 }
 
-/// Runs a parsed scenario once, visiting clients inside sync steps in `order` (a permutation of
-/// 1..=clients).
-fn run_once(scenario: &Scenario, order: &[usize]) -> Result<Outcome, Malformed> {
-    let rank = |k: &usize| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
+/// Runs a parsed scenario once. With `order` (a permutation of 1..=clients) the clients inside
+/// every sync step, and in the closing sync, are visited in that order; without it, in the order
+/// the step lists them (and 1..=n for the closing sync).
+fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Malformed> {
+    let natural: Vec<usize> = (1..=scenario.clients).collect();
+    let rank = |k: &usize| order.and_then(|o| o.iter().position(|x| x == k));
     let mut world = World::new(scenario.clients);
     for step in &scenario.steps {
         match step {
@@ -850,7 +852,9 @@ fn run_once(scenario: &Scenario, order: &[usize]) -> Result<Outcome, Malformed> 
             }
             Step::Sync(list) => {
                 let mut list = list.clone();
-                list.sort_by_key(rank);
+                if order.is_some() {
+                    list.sort_by_key(rank);
+                }
                 for k in &list {
                     world.upload(*k);
                 }
@@ -862,6 +866,7 @@ fn run_once(scenario: &Scenario, order: &[usize]) -> Result<Outcome, Malformed> 
     }
     // The closing full sync: bounded, since every round that moves something integrates at
     // least one changeset and there are finitely many.
+    let order = order.unwrap_or(&natural);
     for _ in 0..=(2 * scenario.steps.len() + 2) {
         let mut moved = false;
         for k in order {
@@ -941,20 +946,22 @@ pub const MAX_PERMUTED_CLIENTS: usize = 8;
 
 /// Runs a parsed scenario: once, or once per permutation of the client order.
 pub fn run_scenario(scenario: &Scenario) -> Outcome {
-    let identity: Vec<usize> = (1..=scenario.clients).collect();
-    let orders = if scenario.permute {
+    let orders: Vec<Option<Vec<usize>>> = if scenario.permute {
         if scenario.clients > MAX_PERMUTED_CLIENTS {
             return Outcome::Malformed(format!(
                 "permute is limited to {MAX_PERMUTED_CLIENTS} clients"
             ));
         }
         permutations(scenario.clients)
+            .into_iter()
+            .map(Some)
+            .collect()
     } else {
-        vec![identity]
+        vec![None]
     };
-    let mut first: Option<(Vec<usize>, Json)> = None;
+    let mut first: Option<(Option<Vec<usize>>, Json)> = None;
     for order in orders {
-        let outcome = match run_once(scenario, &order) {
+        let outcome = match run_once(scenario, order.as_deref()) {
             Ok(o) => o,
             Err(Malformed(m)) => return Outcome::Malformed(m),
         };
