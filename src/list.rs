@@ -18,11 +18,14 @@
 //! elements, in document order.
 //!
 //! A writer places a new node against the gap it wants ([`Sequence::place_insert`],
-//! [`Sequence::place_move`]): as the right child of the node just before the gap when that node
-//! has no right children yet, otherwise as the left child of the node just after it. Text typed
-//! forwards therefore becomes a chain of right children and text typed backwards a chain of left
-//! children, so two runs typed concurrently at the same place end up one after the other, never
-//! interleaved.
+//! [`Sequence::place_move`]), looking only at the *visible* elements on either side of the gap,
+//! `lo` (or the root) and `ro` (or the end): if `ro` lies in `lo`'s subtree the node becomes a
+//! left child of `ro`, otherwise a right child of `lo`. Text typed forwards therefore becomes a
+//! chain of right children and text typed backwards a chain of left children, so two runs typed
+//! concurrently at the same place end up one after the other, never interleaved. Using visible
+//! neighbours only matters when writers know different tombstones: two writers who see the same
+//! visible list and insert at the same index make sibling nodes, ordered by their own keys
+//! (earlier write first), whatever erased elements one of them knew about in that gap.
 //!
 //! # Why it converges
 //!

@@ -1,7 +1,7 @@
 //! `Replica`: a store plus the merge metadata of its lists, and the one place where instructions
 //! are applied to it.
 //!
-//! Local writes and merged remote changesets take the same path, [`Replica::apply_op`]: a list
+//! Local writes and merged remote changesets take the same path, `Replica::apply_op`: a list
 //! instruction is registered in the list's [`Sequence`] by its ids, the sequence says where the
 //! element is visible in this replica, and the store is told the plain index. Deleting an object
 //! lets the store unlink it everywhere, and the elements the store removed from lists of links are

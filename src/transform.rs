@@ -4,7 +4,7 @@
 //! `merge(a, b)` takes two sequences made concurrently on the same base state and rewrites both
 //! in place: afterwards `base + a + b'` equals `base + b + a'`. It is the classic OT grid: every
 //! instruction of `a`, in order, meets every instruction of `b`, in order, and each meeting is
-//! decided by [`merge_pair`], the single place that holds the rule for every pair of instruction
+//! decided by `merge_pair`, the single place that holds the rule for every pair of instruction
 //! kinds (spec/semantics.md has the table with the reasons).
 //!
 //! Only instructions that can interact ever meet. Both sides are indexed by what they touch: the
