@@ -48,9 +48,11 @@
 //!
 //! Nodes live in an arena addressed by `u32`, with intrusive, key-ordered sibling lists. The
 //! document order is kept in chunks of at most [`CHUNK_MAX`] node indices, each node knowing its
-//! chunk, with a Fenwick tree over the chunks' visible counts. Index lookups, placements and
-//! registrations cost O(log n + chunk size), plus the sibling and subtree-edge walks of the
-//! receiver rule, which are short unless many concurrent edits hit the same spot. Splitting a chunk
+//! chunk, with a Fenwick tree over the chunks' visible counts. Index lookups and registrations
+//! cost O(log n + chunk size), plus the sibling and subtree-edge walks of the receiver rule,
+//! which are short unless many concurrent edits hit the same spot. A writer's placement also
+//! checks whether one neighbour descends from the other, which walks up the tree: O(depth), and
+//! a list built by appending is a chain as deep as it is long. Splitting a chunk
 //! costs O(number of chunks). Memory is roughly 100 to 130 bytes per node, tombstones included
 //! (48 for the node itself, the rest mostly the id map, whose load varies); element values are not
 //! stored here.

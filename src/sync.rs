@@ -99,6 +99,17 @@ pub enum SyncError {
         /// The server's latest version.
         latest: ServerVersion,
     },
+    /// An uploaded changeset skips a client version: the one before it was never integrated, so
+    /// integrating it would lose that one for good.
+    #[error("peer {peer} uploaded client version {version} but the server expects {expected}")]
+    BadClientVersion {
+        /// The peer.
+        peer: PeerId,
+        /// The version it uploaded.
+        version: ClientVersion,
+        /// The next version the server can integrate.
+        expected: ClientVersion,
+    },
     /// An uploaded changeset claims another origin than the uploading peer.
     #[error("peer {peer} uploaded a changeset of peer {origin}")]
     BadOrigin {
@@ -297,7 +308,16 @@ impl<S: Store> Client<S> {
     }
 
     fn integrate_inner(&mut self, download: Download) -> Result<(), SyncError> {
-        let mut entries = download.entries.into_iter().peekable();
+        if download.cursor.server < self.cursor.server {
+            // A stale or repeated download: everything in it is integrated already.
+            return Ok(());
+        }
+        let from = self.cursor.server;
+        let mut entries = download
+            .entries
+            .into_iter()
+            .filter(|e| e.server_version > from)
+            .peekable();
         while let Some(first) = entries.next() {
             // Consecutive entries with the same view of this peer's changesets merge as one
             // sequence against the same local changesets.
@@ -441,6 +461,14 @@ impl<S: Store> Server<S> {
         if cs.client_version <= state.last() {
             return Ok(());
         }
+        let expected = ClientVersion(state.last().0 + 1);
+        if cs.client_version != expected {
+            return Err(SyncError::BadClientVersion {
+                peer,
+                version: cs.client_version,
+                expected,
+            });
+        }
         if cs.origin != peer {
             return Err(SyncError::BadOrigin {
                 peer,
@@ -509,8 +537,9 @@ impl<S: Store> Server<S> {
         clock
     }
 
-    /// The vector clock of history entry `v` (1-based): its causal past plus itself. Two entries
-    /// are concurrent exactly when their clocks are ([`VectorClock::concurrent`]).
+    /// The vector clock of history entry `v` (1-based): its causal past plus itself, as far as
+    /// the server can tell. A changeset its client rebased before uploading names the later base,
+    /// so entries it was merged with count as its past here (spec/semantics.md, open questions).
     pub fn entry_clock(&self, v: ServerVersion) -> Option<VectorClock> {
         let e = self.history.get((v.0 as usize).checked_sub(1)?)?;
         let mut clock = self.state_clock(e.uploaded_base);

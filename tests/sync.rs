@@ -237,3 +237,32 @@ fn the_client_clock_stamps_after_everything_it_saw() {
     c[0].acknowledge(ack);
     assert!(server_state(&server).contains(r#""v":2"#));
 }
+
+#[test]
+fn integrating_the_same_download_twice_changes_nothing() {
+    let (mut server, mut c) = setup(2);
+    write(&mut c[1], 10, 5);
+    let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
+    c[1].acknowledge(ack);
+    let d = server.download(PeerId(1), c[0].cursor(), None);
+    c[0].integrate(d.clone()).unwrap();
+    let once = state(&c[0]);
+    c[0].integrate(d).unwrap();
+    assert_eq!(state(&c[0]), once);
+    assert_eq!(once, server_state(&server));
+}
+
+#[test]
+fn an_upload_that_skips_a_client_version_is_refused() {
+    let (mut server, mut c) = setup(2);
+    write(&mut c[1], 10, 1);
+    write(&mut c[1], 11, 2);
+    let mut up = c[1].upload();
+    up.changesets.remove(0);
+    assert!(matches!(
+        server.integrate(PeerId(2), up),
+        Err(SyncError::BadClientVersion { .. })
+    ));
+    let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
+    assert_eq!(ack.integrated, ClientVersion(2));
+}
