@@ -4,7 +4,10 @@
 //!
 //!     cargo bench --bench merge
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
+};
 use objsync::sync::{Client, Download, Server};
 use objsync::{Error, ObjectType, PeerId, PropType, Property, Store, Transaction, Value};
 
@@ -43,6 +46,26 @@ fn scenario(schema: Vec<ObjectType>, work: impl Fn(&mut Client)) -> (Client, Dow
     (b, d)
 }
 
+/// Times the receiving client's integration; building the scenario and dropping the client stay
+/// outside the measurement.
+fn measure(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    schema: impl Fn() -> Vec<ObjectType>,
+    work: impl Fn(&mut Client),
+) {
+    g.bench_function(id, |bench| {
+        bench.iter_batched(
+            || scenario(schema(), &work),
+            |(mut client, d)| {
+                client.integrate(d).expect("integrates");
+                client
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
 fn erase_first(tx: &mut Transaction<'_, objsync::MemoryStore>, ty: &str) -> Result<(), Error> {
     let first = tx.store().objects(ty)?.into_iter().next();
     match first {
@@ -69,16 +92,7 @@ fn merge_nxn_instructions(c: &mut Criterion) {
             })
             .expect("write");
         };
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
-            bench.iter_batched(
-                || scenario(schema(), work),
-                |(mut client, d)| {
-                    client.integrate(d).expect("integrates");
-                    client
-                },
-                BatchSize::LargeInput,
-            )
-        });
+        measure(&mut g, BenchmarkId::from_parameter(n), schema, work);
     }
     g.finish();
 }
@@ -102,16 +116,7 @@ fn merge_nxn_transactions(c: &mut Criterion) {
                 .expect("write");
             }
         };
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
-            bench.iter_batched(
-                || scenario(schema(), work),
-                |(mut client, d)| {
-                    client.integrate(d).expect("integrates");
-                    client
-                },
-                BatchSize::LargeInput,
-            )
-        });
+        measure(&mut g, BenchmarkId::from_parameter(n), schema, work);
     }
     g.finish();
 }
@@ -139,16 +144,7 @@ fn many_connected_objects(c: &mut Criterion) {
         })
         .expect("write");
     };
-    g.bench_function("1000", |bench| {
-        bench.iter_batched(
-            || scenario(Vec::new(), work),
-            |(mut client, d)| {
-                client.integrate(d).expect("integrates");
-                client
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    measure(&mut g, BenchmarkId::from_parameter(1000), Vec::new, work);
     g.finish();
 }
 

@@ -10,17 +10,13 @@
 //!
 //! `OBJSYNC_CASES` sets the number of random histories (default 5,000 for the history test).
 
+mod common;
+use common::cases;
+
 use objsync::json::{canonical, state_json};
 use objsync::sync::{Client, Server};
 use objsync::{ObjKey, ObjectType, PeerId, PropType, Property, Replica, Transaction, Value};
 use proptest::prelude::*;
-
-fn cases(default: u32) -> u32 {
-    std::env::var("OBJSYNC_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Debug, Clone)]
 enum Intent {

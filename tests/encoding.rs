@@ -12,6 +12,9 @@
 //!
 //! `OBJSYNC_CASES` scales the number of random cases.
 
+mod common;
+use common::cases;
+
 use objsync::decimal::Decimal128;
 use objsync::encoding::{decode, encode, encode_into, DecodeError, FORMAT_VERSION};
 use objsync::list::{Place, Side};
@@ -24,13 +27,6 @@ use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
-
-fn cases(default: u32) -> u32 {
-    std::env::var("OBJSYNC_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Allocation accounting. The decoder must refuse a count of 2^60 without reserving anything, and

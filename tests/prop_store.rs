@@ -2,6 +2,9 @@
 //! MemoryStore never panic, leave a state that renders to JSON and re-parses to the same values,
 //! and replaying the committed changesets onto a fresh replica reproduces that state.
 
+mod common;
+use common::cases;
+
 use objsync::json::{canonical, state_json, value_from_json};
 use objsync::{ObjKey, ObjectType, PeerId, PropType, Property, Replica, Store, Transaction, Value};
 use proptest::prelude::*;
@@ -28,13 +31,6 @@ const LISTS: &[&str] = &[
     "list<link<A>>",
     "list<decimal>",
 ];
-
-fn cases() -> u32 {
-    std::env::var("OBJSYNC_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500)
-}
 
 #[derive(Debug, Clone)]
 enum Intent {
@@ -192,7 +188,7 @@ fn run_intent(tx: &mut Transaction<'_, objsync::MemoryStore>, intent: &Intent) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(cases(500)))]
 
     #[test]
     fn random_transactions_render_reparse_and_replay(txs in prop::collection::vec(prop::collection::vec(intent(), 1..25), 1..6)) {

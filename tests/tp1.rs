@@ -2,6 +2,9 @@
 //! `S + A + T(B, A)` equals `S + B + T(A, B)`. Checked for every ordered pair of instruction kinds
 //! on a shared target (so none is missing), and for random changesets on random base states.
 
+mod common;
+use common::cases;
+
 use objsync::json::{canonical, state_json};
 use objsync::transform::merge;
 use objsync::Store;
@@ -254,7 +257,7 @@ fn random_write(tx: &mut Transaction<'_, objsync::MemoryStore>, k: u8, x: u8) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(std::env::var("OBJSYNC_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)))]
+    #![proptest_config(ProptestConfig::with_cases(cases(2000)))]
 
     #[test]
     fn tp1_holds_for_random_changesets(
