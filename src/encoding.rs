@@ -363,8 +363,8 @@ pub enum DecodeError {
         /// The bytes left after the count.
         remaining: usize,
     },
-    /// Bytes follow the last op.
-    #[error("{count} trailing bytes after the last instruction, at byte {offset}")]
+    /// Bytes follow the last item (of a changeset: its last op).
+    #[error("{count} trailing bytes after the end, at byte {offset}")]
     TrailingBytes {
         /// Where the trailing bytes start.
         offset: usize,
@@ -488,7 +488,7 @@ pub fn decode(bytes: &[u8]) -> Result<Changeset, DecodeError> {
     })
 }
 
-fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -504,7 +504,7 @@ fn put_u128(out: &mut Vec<u8>, mut v: u128) {
     out.push(v as u8);
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
     // usize is at most 64 bits on every platform Rust supports.
     put_u64(out, n as u64);
 }
@@ -834,19 +834,32 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// A cursor over untrusted input. Invariant: `pos <= bytes.len()`.
-struct Reader<'a> {
+/// A cursor over untrusted input. Invariant: `pos <= bytes.len()`. The protocol's message
+/// decoder reads with it too, with an empty string table.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     strings: Vec<Name>,
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            bytes,
+            pos: 0,
+            strings: Vec::new(),
+        }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len().saturating_sub(self.pos)
     }
 
-    fn byte(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn byte(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         match self.bytes.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -860,7 +873,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `n` bytes; `offset` is where the item they belong to starts, for the error.
-    fn take(
+    pub(crate) fn take(
         &mut self,
         n: usize,
         offset: usize,
@@ -919,7 +932,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         // Most varints in a changeset are single bytes (indices, tags' neighbours, small ids).
         if let Some(&b) = self.bytes.get(self.pos) {
             if b < 0x80 {
@@ -940,7 +953,7 @@ impl<'a> Reader<'a> {
         self.u64(what).map(unzigzag)
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let start = self.pos;
         let v = self.u64(what)?;
         u32::try_from(v).map_err(|_| DecodeError::IntegerOutOfRange {
@@ -952,7 +965,11 @@ impl<'a> Reader<'a> {
 
     /// A count of items that take at least `min_item` bytes each, checked against the input
     /// left so that the caller may reserve room for that many.
-    fn count(&mut self, min_item: usize, what: &'static str) -> Result<usize, DecodeError> {
+    pub(crate) fn count(
+        &mut self,
+        min_item: usize,
+        what: &'static str,
+    ) -> Result<usize, DecodeError> {
         let start = self.pos;
         let count = self.u64(what)?;
         let remaining = self.remaining();
@@ -968,7 +985,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn table_entry(&mut self) -> Result<Name, DecodeError> {
+    pub(crate) fn table_entry(&mut self) -> Result<Name, DecodeError> {
         let start = self.pos;
         let len = self.u64("string length")?;
         let len = usize::try_from(len).map_err(|_| DecodeError::Truncated {

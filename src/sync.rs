@@ -244,6 +244,16 @@ impl<S: Store> Client<S> {
         &self.unacked
     }
 
+    /// The last client version the server has acknowledged.
+    pub fn acknowledged(&self) -> ClientVersion {
+        self.acked
+    }
+
+    /// The client version of the latest local changeset (0 if none).
+    pub fn last_version(&self) -> ClientVersion {
+        ClientVersion(self.next_version - 1)
+    }
+
     /// The error that stopped this client, if one did.
     pub fn failure(&self) -> Option<&SyncError> {
         self.failed.as_ref()
@@ -448,10 +458,7 @@ impl<S: Store> Server<S> {
             self.integrate_one(peer, cs)?;
         }
         Ok(UploadAck {
-            integrated: self
-                .peers
-                .get(&peer)
-                .map_or(ClientVersion(0), PeerState::last),
+            integrated: self.last_integrated(peer),
         })
     }
 
@@ -527,6 +534,21 @@ impl<S: Store> Server<S> {
         Ok(())
     }
 
+    /// The last client version of `peer` the server has integrated (0 if none).
+    pub fn last_integrated(&self, peer: PeerId) -> ClientVersion {
+        self.peers
+            .get(&peer)
+            .map_or(ClientVersion(0), PeerState::last)
+    }
+
+    /// The last client version of `peer` integrated at or before server version `v`: the `own`
+    /// half of a download cursor at `v`.
+    pub fn own_at(&self, peer: PeerId, v: ServerVersion) -> ClientVersion {
+        self.peers
+            .get(&peer)
+            .map_or(ClientVersion(0), |s| s.own_at(v))
+    }
+
     /// The vector clock of the state at server version `v`: every peer's last changeset
     /// included.
     pub fn state_clock(&self, v: ServerVersion) -> VectorClock {
@@ -550,8 +572,7 @@ impl<S: Store> Server<S> {
     /// What `peer` has not seen after `cursor`: entries from other peers, at most `limit` of
     /// them (all if `None`).
     pub fn download(&self, peer: PeerId, cursor: Cursor, limit: Option<usize>) -> Download {
-        let state = self.peers.get(&peer);
-        let own_at = |v: ServerVersion| state.map_or(ClientVersion(0), |s| s.own_at(v));
+        let own_at = |v: ServerVersion| self.own_at(peer, v);
         let latest = self.version();
         let mut entries = Vec::new();
         let mut reached = cursor.server;
