@@ -170,7 +170,13 @@ impl<S: Store> ServerRealm<S> {
         (at(latest) - at(after)).saturating_sub(own_at(latest) - own_at(after))
     }
 
-    fn check_ident(&mut self, ident: &Ident, fresh_salt: u64) -> Result<FileIdent, ErrorMessage> {
+    /// Checks a client's IDENT and binds its file; returns the identity and whether a salt was
+    /// issued (to be persisted).
+    fn check_ident(
+        &mut self,
+        ident: &Ident,
+        fresh_salt: u64,
+    ) -> Result<(FileIdent, bool), ErrorMessage> {
         let fail = |code, msg: String| Err(ErrorMessage::new(code, msg));
         let peer = ident.file.peer;
         if peer.0 == 0 || peer.0 > MAX_PEER {
@@ -196,6 +202,10 @@ impl<S: Store> ServerRealm<S> {
                 )
             }
             (Some(known), salt) if salt == known.salt => salt,
+            // The IDENT reply of a first contact can be lost with its connection; until the
+            // peer has uploaded something it can claim the id afresh, and losing that race costs
+            // a rival nothing it could not download again.
+            (Some(_), 0) if self.server.last_integrated(peer).0 == 0 => fresh_salt.max(1),
             (Some(_), 0) => {
                 return fail(
                     ErrorCode::BadClientFileIdent,
@@ -246,7 +256,7 @@ impl<S: Store> ServerRealm<S> {
             );
         }
         self.peers.insert(peer, RealmPeer { salt, bound: true });
-        Ok(FileIdent { peer, salt })
+        Ok((FileIdent { peer, salt }, ident.file.salt == 0))
     }
 
     fn unbind(&mut self, peer: PeerId) {
@@ -327,6 +337,8 @@ enum Input {
 pub struct ServerSession {
     limits: Limits,
     phase: ServerPhase,
+    /// The client file this session holds bound in the realm, until `disconnect`.
+    bound: Option<PeerId>,
     ident_received: bool,
     outbox: VecDeque<Vec<u8>>,
     inbox: VecDeque<Input>,
@@ -345,6 +357,7 @@ impl ServerSession {
         ServerSession {
             limits,
             phase: ServerPhase::AwaitBind,
+            bound: None,
             ident_received: false,
             outbox: VecDeque::new(),
             inbox: VecDeque::new(),
@@ -485,6 +498,11 @@ impl ServerSession {
     /// to) and persist the events before transmitting.
     pub fn process<S: Store>(&mut self, realm: &mut ServerRealm<S>) -> Vec<ServerEvent> {
         let mut events = Vec::new();
+        if self.is_closed() {
+            // Closed by a bad frame in `receive`, which has no realm to release the file in.
+            self.disconnect(realm);
+            return events;
+        }
         if let Err(e) = self.process_inner(realm, &mut events) {
             self.disconnect(realm);
             self.close(e.clone());
@@ -507,9 +525,8 @@ impl ServerSession {
                     };
                     let ident = *ident;
                     self.inbox.pop_front();
-                    let new = !realm.peers.contains_key(&ident.file.peer);
-                    let file = realm.check_ident(&ident, fresh_salt)?;
-                    if new {
+                    let (file, issued) = realm.check_ident(&ident, fresh_salt)?;
+                    if issued {
                         events.push(ServerEvent::Registered {
                             peer: file.peer,
                             salt: file.salt,
@@ -519,6 +536,7 @@ impl ServerSession {
                         peer: file.peer,
                         access,
                     };
+                    self.bound = Some(file.peer);
                     self.next = ident.download.server;
                     self.send(ServerMessage::Ident(IdentReply {
                         file,
@@ -676,10 +694,10 @@ impl ServerSession {
     /// The connection is gone (or is being closed): releases the client file so it can bind
     /// again. Call it once per session, whatever ended it.
     pub fn disconnect<S: Store>(&mut self, realm: &mut ServerRealm<S>) {
-        if let ServerPhase::Active { peer, .. } = self.phase {
+        if let Some(peer) = self.bound.take() {
             realm.unbind(peer);
-            self.phase = ServerPhase::Closed;
         }
+        self.phase = ServerPhase::Closed;
     }
 }
 
@@ -734,13 +752,10 @@ pub struct ClientConfig {
 pub enum ClientEvent {
     /// The server accepted the session; persist the identity.
     Identified(Identity),
-    /// Downloaded changesets were integrated; persist the client.
-    Integrated {
-        /// How many.
-        changesets: usize,
-        /// The download position now.
-        cursor: Cursor,
-    },
+    /// Downloaded history entries were integrated. A durable client logs the download: its
+    /// local writes, the downloads and the acknowledgements, replayed in order through
+    /// [`Client::write`], [`Client::integrate`] and [`Client::acknowledge`], rebuild it exactly.
+    Integrated(Download),
     /// The server acknowledged local changesets up to this version.
     Acknowledged(ClientVersion),
     /// A MARK was answered: everything the server had when it got the MARK is integrated.
@@ -1005,19 +1020,17 @@ impl<S: Store> ClientSession<S> {
         self.client.acknowledge(UploadAck {
             integrated: d.upload_ack,
         });
-        let n = entries.len();
         let before = self.client.cursor();
-        self.client.integrate(Download {
+        let download = Download {
             entries,
             cursor: d.cursor,
             latest: d.latest,
-        })?;
+        };
+        let moves = !download.entries.is_empty() || download.cursor.server > before.server;
+        self.client.integrate(download.clone())?;
         self.note_acknowledged(acked);
-        if n > 0 || self.client.cursor() != before {
-            events.push(ClientEvent::Integrated {
-                changesets: n,
-                cursor: self.client.cursor(),
-            });
+        if moves {
+            events.push(ClientEvent::Integrated(download));
         }
         if self.client.acknowledged() > acked {
             events.push(ClientEvent::Acknowledged(self.client.acknowledged()));
@@ -1102,17 +1115,20 @@ impl<S: Store> ClientSession<S> {
 
     /// Upload progress: bytes of local changesets the server acknowledged, and those plus the
     /// ones still unacknowledged.
-    pub fn upload_progress(&mut self) -> Progress {
+    pub fn upload_progress(&self) -> Progress {
         let floor = self.client.acknowledged();
-        let mut pending = 0;
-        for cs in self.client.unacknowledged() {
-            if cs.client_version > floor {
-                pending += *self
-                    .sizes
-                    .entry(cs.client_version)
-                    .or_insert_with(|| encode(cs).len() as u64);
-            }
-        }
+        let pending: u64 = self
+            .client
+            .unacknowledged()
+            .iter()
+            .filter(|cs| cs.client_version > floor)
+            .map(|cs| {
+                self.sizes
+                    .get(&cs.client_version)
+                    .copied()
+                    .unwrap_or_else(|| encode(cs).len() as u64)
+            })
+            .sum();
         Progress {
             transferred: self.upload_done,
             transferable: self.upload_done + pending,

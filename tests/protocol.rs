@@ -1,0 +1,322 @@
+//! The protocol's messages: exact round trips through the binary and JSON forms, and typed
+//! errors (never panics) for every truncation, corruption and oversized field.
+
+mod common;
+use common::cases;
+
+use objsync::protocol::{
+    Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
+    FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
+    UploadMessage, UploadProgress,
+};
+use objsync::sync::Cursor;
+use objsync::{ClientVersion, PeerId, ServerVersion};
+use proptest::prelude::*;
+
+fn version() -> impl Strategy<Value = u64> + Clone {
+    prop_oneof![0..4u64, any::<u64>()]
+}
+
+fn cursor() -> impl Strategy<Value = Cursor> {
+    (version(), version()).prop_map(|(s, o)| Cursor {
+        server: ServerVersion(s),
+        own: ClientVersion(o),
+    })
+}
+
+fn chunks<H: std::fmt::Debug + Clone + 'static>(
+    head: impl Strategy<Value = H> + Clone + 'static,
+) -> impl Strategy<Value = Vec<Chunk<H>>> {
+    prop::collection::vec(
+        (
+            head,
+            prop::collection::vec(any::<u8>(), 0..40),
+            0..50u64,
+            0..50u64,
+        )
+            .prop_map(|(head, data, offset, extra)| Chunk {
+                head,
+                total: offset + data.len() as u64 + extra,
+                offset,
+                data,
+            }),
+        0..4,
+    )
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        (any::<u32>(), ".{0,20}", ".{0,20}").prop_map(|(protocol_version, path, token)| {
+            ClientMessage::Bind(Bind {
+                protocol_version,
+                path,
+                token,
+            })
+        }),
+        (version(), version(), version(), cursor(), version()).prop_map(
+            |(peer, salt, server_file, download, latest)| ClientMessage::Ident(Ident {
+                file: FileIdent {
+                    peer: PeerId(peer),
+                    salt
+                },
+                server_file,
+                download,
+                latest: ServerVersion(latest),
+            })
+        ),
+        (
+            version(),
+            version(),
+            chunks(version().prop_map(ClientVersion))
+        )
+            .prop_map(|(c, s, chunks)| ClientMessage::Upload(UploadMessage {
+                progress: UploadProgress {
+                    client: ClientVersion(c),
+                    server: ServerVersion(s),
+                },
+                chunks,
+            })),
+        version().prop_map(|request| ClientMessage::Mark { request }),
+        version().prop_map(|timestamp| ClientMessage::Ping { timestamp }),
+    ]
+}
+
+fn server_message() -> impl Strategy<Value = ServerMessage> {
+    let head = (version(), version()).prop_map(|(s, o)| DownloadHead {
+        server_version: ServerVersion(s),
+        last_own: ClientVersion(o),
+    });
+    let code = prop_oneof![
+        prop::sample::select(ErrorCode::ALL.to_vec()),
+        (300..100_000u32).prop_map(ErrorCode::from_number),
+    ];
+    let action = prop::sample::select(vec![Action::Fatal, Action::Retry, Action::Reset]);
+    prop_oneof![
+        (version(), version(), version(), version()).prop_map(|(peer, salt, server_file, l)| {
+            ServerMessage::Ident(IdentReply {
+                file: FileIdent {
+                    peer: PeerId(peer),
+                    salt,
+                },
+                server_file,
+                latest: ServerVersion(l),
+            })
+        }),
+        (cursor(), version(), version(), version(), chunks(head)).prop_map(
+            |(cursor, latest, ack, downloadable, chunks)| {
+                ServerMessage::Download(DownloadMessage {
+                    cursor,
+                    latest: ServerVersion(latest),
+                    upload_ack: ClientVersion(ack),
+                    downloadable,
+                    chunks,
+                })
+            }
+        ),
+        version().prop_map(|request| ServerMessage::Mark { request }),
+        version().prop_map(|timestamp| ServerMessage::Pong { timestamp }),
+        (code, action, ".{0,30}").prop_map(|(code, action, message)| {
+            ServerMessage::Error(ErrorMessage {
+                code,
+                action,
+                message,
+            })
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(5000)))]
+
+    #[test]
+    fn client_messages_round_trip(m in client_message()) {
+        let limits = Limits::default();
+        let bytes = m.encode();
+        prop_assert_eq!(ClientMessage::decode(&bytes, &limits), Ok(m.clone()));
+        let json = serde_json::to_string(&m).unwrap();
+        prop_assert_eq!(serde_json::from_str::<ClientMessage>(&json).unwrap(), m);
+        // Every proper prefix is an error, never a panic or a different message.
+        for n in 0..bytes.len() {
+            prop_assert!(ClientMessage::decode(&bytes[..n], &limits).is_err());
+        }
+    }
+
+    #[test]
+    fn server_messages_round_trip(m in server_message()) {
+        let limits = Limits::default();
+        let bytes = m.encode();
+        prop_assert_eq!(ServerMessage::decode(&bytes, &limits), Ok(m.clone()));
+        let json = serde_json::to_string(&m).unwrap();
+        prop_assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), m);
+        for n in 0..bytes.len() {
+            prop_assert!(ServerMessage::decode(&bytes[..n], &limits).is_err());
+        }
+    }
+
+    #[test]
+    fn corrupted_messages_decode_canonically_or_fail(
+        c in client_message(),
+        s in server_message(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..4),
+    ) {
+        let limits = Limits::default();
+        let mut cb = c.encode();
+        let mut sb = s.encode();
+        for (i, x) in &flips {
+            let n = i.index(cb.len());
+            cb[n] ^= x;
+            let n = i.index(sb.len());
+            sb[n] ^= x;
+        }
+        // Whatever still decodes is a message whose encoding is exactly these bytes: the
+        // form is canonical, so a corruption can never be read two ways.
+        if let Ok(m) = ClientMessage::decode(&cb, &limits) {
+            prop_assert_eq!(m.encode(), cb);
+        }
+        if let Ok(m) = ServerMessage::decode(&sb, &limits) {
+            prop_assert_eq!(m.encode(), sb);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let limits = Limits::default();
+        let _ = ClientMessage::decode(&bytes, &limits);
+        let _ = ServerMessage::decode(&bytes, &limits);
+    }
+
+    #[test]
+    fn outgoing_chunks_reassemble(
+        bytes in prop::collection::vec(any::<u8>(), 0..3000),
+        budget in 1..400usize,
+    ) {
+        let mut out = Outgoing::new(ClientVersion(3), bytes.clone().into());
+        let mut re = Reassembly::default();
+        let mut done = None;
+        let mut steps = 0;
+        while done.is_none() {
+            let mut b = budget;
+            let chunk = out.next_chunk(&mut b);
+            prop_assert!(chunk.data.len() <= budget.max(objsync::protocol::CHUNK_OVERHEAD + 1));
+            done = re.push(chunk).unwrap();
+            steps += 1;
+            prop_assert!(steps <= bytes.len() + 1);
+        }
+        prop_assert!(out.is_done());
+        prop_assert_eq!(done, Some((ClientVersion(3), bytes)));
+        prop_assert_eq!(re.buffered(), 0);
+    }
+}
+
+#[test]
+fn limits_are_enforced_before_allocating() {
+    let limits = Limits {
+        max_message: 64,
+        max_changeset: 1000,
+        max_text: 8,
+    };
+    // An oversized frame.
+    let e = ClientMessage::decode(&[0x05; 65], &limits).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::LimitsExceeded);
+    // A text above the limit.
+    let bind = ClientMessage::Bind(Bind {
+        protocol_version: 1,
+        path: "/123456789".into(),
+        token: String::new(),
+    });
+    assert!(matches!(
+        ClientMessage::decode(&bind.encode(), &limits),
+        Err(MessageError::TooLarge {
+            what: "realm path",
+            ..
+        })
+    ));
+    // A chunk claiming a changeset above the limit.
+    let up = ClientMessage::Upload(UploadMessage {
+        progress: UploadProgress::default(),
+        chunks: vec![Chunk {
+            head: ClientVersion(1),
+            total: 1001,
+            offset: 0,
+            data: vec![1],
+        }],
+    });
+    assert!(matches!(
+        ClientMessage::decode(&up.encode(), &limits),
+        Err(MessageError::TooLarge {
+            what: "changeset",
+            ..
+        })
+    ));
+    // A chunk count or length far beyond the frame is a typed error, not an allocation.
+    let e = ClientMessage::decode(
+        &[
+            0x03, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ],
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MalformedMessage);
+    let e = ClientMessage::decode(
+        &[0x03, 0, 0, 1, 1, 10, 0, 0xff, 0xff, 0x03],
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MalformedMessage, "{e}");
+    // A chunk running past its changeset's end.
+    let e =
+        ClientMessage::decode(&[0x03, 0, 0, 1, 1, 3, 2, 2, 9, 9], &Limits::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MalformedMessage, "{e}");
+}
+
+#[test]
+fn every_error_code_round_trips_and_says_what_to_do() {
+    for &code in ErrorCode::ALL {
+        assert_eq!(ErrorCode::from_number(code.number()), code);
+        let m = ErrorMessage::new(code, "x");
+        assert_eq!(m.action, code.action());
+        assert!(m.to_string().contains(code.name()));
+    }
+    let reset = [
+        ErrorCode::BadServerFileIdent,
+        ErrorCode::BadClientFileIdent,
+        ErrorCode::BadServerVersion,
+        ErrorCode::BadClientVersion,
+        ErrorCode::DivergingHistories,
+    ];
+    for code in reset {
+        assert_eq!(code.action(), Action::Reset, "{code:?}");
+    }
+    assert_eq!(ErrorCode::ClientFileBound.action(), Action::Retry);
+    assert_eq!(ErrorCode::PermissionDenied.action(), Action::Fatal);
+    assert_eq!(ErrorCode::WrongProtocolVersion.action(), Action::Fatal);
+    assert_eq!(ErrorCode::from_number(4242), ErrorCode::Unknown(4242));
+}
+
+#[test]
+fn reassembly_refuses_gaps_and_interleaving() {
+    let c = |head: u64, total, offset, data: &[u8]| Chunk {
+        head: ClientVersion(head),
+        total,
+        offset,
+        data: data.to_vec(),
+    };
+    let mut r = Reassembly::default();
+    assert_eq!(r.push(c(1, 4, 0, b"ab")), Ok(None));
+    assert!(
+        r.push(c(2, 4, 2, b"cd")).is_err(),
+        "another changeset began"
+    );
+    let mut r = Reassembly::default();
+    assert_eq!(r.push(c(1, 4, 0, b"ab")), Ok(None));
+    assert!(r.push(c(1, 4, 3, b"d")).is_err(), "a gap");
+    let mut r = Reassembly::default();
+    assert!(r.push(c(1, 4, 1, b"b")).is_err(), "does not start at 0");
+    let mut r = Reassembly::default();
+    assert_eq!(r.push(c(1, 4, 0, b"ab")), Ok(None));
+    assert_eq!(r.buffered(), 2);
+    assert_eq!(
+        r.push(c(1, 4, 2, b"cd")),
+        Ok(Some((ClientVersion(1), b"abcd".to_vec())))
+    );
+}

@@ -1,0 +1,880 @@
+//! The protocol's state machines end to end over an in-memory "network": sessions, chunked
+//! large transactions, resumption after dropped connections, progress, and every error a
+//! server answers with.
+
+mod common;
+use common::cases;
+
+use objsync::protocol::{
+    Action, ClientMessage, ErrorCode, Limits, ServerMessage, UploadMessage, UploadProgress,
+};
+use objsync::session::{
+    Access, ClientConfig, ClientError, ClientEvent, ClientSession, ServerEvent, ServerRealm,
+    ServerSession,
+};
+use objsync::sync::Client;
+use objsync::{json, Error, ObjectType, PeerId, PropType, Property, Replica};
+
+fn config(limits: Limits) -> ClientConfig {
+    ClientConfig {
+        path: "/realm".into(),
+        token: "t".into(),
+        limits,
+    }
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_message: 256,
+        ..Limits::default()
+    }
+}
+
+fn state<S: objsync::Store>(r: &Replica<S>) -> String {
+    json::canonical(&json::state_json(r.store()).expect("state"))
+}
+
+/// Replays a realm's history into a fresh replica: what the realm holds must be exactly that.
+fn replay(realm: &ServerRealm) -> String {
+    let mut r = Replica::new(PeerId(0));
+    for e in realm.server().history() {
+        r.apply_changeset(&e.changeset).expect("replay");
+    }
+    state(&r)
+}
+
+/// One client and the server session of its current connection (if connected).
+struct Peer {
+    session: ClientSession,
+    conn: Option<ServerSession>,
+    events: Vec<ClientEvent>,
+    error: Option<ClientError>,
+}
+
+/// A realm and clients, with a perfectly reliable network the test can cut.
+struct World {
+    realm: ServerRealm,
+    peers: Vec<Peer>,
+    access: Access,
+    server_limits: Limits,
+    server_events: Vec<ServerEvent>,
+    salt: u64,
+}
+
+impl World {
+    fn new(n: u64, limits: Limits) -> World {
+        World {
+            realm: ServerRealm::new(77),
+            peers: (1..=n)
+                .map(|p| Peer {
+                    session: ClientSession::new(Client::new(PeerId(p)), config(limits), None),
+                    conn: None,
+                    events: Vec::new(),
+                    error: None,
+                })
+                .collect(),
+            access: Access {
+                read: true,
+                write: true,
+            },
+            server_limits: limits,
+            server_events: Vec::new(),
+            salt: 1000,
+        }
+    }
+
+    fn connect(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        p.session.connect();
+        p.conn = Some(ServerSession::new(self.server_limits));
+        p.error = None;
+    }
+
+    fn drop_connection(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        if let Some(mut conn) = p.conn.take() {
+            conn.disconnect(&mut self.realm);
+        }
+        p.session.disconnected();
+    }
+
+    /// Moves at most `budget` frames from client `i` to the server; returns how many moved.
+    fn upstream(&mut self, i: usize, budget: usize) -> usize {
+        let mut moved = 0;
+        while moved < budget {
+            let p = &mut self.peers[i];
+            let Some(conn) = p.conn.as_mut() else { break };
+            let Some(frame) = p.session.poll_transmit() else {
+                break;
+            };
+            moved += 1;
+            if let Ok(Some(_bind)) = conn.receive(&frame) {
+                self.salt += 1;
+                conn.accept(self.access, self.salt);
+            }
+            let events = conn.process(&mut self.realm);
+            self.server_events.extend(events);
+        }
+        moved
+    }
+
+    /// Moves at most `budget` frames from the server to client `i`.
+    fn downstream(&mut self, i: usize, budget: usize) -> usize {
+        let mut moved = 0;
+        while moved < budget {
+            let p = &mut self.peers[i];
+            let Some(conn) = p.conn.as_mut() else { break };
+            let Some(frame) = conn.poll_transmit(&self.realm) else {
+                break;
+            };
+            moved += 1;
+            match p.session.handle(&frame) {
+                Ok(events) => p.events.extend(events),
+                Err(e) => {
+                    p.error = Some(e);
+                    self.drop_connection(i);
+                    break;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Runs the network until nothing moves.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = 0;
+            for i in 0..self.peers.len() {
+                moved += self.upstream(i, usize::MAX);
+                moved += self.downstream(i, usize::MAX);
+            }
+            if moved == 0 {
+                break;
+            }
+        }
+    }
+
+    fn client(&mut self, i: usize) -> &mut Client {
+        self.peers[i].session.client_mut()
+    }
+
+    fn assert_converged(&self) {
+        let server = state(self.realm.server().replica());
+        assert_eq!(server, replay(&self.realm));
+        for p in &self.peers {
+            assert_eq!(state(p.session.client().replica()), server);
+        }
+    }
+}
+
+fn schema() -> ObjectType {
+    ObjectType::new(
+        "Doc",
+        Some("id"),
+        [
+            Property::new("id", PropType::parse("int").unwrap()),
+            Property::new("body", PropType::parse("string?").unwrap()),
+            Property::new("n", PropType::parse("int?").unwrap()),
+            Property::new("tags", PropType::parse("list<string>").unwrap()),
+        ],
+    )
+    .unwrap()
+}
+
+fn write<T>(
+    c: &mut Client,
+    t: u64,
+    f: impl FnOnce(&mut objsync::Transaction<'_, objsync::MemoryStore>) -> Result<T, Error>,
+) {
+    c.write(t, |tx| {
+        tx.add_type(schema())?;
+        f(tx)
+    })
+    .expect("write");
+}
+
+#[test]
+fn two_clients_converge_through_the_protocol() {
+    let mut w = World::new(2, Limits::default());
+    write(w.client(0), 10, |tx| {
+        tx.insert("Doc", 1)?;
+        tx.set("Doc", 1, "body", "from a")
+    });
+    write(w.client(1), 20, |tx| {
+        tx.insert("Doc", 1)?;
+        tx.set("Doc", 1, "body", "from b")?;
+        tx.list_insert("Doc", 1, "tags", 0, "x")
+    });
+    w.connect(0);
+    w.connect(1);
+    w.settle();
+    w.assert_converged();
+    assert!(state(w.realm.server().replica()).contains("from b"));
+    // Every client was identified and told its changeset was acknowledged.
+    for p in &w.peers {
+        assert!(matches!(p.events[0], ClientEvent::Identified(_)));
+        assert!(p
+            .events
+            .iter()
+            .any(|e| *e == ClientEvent::Acknowledged(objsync::ClientVersion(1))));
+        assert!(p.session.upload_progress().is_complete());
+        assert!(p.session.download_progress().is_complete());
+    }
+    let registered = w
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Registered { .. }))
+        .count();
+    let integrated = w
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Integrated { .. }))
+        .count();
+    assert_eq!((registered, integrated), (2, 2));
+}
+
+#[test]
+fn a_large_transaction_travels_in_chunks_and_applies_whole() {
+    // 100 objects of 1 MB each: a 100 MB transaction, in 1 MiB frames.
+    const OBJECTS: i64 = 100;
+    const SIZE: usize = 1 << 20;
+    let mut w = World::new(2, Limits::default());
+    write(w.client(0), 10, |tx| {
+        for i in 0..OBJECTS {
+            // Distinct bodies: equal strings would be interned once by the encoding.
+            let mut body = format!("{i:08}");
+            body.extend(std::iter::repeat(char::from(b'a' + (i % 26) as u8)).take(SIZE));
+            tx.insert("Doc", i)?;
+            tx.set("Doc", i, "body", body)?;
+        }
+        Ok(())
+    });
+    w.connect(0);
+    // BIND, IDENT, then about 100 UPLOAD frames: the server holds it back until the last.
+    let mut frames = w.upstream(0, 2);
+    w.downstream(0, 1);
+    loop {
+        let moved = w.upstream(0, 1);
+        frames += moved;
+        if moved == 0 || w.realm.server().version().0 > 0 {
+            break;
+        }
+        assert!(
+            state(w.realm.server().replica()) == "{}",
+            "part of the transaction was applied before all of it arrived"
+        );
+    }
+    assert!(frames > 100, "only {frames} frames for 100 MB");
+    assert_eq!(w.realm.server().version().0, 1);
+    // The other client downloads it in chunks too.
+    w.connect(1);
+    w.settle();
+    let st = state(w.peers[1].session.client().replica());
+    assert!(st.len() > (OBJECTS as usize) * SIZE);
+    assert_eq!(st, state(w.realm.server().replica()));
+    let progress = w.peers[1].session.download_progress();
+    assert!(progress.is_complete());
+    assert!(progress.transferred > (OBJECTS as u64) * SIZE as u64);
+}
+
+#[test]
+fn a_dropped_connection_mid_upload_resumes_without_duplicates_or_loss() {
+    let mut w = World::new(2, small_limits());
+    for t in 1..=10u64 {
+        write(w.client(0), t, |tx| {
+            tx.insert("Doc", t as i64)?;
+            tx.set("Doc", t as i64, "body", "x".repeat(100 + t as usize * 40))
+        });
+    }
+    // Cut the connection after every few frames, in the middle of chunked changesets.
+    for cut in [3usize, 5, 4, 7, 2, 6] {
+        w.connect(0);
+        w.upstream(0, cut);
+        w.downstream(0, 1);
+        w.drop_connection(0);
+    }
+    // The last acknowledgement may never have reached the client: it re-sends, the server
+    // skips what it has.
+    w.connect(0);
+    w.settle();
+    w.connect(1);
+    w.settle();
+    w.assert_converged();
+    let versions: Vec<u64> = w
+        .realm
+        .server()
+        .history()
+        .iter()
+        .map(|e| e.changeset.client_version.0)
+        .collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+    assert_eq!(w.peers[0].session.client().acknowledged().0, 10);
+}
+
+#[test]
+fn a_lost_acknowledgement_makes_the_client_resend_and_the_server_skip() {
+    let mut w = World::new(1, Limits::default());
+    write(w.client(0), 1, |tx| tx.insert("Doc", 1));
+    w.connect(0);
+    w.settle();
+    write(w.client(0), 2, |tx| tx.insert("Doc", 2));
+    // The upload arrives, but the connection drops before the DOWNLOAD acknowledging it.
+    w.upstream(0, usize::MAX);
+    assert_eq!(w.realm.server().version().0, 2);
+    w.drop_connection(0);
+    assert_eq!(w.peers[0].session.client().acknowledged().0, 1);
+    w.connect(0);
+    w.settle();
+    assert_eq!(w.realm.server().version().0, 2);
+    assert_eq!(w.peers[0].session.client().acknowledged().0, 2);
+    w.assert_converged();
+}
+
+#[test]
+fn a_dropped_connection_mid_download_resumes() {
+    let mut w = World::new(3, small_limits());
+    for (i, t) in [(0usize, 5u64), (1, 6)] {
+        write(w.client(i), t, |tx| {
+            for k in 0..20 {
+                tx.insert("Doc", k)?;
+                tx.set("Doc", k, "body", format!("{i}-{k}-{}", "y".repeat(50)))?;
+                tx.list_insert("Doc", k, "tags", 0, format!("t{i}"))?;
+            }
+            Ok(())
+        });
+        w.connect(i);
+        w.settle();
+    }
+    for cut in [2usize, 3, 1, 5, 2, 8] {
+        w.connect(2);
+        w.upstream(2, usize::MAX);
+        w.downstream(2, cut);
+        w.drop_connection(2);
+    }
+    w.connect(2);
+    w.settle();
+    w.connect(0);
+    w.settle();
+    w.assert_converged();
+}
+
+#[test]
+fn interleaved_writes_disconnects_and_syncs_converge() {
+    // Pseudo-random schedules over three clients: writes on shared objects and one shared
+    // list, partial transfers in both directions, and cuts at any frame.
+    for seed in 1..=u64::from(cases(40)) {
+        random_schedule(seed);
+    }
+}
+
+fn random_schedule(seed: u64) {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut w = World::new(3, small_limits());
+    for step in 0..300u64 {
+        let i = next(3) as usize;
+        match next(7) {
+            0 | 1 => {
+                let (k, v) = (next(4) as i64, next(1000) as i64);
+                let at = next(3) as usize;
+                let erase = next(3) == 0;
+                write(w.client(i), step, |tx| {
+                    tx.insert("Doc", k)?;
+                    tx.set("Doc", k, "n", v)?;
+                    let len = objsync::Store::list_len(tx.store(), "Doc", &k.into(), "tags")?;
+                    if erase && len > 0 {
+                        tx.list_erase("Doc", k, "tags", at % len)
+                    } else {
+                        tx.list_insert("Doc", k, "tags", at.min(len), format!("{i}:{step}"))
+                    }
+                });
+            }
+            2 if next(8) == 0 => {
+                let k = next(4) as i64;
+                write(w.client(i), step, |tx| {
+                    if objsync::Store::exists(tx.store(), "Doc", &k.into())? {
+                        tx.delete("Doc", k)?;
+                    }
+                    Ok(())
+                });
+            }
+            2 | 3 => {
+                w.upstream(i, next(4) as usize);
+            }
+            4 => {
+                w.downstream(i, next(4) as usize);
+            }
+            5 if next(4) == 0 => w.drop_connection(i),
+            _ => {
+                if w.peers[i].conn.is_none() {
+                    w.connect(i);
+                }
+            }
+        }
+    }
+    for i in 0..3 {
+        w.drop_connection(i);
+        w.connect(i);
+    }
+    w.settle();
+    // A second round: downloads of what others uploaded last.
+    w.settle();
+    for p in &w.peers {
+        assert!(p.error.is_none(), "seed {seed}: {:?}", p.error);
+    }
+    w.assert_converged();
+}
+
+#[test]
+fn mark_is_answered_once_the_history_at_that_moment_is_downloaded() {
+    let mut w = World::new(2, small_limits());
+    write(w.client(0), 1, |tx| {
+        tx.insert("Doc", 1)?;
+        tx.set("Doc", 1, "body", "z".repeat(2000))
+    });
+    w.connect(0);
+    w.settle();
+    w.connect(1);
+    w.upstream(1, usize::MAX);
+    w.downstream(1, 1); // IDENT
+    w.peers[1].session.mark(42);
+    w.upstream(1, usize::MAX);
+    w.downstream(1, 2);
+    assert!(!w.peers[1].events.contains(&ClientEvent::MarkReached(42)));
+    w.settle();
+    let events = &w.peers[1].events;
+    let mark = events
+        .iter()
+        .position(|e| *e == ClientEvent::MarkReached(42))
+        .expect("mark answered");
+    assert!(events[..mark]
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Integrated(_))));
+    w.assert_converged();
+}
+
+#[test]
+fn ping_is_answered_in_any_state() {
+    let mut conn = ServerSession::new(Limits::default());
+    let realm = ServerRealm::new(1);
+    assert_eq!(
+        conn.receive(&ClientMessage::Ping { timestamp: 9 }.encode()),
+        Ok(None)
+    );
+    let frame = conn.poll_transmit(&realm).expect("pong");
+    assert_eq!(
+        ServerMessage::decode(&frame, &Limits::default()),
+        Ok(ServerMessage::Pong { timestamp: 9 })
+    );
+}
+
+#[test]
+fn progress_counts_transferred_and_pending_bytes() {
+    let mut w = World::new(2, small_limits());
+    write(w.client(0), 1, |tx| {
+        tx.insert("Doc", 1)?;
+        tx.set("Doc", 1, "body", "q".repeat(3000))
+    });
+    let before = w.peers[0].session.upload_progress();
+    assert_eq!(before.transferred, 0);
+    assert!(before.transferable > 3000);
+    w.connect(0);
+    w.settle();
+    let after = w.peers[0].session.upload_progress();
+    assert_eq!(after.transferred, before.transferable);
+    assert!(after.is_complete());
+
+    w.connect(1);
+    w.upstream(1, usize::MAX);
+    w.downstream(1, 3);
+    let mid = w.peers[1].session.download_progress();
+    assert!(mid.transferred > 0 && mid.transferred < mid.transferable);
+    w.settle();
+    let done = w.peers[1].session.download_progress();
+    assert_eq!(done.transferable, mid.transferable);
+    assert!(done.is_complete());
+}
+
+/// Runs one client's BIND + IDENT against a server session, answering the BIND with `answer`,
+/// and returns the error the client ends with, if any.
+fn bind_outcome(
+    w: &mut World,
+    i: usize,
+    answer: impl FnOnce(&mut ServerSession),
+) -> Option<ClientError> {
+    w.connect(i);
+    let p = &mut w.peers[i];
+    let conn = p.conn.as_mut().unwrap();
+    while let Some(frame) = p.session.poll_transmit() {
+        if let Ok(Some(_)) = conn.receive(&frame) {
+            break;
+        }
+    }
+    answer(conn);
+    w.settle();
+    w.peers[i].error.clone()
+}
+
+fn server_code(e: Option<ClientError>) -> (ErrorCode, Action) {
+    match e {
+        Some(ClientError::Server(m)) => (m.code, m.action),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[test]
+fn refused_binds_and_permissions() {
+    let mut w = World::new(2, Limits::default());
+    let e = bind_outcome(&mut w, 0, |c| {
+        c.refuse(ErrorCode::BadAuthentication, "bad token")
+    });
+    assert_eq!(
+        server_code(e),
+        (ErrorCode::BadAuthentication, Action::Fatal)
+    );
+    let e = bind_outcome(&mut w, 0, |c| {
+        c.accept(
+            Access {
+                read: false,
+                write: false,
+            },
+            5,
+        )
+    });
+    assert_eq!(server_code(e), (ErrorCode::PermissionDenied, Action::Fatal));
+
+    // Read-only: binds and downloads, but an upload is refused and nothing is applied.
+    write(w.client(1), 1, |tx| tx.insert("Doc", 1));
+    w.connect(1);
+    w.settle();
+    write(w.client(0), 2, |tx| tx.insert("Doc", 9));
+    let e = bind_outcome(&mut w, 0, |c| {
+        c.accept(
+            Access {
+                read: true,
+                write: false,
+            },
+            6,
+        )
+    });
+    assert_eq!(server_code(e), (ErrorCode::PermissionDenied, Action::Fatal));
+    assert_eq!(w.realm.server().version().0, 1);
+    assert!(!state(w.realm.server().replica()).contains("\"9\""));
+}
+
+#[test]
+fn identity_errors_say_reset_or_retry() {
+    let mut w = World::new(2, Limits::default());
+    write(w.client(0), 1, |tx| tx.insert("Doc", 1));
+    w.connect(0);
+    w.settle();
+    let identity = w.peers[0].session.identity().expect("identified");
+    assert_ne!(identity.file.salt, 0);
+
+    // The same file bound twice at once: retry later.
+    let mut twin = ClientSession::new(
+        Client::new(PeerId(1)),
+        config(Limits::default()),
+        Some(identity),
+    );
+    let mut conn = ServerSession::new(Limits::default());
+    twin.connect();
+    while let Some(f) = twin.poll_transmit() {
+        if let Ok(Some(_)) = conn.receive(&f) {
+            conn.accept(w.access, 1);
+        }
+        conn.process(&mut w.realm);
+    }
+    let reply = conn.poll_transmit(&w.realm).expect("error");
+    let err = twin.handle(&reply).unwrap_err();
+    assert_eq!(err.action(), Action::Retry);
+    assert!(conn.is_closed());
+
+    // A wrong salt, a different realm, a cursor beyond the history: reset.
+    w.drop_connection(0);
+    let cases: [(objsync::session::Identity, ErrorCode); 2] = [
+        (
+            objsync::session::Identity {
+                file: objsync::protocol::FileIdent {
+                    salt: identity.file.salt + 1,
+                    ..identity.file
+                },
+                ..identity
+            },
+            ErrorCode::BadClientFileIdent,
+        ),
+        (
+            objsync::session::Identity {
+                server_file: 999,
+                ..identity
+            },
+            ErrorCode::BadServerFileIdent,
+        ),
+    ];
+    for (bad, code) in cases {
+        let mut s =
+            ClientSession::new(Client::new(PeerId(1)), config(Limits::default()), Some(bad));
+        let mut conn = ServerSession::new(Limits::default());
+        s.connect();
+        while let Some(f) = s.poll_transmit() {
+            if let Ok(Some(_)) = conn.receive(&f) {
+                conn.accept(w.access, 1);
+            }
+            conn.process(&mut w.realm);
+        }
+        let err = s
+            .handle(&conn.poll_transmit(&w.realm).unwrap())
+            .unwrap_err();
+        assert_eq!(err.action(), Action::Reset, "{err}");
+        assert!(
+            matches!(err, ClientError::Server(ref m) if m.code == code),
+            "{err}"
+        );
+    }
+
+    // A newcomer claiming a peer id that has uploaded, without its salt: reset (pick another).
+    let mut s = ClientSession::new(Client::new(PeerId(1)), config(Limits::default()), None);
+    let mut conn = ServerSession::new(Limits::default());
+    s.connect();
+    while let Some(f) = s.poll_transmit() {
+        if let Ok(Some(_)) = conn.receive(&f) {
+            conn.accept(w.access, 1);
+        }
+        conn.process(&mut w.realm);
+    }
+    let err = s
+        .handle(&conn.poll_transmit(&w.realm).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Server(ref m) if m.code == ErrorCode::BadClientFileIdent),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_first_contact_whose_reply_was_lost_can_claim_its_id_again() {
+    let mut w = World::new(1, Limits::default());
+    write(w.client(0), 1, |tx| tx.insert("Doc", 1));
+    w.connect(0);
+    w.upstream(0, usize::MAX);
+    // The IDENT reply is lost with the connection: the client still has no salt.
+    w.drop_connection(0);
+    assert_eq!(w.peers[0].session.identity(), None);
+    w.connect(0);
+    w.settle();
+    assert!(w.peers[0].error.is_none(), "{:?}", w.peers[0].error);
+    assert!(w.peers[0].session.identity().is_some());
+    w.assert_converged();
+    let salts: Vec<u64> = w
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Registered { salt, .. } => Some(*salt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(salts.len(), 2, "a salt issued per first contact");
+    assert_eq!(
+        w.peers[0].session.identity().unwrap().file.salt,
+        salts[1],
+        "the client holds the latest"
+    );
+}
+
+/// Feeds raw frames (made for the session's peer, numbered from 100) to a fresh, accepted session
+/// after a valid BIND and IDENT
+/// and returns the error code it closes with.
+fn close_code(
+    realm: &mut ServerRealm,
+    frames: impl FnOnce(PeerId) -> Vec<Vec<u8>>,
+) -> Option<ErrorCode> {
+    // A new peer each time: a peer id once registered needs its salt.
+    static NEXT_PEER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
+    let peer = NEXT_PEER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut conn = ServerSession::new(small_limits());
+    let mut client = ClientSession::new(Client::new(PeerId(peer)), config(small_limits()), None);
+    client.connect();
+    while let Some(f) = client.poll_transmit() {
+        if let Ok(Some(_)) = conn.receive(&f) {
+            conn.accept(
+                Access {
+                    read: true,
+                    write: true,
+                },
+                3,
+            );
+        }
+    }
+    let mut events = conn.process(realm);
+    for f in frames(PeerId(peer)) {
+        let _ = conn.receive(&f);
+        events.extend(conn.process(realm));
+    }
+    conn.disconnect(realm);
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            ServerEvent::Closed(m) => Some(m.code),
+            _ => None,
+        })
+        .or_else(|| {
+            let mut last = None;
+            while let Some(f) = conn.poll_transmit(realm) {
+                last = Some(f);
+            }
+            match ServerMessage::decode(&last?, &Limits::default()).ok()? {
+                ServerMessage::Error(m) => Some(m.code),
+                _ => None,
+            }
+        })
+}
+
+#[test]
+fn bad_input_ends_the_session_with_a_typed_error_and_changes_nothing() {
+    let mut w = World::new(1, Limits::default());
+    write(w.client(0), 1, |tx| {
+        tx.insert("Doc", 1)?;
+        tx.set("Doc", 1, "body", "kept")
+    });
+    w.connect(0);
+    w.settle();
+    let before = state(w.realm.server().replica());
+    let realm = &mut w.realm;
+
+    let upload = |chunks| {
+        ClientMessage::Upload(UploadMessage {
+            progress: UploadProgress::default(),
+            chunks,
+        })
+        .encode()
+    };
+    let valid = {
+        let mut c = Client::new(PeerId(50));
+        c.write(5, |tx| {
+            tx.add_type(schema())?;
+            tx.insert("Doc", 7)
+        })
+        .unwrap();
+        objsync::encoding::encode(&c.unacknowledged()[0])
+    };
+    let chunk = |bytes: &[u8], total: u64, offset: u64| objsync::protocol::Chunk {
+        head: objsync::ClientVersion(1),
+        total,
+        offset,
+        data: bytes.to_vec(),
+    };
+
+    // Garbage, an unknown tag, an oversized frame.
+    assert_eq!(
+        close_code(realm, |_| vec![vec![0x03, 0xff]]),
+        Some(ErrorCode::MalformedMessage)
+    );
+    assert_eq!(
+        close_code(realm, |_| vec![vec![0x7e]]),
+        Some(ErrorCode::UnknownMessage)
+    );
+    assert_eq!(
+        close_code(realm, |_| vec![vec![0x05; 1000]]),
+        Some(ErrorCode::LimitsExceeded)
+    );
+    // A second BIND.
+    let bind = ClientMessage::Bind(objsync::protocol::Bind {
+        protocol_version: objsync::protocol::PROTOCOL_VERSION,
+        path: "/x".into(),
+        token: "t".into(),
+    })
+    .encode();
+    assert_eq!(
+        close_code(realm, |_| vec![bind]),
+        Some(ErrorCode::MessageOrder)
+    );
+    // A corrupted changeset.
+    let mut corrupt = valid.clone();
+    corrupt[0] ^= 0xff;
+    assert_eq!(
+        close_code(realm, |_| vec![upload(vec![chunk(
+            &corrupt,
+            corrupt.len() as u64,
+            0
+        )])]),
+        Some(ErrorCode::BadChangeset)
+    );
+    // Chunks out of sequence.
+    let half = valid.len() / 2;
+    assert_eq!(
+        close_code(realm, |_| vec![upload(vec![
+            chunk(&valid[..half], valid.len() as u64, 0),
+            chunk(&valid[half + 1..], valid.len() as u64, half as u64 + 1)
+        ])]),
+        Some(ErrorCode::MalformedMessage)
+    );
+    // A changeset claiming another origin.
+    let mut foreign = Client::new(PeerId(51));
+    foreign
+        .write(5, |tx| {
+            tx.add_type(schema())?;
+            tx.insert("Doc", 8)
+        })
+        .unwrap();
+    let foreign = objsync::encoding::encode(&foreign.unacknowledged()[0]);
+    assert_eq!(
+        close_code(realm, |_| vec![upload(vec![chunk(
+            &foreign,
+            foreign.len() as u64,
+            0
+        )])]),
+        Some(ErrorCode::BadOriginFileIdent)
+    );
+    // A schema change that conflicts with the realm's (a property of another type).
+    let conflicting = |p: PeerId| {
+        let mut c = Client::new(p);
+        c.write(5, |tx| {
+            tx.add_type(ObjectType::new(
+                "Doc",
+                Some("id"),
+                [
+                    Property::new("id", PropType::parse("int")?),
+                    Property::new("body", PropType::parse("int")?),
+                ],
+            )?)
+        })
+        .unwrap();
+        let bytes = objsync::encoding::encode(&c.unacknowledged()[0]);
+        vec![upload(vec![chunk(&bytes, bytes.len() as u64, 0)])]
+    };
+    assert_eq!(
+        close_code(realm, conflicting),
+        Some(ErrorCode::InvalidSchemaChange)
+    );
+
+    assert_eq!(state(realm.server().replica()), before);
+    assert_eq!(realm.server().version().0, 1);
+    assert_eq!(before, replay(realm));
+}
+
+#[test]
+fn a_client_refuses_a_server_that_breaks_the_protocol() {
+    let mut s = ClientSession::new(Client::new(PeerId(1)), config(Limits::default()), None);
+    s.connect();
+    // A DOWNLOAD before IDENT.
+    let d = ServerMessage::Download(objsync::protocol::DownloadMessage {
+        cursor: Default::default(),
+        latest: objsync::ServerVersion(0),
+        upload_ack: objsync::ClientVersion(5),
+        downloadable: 0,
+        chunks: vec![],
+    });
+    let e = s.handle(&d.encode()).unwrap_err();
+    assert!(matches!(e, ClientError::Protocol(_)), "{e}");
+    assert_eq!(e.action(), Action::Retry);
+    assert!(!s.is_active());
+    assert!(matches!(
+        s.handle(&[0xee]).unwrap_err(),
+        ClientError::Protocol(_)
+    ));
+}
