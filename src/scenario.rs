@@ -383,6 +383,20 @@ fn client_ref(json: &Json, clients: usize, what: &str) -> Result<usize, Malforme
     }
 }
 
+/// Parses a JSON array of ops in the scenario format's op syntax (what one transaction of a
+/// scenario holds), e.g. for a tool that applies a file of ops as one transaction.
+pub fn parse_ops(text: &str) -> Result<Vec<ScenarioOp>, Malformed> {
+    let json: Json =
+        serde_json::from_str(text).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
+    let Json::Array(ops) = json else {
+        return malformed("ops must be a JSON array");
+    };
+    ops.iter()
+        .enumerate()
+        .map(|(i, op)| parse_op(op, &format!("op {i}")))
+        .collect()
+}
+
 /// Parses a scenario from JSON text.
 pub fn parse(text: &str) -> Result<Scenario, Malformed> {
     let json: Json =

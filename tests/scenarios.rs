@@ -102,3 +102,26 @@ fn garbage_never_panics() {
         assert!(matches!(run(text), Outcome::Malformed(_)), "{text}");
     }
 }
+
+#[test]
+fn an_op_file_applies_as_one_transaction() {
+    use objsync::scenario::{parse_ops, run_op};
+    use objsync::{json, PeerId, Replica};
+    let ops = parse_ops(
+        r#"[{"op": "add_type", "type": "T", "primary_key": "id", "properties": {"id": "int", "n": "int?"}},
+            {"op": "insert", "type": "T", "pk": 1, "values": {"n": 5}}]"#,
+    )
+    .expect("ops");
+    let mut replica = Replica::new(PeerId(1));
+    let mut tx = replica.transaction(1);
+    for op in &ops {
+        run_op(&mut tx, op).expect("op");
+    }
+    // add_type, insert, and the set of the insert's value.
+    assert_eq!(tx.commit().ops.len(), 3);
+    let state = json::canonical(&json::state_json(replica.store()).unwrap());
+    assert_eq!(state, r#"{"T":{"1":{"n":5}}}"#);
+    for bad in ["{}", "[1]", r#"[{"op": "nope"}]"#, "not json"] {
+        assert!(parse_ops(bad).is_err(), "{bad}");
+    }
+}
