@@ -21,6 +21,52 @@
 //! 3. An ERROR ends the session. After a dropped connection the client binds again and resumes
 //!    from its last acknowledged versions: re-sent changesets are recognised by client version
 //!    and skipped, and the download starts from the client's cursor.
+//!
+//! ```
+//! use objsync::protocol::Limits;
+//! use objsync::session::{Access, ClientConfig, ClientSession, ServerRealm, ServerSession};
+//! use objsync::sync::Client;
+//! use objsync::{ObjectType, PeerId, PropType, Property};
+//!
+//! let mut realm = ServerRealm::new(0x5eed); // one per realm path
+//! let mut conn = ServerSession::new(Limits::default()); // one per connection
+//! let config = ClientConfig {
+//!     path: "/notes".into(),
+//!     token: "t".into(),
+//!     limits: Limits::default(),
+//! };
+//! let mut device = ClientSession::new(Client::new(PeerId(7)), config, None);
+//! device.client_mut().write(1, |tx| {
+//!     tx.add_type(ObjectType::new(
+//!         "Note",
+//!         Some("id"),
+//!         [Property::new("id", PropType::parse("int")?)],
+//!     )?)?;
+//!     tx.insert("Note", 1)
+//! })?;
+//! device.connect();
+//! loop {
+//!     let mut moved = false;
+//!     while let Some(frame) = device.poll_transmit() {
+//!         moved = true;
+//!         if let Ok(Some(_bind)) = conn.receive(&frame) {
+//!             // The caller checks the token and the path's permissions here.
+//!             conn.accept(Access { read: true, write: true }, 0x1234);
+//!         }
+//!         for _event in conn.process(&mut realm) { /* persist before sending more */ }
+//!     }
+//!     while let Some(frame) = conn.poll_transmit(&realm) {
+//!         moved = true;
+//!         for _event in device.handle(&frame)? { /* persist */ }
+//!     }
+//!     if !moved {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(realm.server().version().0, 1);
+//! assert_eq!(device.client().acknowledged().0, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use crate::changeset::Changeset;
 use crate::encoding::{decode, encode};
