@@ -105,6 +105,9 @@ pub struct Bind {
     pub path: String,
     /// The credential the server authenticates.
     pub token: String,
+    /// The largest frame the client accepts: the server cuts its DOWNLOADs to the smaller of
+    /// this and its own limit.
+    pub max_message: u64,
 }
 
 /// IDENT from the client: who it is and where it stands, sent right after BIND.
@@ -118,6 +121,9 @@ pub struct Ident {
     pub download: Cursor,
     /// The latest server version the client has heard of.
     pub latest: ServerVersion,
+    /// The client version of the client's latest local changeset: a server that has integrated
+    /// a later one knows the client's history went back (restored from a backup) and must reset.
+    pub last_version: ClientVersion,
 }
 
 /// How far the client has come, carried by every UPLOAD.
@@ -415,6 +421,10 @@ fn put_chunks<H>(out: &mut Vec<u8>, chunks: &[Chunk<H>], head: impl Fn(&mut Vec<
 /// message up to [`Limits::max_message`]: at most this many bytes.
 pub const CHUNK_OVERHEAD: usize = 5 * 10;
 
+/// The smallest frame limit a receiver may announce: room for a message's fixed fields, one
+/// chunk's framing, and data.
+pub const MIN_MESSAGE: usize = 256;
+
 /// The encoded size of a message's fixed fields: at most this many bytes besides its chunks
 /// (for UPLOAD and DOWNLOAD) and texts.
 pub const MESSAGE_OVERHEAD: usize = 1 + 8 * 10;
@@ -429,6 +439,7 @@ impl ClientMessage {
                 put_u64(&mut out, u64::from(b.protocol_version));
                 put_text(&mut out, &b.path);
                 put_text(&mut out, &b.token);
+                put_u64(&mut out, b.max_message);
             }
             ClientMessage::Ident(i) => {
                 out.push(IDENT);
@@ -437,6 +448,7 @@ impl ClientMessage {
                 put_u64(&mut out, i.server_file);
                 put_cursor(&mut out, i.download);
                 put_u64(&mut out, i.latest.0);
+                put_u64(&mut out, i.last_version.0);
             }
             ClientMessage::Upload(u) => {
                 let data: usize = u.chunks.iter().map(|c| c.data.len()).sum();
@@ -467,6 +479,7 @@ impl ClientMessage {
                 protocol_version: r.u32("protocol version")?,
                 path: text(&mut r, limits, "realm path")?,
                 token: text(&mut r, limits, "token")?,
+                max_message: r.u64("client frame limit")?,
             }),
             IDENT => ClientMessage::Ident(Ident {
                 file: FileIdent {
@@ -476,6 +489,7 @@ impl ClientMessage {
                 server_file: r.u64("server file identifier")?,
                 download: cursor(&mut r)?,
                 latest: ServerVersion(r.u64("latest server version")?),
+                last_version: ClientVersion(r.u64("last client version")?),
             }),
             UPLOAD => ClientMessage::Upload(UploadMessage {
                 progress: UploadProgress {

@@ -76,7 +76,7 @@ use crate::memory::MemoryStore;
 use crate::protocol::{
     Action, Bind, ChunkError, ClientMessage, DownloadHead, DownloadMessage, ErrorCode,
     ErrorMessage, FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly,
-    ServerMessage, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
+    ServerMessage, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE,
     PROTOCOL_VERSION,
 };
 use crate::replica::Replica;
@@ -136,20 +136,21 @@ pub struct ServerRealm<S: Store = MemoryStore> {
 }
 
 impl ServerRealm<MemoryStore> {
-    /// An empty realm in memory. `file_ident` identifies this history: a realm recreated
-    /// from scratch or restored from a backup must get a new one (the caller draws it at
-    /// random), so clients that knew the old one are told to reset.
+    /// An empty realm in memory. `file_ident` (nonzero: 0 is what a client that never saw the
+    /// realm sends; 0 is taken as 1) identifies this history: a realm recreated from scratch or
+    /// restored from a backup must get a new one (the caller draws it at random), so clients
+    /// that knew the old one are told to reset.
     pub fn new(file_ident: u64) -> Self {
         ServerRealm::with_replica(file_ident, Replica::new(PeerId(0)))
     }
 }
 
 impl<S: Store> ServerRealm<S> {
-    /// An empty realm over an empty replica.
+    /// An empty realm over an empty replica (`file_ident` as for [`ServerRealm::new`]).
     pub fn with_replica(file_ident: u64, replica: Replica<S>) -> Self {
         ServerRealm {
             server: Server::with_replica(replica),
-            file_ident,
+            file_ident: file_ident.max(1),
             peers: HashMap::new(),
             encoded: Vec::new(),
             bytes_through: vec![0],
@@ -241,12 +242,6 @@ impl<S: Store> ServerRealm<S> {
             );
         }
         let salt = match (self.peers.get(&peer), ident.file.salt) {
-            (Some(known), _) if known.bound => {
-                return fail(
-                    ErrorCode::ClientFileBound,
-                    format!("peer {peer} is bound in another session"),
-                )
-            }
             (Some(known), salt) if salt == known.salt => salt,
             // The IDENT reply of a first contact can be lost with its connection; until the
             // peer has uploaded something it can claim the id afresh, and losing that race costs
@@ -272,6 +267,30 @@ impl<S: Store> ServerRealm<S> {
                 )
             }
         };
+        // Only after the salt: whether a file is online is nobody else's business.
+        if self.peers.get(&peer).is_some_and(|p| p.bound) {
+            return fail(
+                ErrorCode::ClientFileBound,
+                format!("peer {peer} is bound in another session"),
+            );
+        }
+        if ident.file.salt == 0 && ident.download.server.0 != 0 {
+            return fail(
+                ErrorCode::BadServerVersion,
+                "a first contact cannot have downloaded anything".to_string(),
+            );
+        }
+        let integrated = self.server.last_integrated(peer);
+        if ident.last_version < integrated {
+            return fail(
+                ErrorCode::BadClientVersion,
+                format!(
+                    "the server has integrated client version {integrated} but the client's \
+                     history ends at {}: it went back (restored from a backup?)",
+                    ident.last_version
+                ),
+            );
+        }
         let latest = self.server.version();
         if ident.latest > latest {
             return fail(
@@ -340,8 +359,9 @@ pub enum ServerEvent {
         /// Its salt.
         salt: u64,
     },
-    /// A changeset was integrated: persist it (as uploaded) before sending further frames, since
-    /// the next DOWNLOAD acknowledges it.
+    /// A changeset was integrated: persist it (as uploaded) before any session of the realm
+    /// sends further frames, since the next DOWNLOAD of its uploader acknowledges it and the
+    /// next DOWNLOAD of any other session reveals it.
     Integrated {
         /// The uploader.
         peer: PeerId,
@@ -382,6 +402,10 @@ enum Input {
 #[derive(Debug)]
 pub struct ServerSession {
     limits: Limits,
+    /// The largest frame to send: the smaller of ours and the client's.
+    send_limit: usize,
+    /// The last upload progress reported (downloads acknowledged) in this session.
+    progress: ServerVersion,
     phase: ServerPhase,
     /// The client file this session holds bound in the realm, until `disconnect`.
     bound: Option<PeerId>,
@@ -402,6 +426,8 @@ impl ServerSession {
     pub fn new(limits: Limits) -> Self {
         ServerSession {
             limits,
+            send_limit: limits.max_message,
+            progress: ServerVersion(0),
             phase: ServerPhase::AwaitBind,
             bound: None,
             ident_received: false,
@@ -460,6 +486,7 @@ impl ServerSession {
                 protocol_version,
                 path,
                 token,
+                max_message,
             }) => {
                 if !matches!(self.phase, ServerPhase::AwaitBind) {
                     return order("a second BIND");
@@ -472,6 +499,16 @@ impl ServerSession {
                         ),
                     ));
                 }
+                if max_message < MIN_MESSAGE as u64 {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::LimitsExceeded,
+                        format!("the client accepts frames of {max_message} bytes, less than the minimum {MIN_MESSAGE}"),
+                    ));
+                }
+                self.send_limit = self
+                    .limits
+                    .max_message
+                    .min(usize::try_from(max_message).unwrap_or(usize::MAX));
                 self.phase = ServerPhase::AwaitAccept;
                 Ok(Some(BindRequest { path, token }))
             }
@@ -484,8 +521,15 @@ impl ServerSession {
                 Ok(None)
             }
             ClientMessage::Upload(UploadMessage { progress, chunks }) => {
-                if !self.ident_received {
-                    return order("UPLOAD before IDENT");
+                // Nothing is buffered for a client the caller has not accepted.
+                let ServerPhase::Active { access, .. } = self.phase else {
+                    return order("UPLOAD before the server's IDENT");
+                };
+                if !access.write && !chunks.is_empty() {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::PermissionDenied,
+                        "no write access to this realm",
+                    ));
                 }
                 for chunk in chunks {
                     if let Some((cv, bytes)) = self.reassembly.push(chunk).map_err(chunk_error)? {
@@ -496,8 +540,8 @@ impl ServerSession {
                 Ok(None)
             }
             ClientMessage::Mark { request } => {
-                if !self.ident_received {
-                    return order("MARK before IDENT");
+                if !matches!(self.phase, ServerPhase::Active { .. }) {
+                    return order("MARK before the server's IDENT");
                 }
                 self.inbox.push_back(Input::Mark(request));
                 Ok(None)
@@ -528,7 +572,7 @@ impl ServerSession {
     }
 
     fn close(&mut self, error: ErrorMessage) {
-        self.outbox.clear();
+        // Frames already queued (an IDENT reply with a new salt, a PONG) still go out first.
         self.send(ServerMessage::Error(error));
         self.phase = ServerPhase::Closed;
         self.inbox.clear();
@@ -584,14 +628,15 @@ impl ServerSession {
                     };
                     self.bound = Some(file.peer);
                     self.next = ident.download.server;
+                    self.progress = ident.download.server;
                     self.send(ServerMessage::Ident(IdentReply {
                         file,
                         server_file: realm.file_ident,
                         latest: realm.server.version(),
                     }));
                 }
-                ServerPhase::Active { peer, access } => {
-                    let (peer, access) = (*peer, *access);
+                ServerPhase::Active { peer, .. } => {
+                    let peer = *peer;
                     let Some(input) = self.inbox.pop_front() else {
                         return Ok(());
                     };
@@ -603,10 +648,10 @@ impl ServerSession {
                             ))
                         }
                         Input::Changeset(cv, bytes) => {
-                            if !access.write {
+                            if cv.0 == 0 {
                                 return Err(ErrorMessage::new(
-                                    ErrorCode::PermissionDenied,
-                                    "no write access to this realm",
+                                    ErrorCode::BadClientVersion,
+                                    "client versions start at 1",
                                 ));
                             }
                             let cs = decode(&bytes).map_err(|e| {
@@ -636,16 +681,18 @@ impl ServerSession {
                             });
                         }
                         Input::Progress(p) => {
-                            if p.server > realm.server.version() {
+                            if p.server > realm.server.version() || p.server < self.progress {
                                 return Err(ErrorMessage::new(
                                     ErrorCode::BadServerVersion,
                                     format!(
-                                        "upload progress names server version {} beyond {}",
+                                        "upload progress names server version {}, outside {}..={}",
                                         p.server,
+                                        self.progress,
                                         realm.server.version()
                                     ),
                                 ));
                             }
+                            self.progress = p.server;
                         }
                         Input::Mark(request) => {
                             self.marks.push_back((request, realm.server.version()));
@@ -667,6 +714,14 @@ impl ServerSession {
         let ServerPhase::Active { peer, .. } = self.phase else {
             return None;
         };
+        // A MARK is answered as soon as the download has passed its target, even while newer
+        // entries keep coming.
+        if let Some(&(request, target)) = self.marks.front() {
+            if self.next >= target && self.sending.is_none() {
+                self.marks.pop_front();
+                return Some(ServerMessage::Mark { request }.encode());
+            }
+        }
         let ack = realm.server.last_integrated(peer);
         let latest = realm.server.version();
         if self.next < latest || self.sending.is_some() || self.ack_sent != Some(ack) {
@@ -674,19 +729,13 @@ impl ServerSession {
             self.ack_sent = Some(ack);
             return Some(ServerMessage::Download(msg).encode());
         }
-        if let Some(&(request, target)) = self.marks.front() {
-            if self.next >= target {
-                self.marks.pop_front();
-                return Some(ServerMessage::Mark { request }.encode());
-            }
-        }
         None
     }
 
     fn download<S: Store>(&mut self, realm: &ServerRealm<S>, peer: PeerId) -> DownloadMessage {
         let history = realm.server.history();
         let latest = realm.server.version();
-        let mut budget = self.limits.max_message.saturating_sub(MESSAGE_OVERHEAD);
+        let mut budget = self.send_limit.saturating_sub(MESSAGE_OVERHEAD);
         let mut chunks = Vec::new();
         loop {
             if self.sending.is_none() {
@@ -826,6 +875,10 @@ pub enum ClientError {
     /// Downloaded changesets could not be integrated.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The server knows more of this client's history than the client has: the local realm
+    /// went back (restored from a backup) and must be reset.
+    #[error("the client's history diverged from the server's: {0}")]
+    Diverged(String),
 }
 
 impl ClientError {
@@ -836,6 +889,7 @@ impl ClientError {
             // A misbehaving server or transport: the history is intact, try again later.
             ClientError::Protocol(_) => Action::Retry,
             ClientError::Sync(_) => Action::Fatal,
+            ClientError::Diverged(_) => Action::Reset,
         }
     }
 }
@@ -942,12 +996,14 @@ impl<S: Store> ClientSession<S> {
             protocol_version: PROTOCOL_VERSION,
             path: self.config.path.clone(),
             token: self.config.token.clone(),
+            max_message: self.config.limits.max_message as u64,
         }));
         self.send(ClientMessage::Ident(Ident {
             file,
             server_file: self.identity.map_or(0, |i| i.server_file),
             download: self.client.cursor(),
             latest: self.latest.max(self.client.cursor().server),
+            last_version: self.client.last_version(),
         }));
     }
 
@@ -1036,37 +1092,57 @@ impl<S: Store> ClientSession<S> {
         d: DownloadMessage,
         events: &mut Vec<ClientEvent>,
     ) -> Result<(), ClientError> {
-        let mut entries = Vec::new();
+        let protocol = |what: String| Err(ClientError::Protocol(what));
+        let before = self.client.cursor();
+        if d.cursor.server < before.server || d.cursor.server > d.latest {
+            return protocol(format!(
+                "DOWNLOAD cursor {} outside {}..={}",
+                d.cursor.server, before.server, d.latest
+            ));
+        }
+        let mut entries: Vec<DownloadEntry> = Vec::new();
         for chunk in d.chunks {
             self.download_done += chunk.data.len() as u64;
             let done = self
                 .reassembly
                 .push(chunk)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            if let Some((head, bytes)) = done {
-                let changeset = decode(&bytes).map_err(|e| {
-                    ClientError::Protocol(format!("server version {}: {e}", head.server_version))
-                })?;
-                entries.push(DownloadEntry {
-                    server_version: head.server_version,
-                    last_own: head.last_own,
-                    changeset,
-                });
+            let Some((head, bytes)) = done else { continue };
+            let floor = entries.last().map_or(before.server, |e| e.server_version);
+            if head.server_version <= floor || head.server_version > d.cursor.server {
+                return protocol(format!(
+                    "entry {} outside {floor}<..={}",
+                    head.server_version, d.cursor.server
+                ));
             }
+            let changeset = decode(&bytes).map_err(|e| {
+                ClientError::Protocol(format!("server version {}: {e}", head.server_version))
+            })?;
+            entries.push(DownloadEntry {
+                server_version: head.server_version,
+                last_own: head.last_own,
+                changeset,
+            });
+        }
+        let acked = self.client.acknowledged();
+        if d.upload_ack > self.client.last_version() {
+            return Err(ClientError::Diverged(format!(
+                "the server has integrated client version {} but the last one written here is {}",
+                d.upload_ack,
+                self.client.last_version()
+            )));
+        }
+        if d.upload_ack < acked {
+            return protocol(format!(
+                "acknowledgement went back from {acked} to {}",
+                d.upload_ack
+            ));
         }
         self.downloadable = d.downloadable;
         self.latest = self.latest.max(d.latest);
-        let acked = self.client.acknowledged();
-        if d.upload_ack > self.client.last_version() {
-            return Err(ClientError::Protocol(format!(
-                "acknowledgement of client version {} beyond the last one written",
-                d.upload_ack
-            )));
-        }
         self.client.acknowledge(UploadAck {
             integrated: d.upload_ack,
         });
-        let before = self.client.cursor();
         let download = Download {
             entries,
             cursor: d.cursor,
@@ -1161,20 +1237,18 @@ impl<S: Store> ClientSession<S> {
 
     /// Upload progress: bytes of local changesets the server acknowledged, and those plus the
     /// ones still unacknowledged.
-    pub fn upload_progress(&self) -> Progress {
+    pub fn upload_progress(&mut self) -> Progress {
         let floor = self.client.acknowledged();
-        let pending: u64 = self
-            .client
-            .unacknowledged()
-            .iter()
-            .filter(|cs| cs.client_version > floor)
-            .map(|cs| {
-                self.sizes
-                    .get(&cs.client_version)
-                    .copied()
-                    .unwrap_or_else(|| encode(cs).len() as u64)
-            })
-            .sum();
+        let mut pending = 0;
+        for cs in self.client.unacknowledged() {
+            if cs.client_version > floor {
+                // Sizes are remembered so that polling progress does not re-encode.
+                pending += *self
+                    .sizes
+                    .entry(cs.client_version)
+                    .or_insert_with(|| encode(cs).len() as u64);
+            }
+        }
         Progress {
             transferred: self.upload_done,
             transferable: self.upload_done + pending,

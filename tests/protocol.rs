@@ -46,24 +46,36 @@ fn chunks<H: std::fmt::Debug + Clone + 'static>(
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (any::<u32>(), ".{0,20}", ".{0,20}").prop_map(|(protocol_version, path, token)| {
-            ClientMessage::Bind(Bind {
-                protocol_version,
-                path,
-                token,
-            })
-        }),
-        (version(), version(), version(), cursor(), version()).prop_map(
-            |(peer, salt, server_file, download, latest)| ClientMessage::Ident(Ident {
-                file: FileIdent {
-                    peer: PeerId(peer),
-                    salt
-                },
-                server_file,
-                download,
-                latest: ServerVersion(latest),
-            })
+        (any::<u32>(), ".{0,20}", ".{0,20}", version()).prop_map(
+            |(protocol_version, path, token, max_message)| {
+                ClientMessage::Bind(Bind {
+                    protocol_version,
+                    path,
+                    token,
+                    max_message,
+                })
+            }
         ),
+        (
+            version(),
+            version(),
+            version(),
+            cursor(),
+            version(),
+            version()
+        )
+            .prop_map(|(peer, salt, server_file, download, latest, last)| {
+                ClientMessage::Ident(Ident {
+                    file: FileIdent {
+                        peer: PeerId(peer),
+                        salt,
+                    },
+                    server_file,
+                    download,
+                    latest: ServerVersion(latest),
+                    last_version: ClientVersion(last),
+                })
+            }),
         (
             version(),
             version(),
@@ -223,6 +235,7 @@ fn limits_are_enforced_before_allocating() {
         protocol_version: 1,
         path: "/123456789".into(),
         token: String::new(),
+        max_message: 1 << 20,
     });
     assert!(matches!(
         ClientMessage::decode(&bind.encode(), &limits),

@@ -211,7 +211,7 @@ fn two_clients_converge_through_the_protocol() {
     w.assert_converged();
     assert!(state(w.realm.server().replica()).contains("from b"));
     // Every client was identified and told its changeset was acknowledged.
-    for p in &w.peers {
+    for p in &mut w.peers {
         assert!(matches!(p.events[0], ClientEvent::Identified(_)));
         assert!(p
             .events
@@ -787,6 +787,7 @@ fn bad_input_ends_the_session_with_a_typed_error_and_changes_nothing() {
         protocol_version: objsync::protocol::PROTOCOL_VERSION,
         path: "/x".into(),
         token: "t".into(),
+        max_message: 1 << 20,
     })
     .encode();
     assert_eq!(
@@ -877,4 +878,129 @@ fn a_client_refuses_a_server_that_breaks_the_protocol() {
         s.handle(&[0xee]).unwrap_err(),
         ClientError::Protocol(_)
     ));
+}
+
+#[test]
+fn a_client_whose_history_went_back_is_told_to_reset() {
+    let mut w = World::new(1, Limits::default());
+    for t in 1..=3 {
+        write(w.client(0), t, |tx| tx.insert("Doc", t as i64));
+    }
+    w.connect(0);
+    w.settle();
+    let identity = w.peers[0].session.identity();
+    w.drop_connection(0);
+    // The device is restored from a backup taken after its first write.
+    let mut restored = Client::new(PeerId(1));
+    write(&mut restored, 1, |tx| tx.insert("Doc", 1));
+    w.peers[0].session = ClientSession::new(restored, config(Limits::default()), identity);
+    w.connect(0);
+    w.settle();
+    let e = server_code(w.peers[0].error.clone());
+    assert_eq!(e, (ErrorCode::BadClientVersion, Action::Reset));
+    assert_eq!(w.realm.server().version().0, 3);
+}
+
+#[test]
+fn downloads_fit_the_clients_frame_limit() {
+    let client_limits = Limits {
+        max_message: 300,
+        ..Limits::default()
+    };
+    let mut w = World::new(2, Limits::default());
+    w.peers[1].session = ClientSession::new(Client::new(PeerId(2)), config(client_limits), None);
+    write(w.client(0), 1, |tx| {
+        tx.insert("Doc", 1)?;
+        tx.set("Doc", 1, "body", "w".repeat(5000))
+    });
+    w.connect(0);
+    w.settle();
+    w.connect(1);
+    w.settle();
+    assert!(w.peers[1].error.is_none(), "{:?}", w.peers[1].error);
+    w.assert_converged();
+
+    // A client announcing a limit no message fits in is refused.
+    let mut conn = ServerSession::new(Limits::default());
+    let bind = ClientMessage::Bind(objsync::protocol::Bind {
+        protocol_version: objsync::protocol::PROTOCOL_VERSION,
+        path: "/x".into(),
+        token: "t".into(),
+        max_message: 100,
+    });
+    let e = conn.receive(&bind.encode()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::LimitsExceeded);
+}
+
+#[test]
+fn uploads_before_the_server_ident_and_bad_versions_are_refused() {
+    let mut realm = ServerRealm::new(5);
+    // UPLOAD pipelined after BIND and IDENT, before the caller accepted: nothing is buffered.
+    let mut s = ClientSession::new(Client::new(PeerId(9)), config(Limits::default()), None);
+    s.connect();
+    let mut conn = ServerSession::new(Limits::default());
+    while let Some(f) = s.poll_transmit() {
+        conn.receive(&f).unwrap();
+    }
+    let upload =
+        |progress, chunks| ClientMessage::Upload(UploadMessage { progress, chunks }).encode();
+    let e = conn
+        .receive(&upload(UploadProgress::default(), vec![]))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::MessageOrder);
+    assert!(conn.is_closed());
+
+    // Client version 0, and upload progress going back.
+    let zero = objsync::protocol::Chunk {
+        head: objsync::ClientVersion(0),
+        total: 1,
+        offset: 0,
+        data: vec![0],
+    };
+    assert_eq!(
+        close_code(&mut realm, |_| vec![upload(
+            UploadProgress::default(),
+            vec![zero]
+        )]),
+        Some(ErrorCode::BadClientVersion)
+    );
+    let mut c = Client::new(PeerId(8));
+    write(&mut c, 1, |tx| tx.insert("Doc", 1));
+    let mut s = ClientSession::new(c, config(Limits::default()), None);
+    let mut conn = ServerSession::new(Limits::default());
+    s.connect();
+    for _ in 0..4 {
+        while let Some(f) = s.poll_transmit() {
+            if let Ok(Some(_)) = conn.receive(&f) {
+                conn.accept(
+                    Access {
+                        read: true,
+                        write: true,
+                    },
+                    2,
+                );
+            }
+            conn.process(&mut realm);
+        }
+        while let Some(f) = conn.poll_transmit(&realm) {
+            s.handle(&f).unwrap();
+        }
+    }
+    assert_eq!(realm.server().version().0, 1);
+    let back = UploadProgress {
+        client: objsync::ClientVersion(1),
+        server: objsync::ServerVersion(0),
+    };
+    let forward = UploadProgress {
+        server: objsync::ServerVersion(1),
+        ..back
+    };
+    conn.receive(&upload(forward, vec![])).unwrap();
+    assert!(conn.process(&mut realm).is_empty());
+    conn.receive(&upload(back, vec![])).unwrap();
+    let events = conn.process(&mut realm);
+    assert!(
+        matches!(&events[..], [ServerEvent::Closed(m)] if m.code == ErrorCode::BadServerVersion),
+        "{events:?}"
+    );
 }
