@@ -704,11 +704,17 @@ impl ServerSession {
         }
     }
 
+    /// The next frame already queued (a PONG, an IDENT reply, an ERROR), without looking at
+    /// the realm: what a caller sends before a BIND has resolved to a realm.
+    pub fn poll_queued(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
     /// The next frame to send: queued replies first, then DOWNLOADs while the client is
     /// behind (one message at a time, so a long history is never copied into a queue), the
     /// upload acknowledgement, and MARK replies. `None` when there is nothing to send.
     pub fn poll_transmit<S: Store>(&mut self, realm: &ServerRealm<S>) -> Option<Vec<u8>> {
-        if let Some(frame) = self.outbox.pop_front() {
+        if let Some(frame) = self.poll_queued() {
             return Some(frame);
         }
         let ServerPhase::Active { peer, .. } = self.phase else {
@@ -953,6 +959,11 @@ impl<S: Store> ClientSession<S> {
     /// The client, for local writes ([`Client::write`]); uploads pick them up by themselves.
     pub fn client_mut(&mut self) -> &mut Client<S> {
         &mut self.client
+    }
+
+    /// Where and how the client binds.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// The identity, once the server issued it.

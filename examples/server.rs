@@ -1,0 +1,82 @@
+//! The reference sync server over WebSocket.
+//!
+//! ```text
+//! cargo run --release --example server -- --listen 127.0.0.1:9080 --data DIR [--config FILE]
+//! ```
+//!
+//! Realms live under `DIR`, one append-only journal each, created on first BIND. Without
+//! `--config` the server makes up an admin token and prints it (`admin token: ...`); with one,
+//! tokens, users and permission grants come from the file (README, "Reference server and
+//! client"). Once it accepts connections it prints `listening on ADDR` on stdout; it logs to
+//! stderr (`RUST_LOG` sets the level, `info` by default).
+
+#![forbid(unsafe_code)]
+
+// Each example uses its own part of the shared code.
+#[allow(dead_code)]
+#[path = "net/mod.rs"]
+mod net;
+
+use clap::Parser;
+use net::server::{random_token, Config, Server};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The reference objsync sync server.
+#[derive(Parser)]
+struct Args {
+    /// Address to listen on (port 0 picks a free one; the real address is printed).
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    listen: String,
+    /// Directory of the realms' journals (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// JSON config: admin token, user tokens, permission grants.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: Args) -> Result<(), String> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let token = random_token();
+            println!("admin token: {token}");
+            Config::admin_only(token)
+        }
+    };
+    // Held for the life of the process: two servers on one directory would interleave
+    // their journals.
+    let _lock = net::lock_dir(&args.data).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {addr}");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        Server::new(args.data.clone(), config).serve(listener).await;
+        Ok(())
+    })
+}
