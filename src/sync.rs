@@ -59,7 +59,7 @@ use crate::memory::MemoryStore;
 use crate::replica::Replica;
 use crate::store::Store;
 use crate::transaction::Transaction;
-use crate::transform::{merge, Footprint};
+use crate::transform::{merge, Footprint, HistoryIndex};
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -409,6 +409,7 @@ impl PeerState {
 pub struct Server<S: Store = MemoryStore> {
     replica: Replica<S>,
     history: Vec<HistoryEntry>,
+    index: HistoryIndex,
     peers: HashMap<PeerId, PeerState>,
 }
 
@@ -431,6 +432,7 @@ impl<S: Store> Server<S> {
         Server {
             replica,
             history: Vec::new(),
+            index: HistoryIndex::default(),
             peers: HashMap::new(),
         }
     }
@@ -496,7 +498,13 @@ impl<S: Store> Server<S> {
         let footprint = Footprint::of(std::slice::from_ref(&cs));
         let mut window_versions = Vec::new();
         let mut window = Vec::new();
-        for v in b.0 + 1..=latest.0 {
+        // Reciprocal forms are looked at whatever the index says: they are what this peer
+        // saw, and the index holds the history's forms.
+        let mut candidates = self.index.candidates(&footprint, b.0);
+        candidates.extend(state.reciprocal.range(b.0 + 1..).map(|(v, _)| *v));
+        candidates.sort_unstable();
+        candidates.dedup();
+        for v in candidates {
             let entry = &self.history[(v - 1) as usize];
             if entry.changeset.origin == peer {
                 continue;
@@ -518,6 +526,7 @@ impl<S: Store> Server<S> {
         let mut integrated = incoming.pop().expect("one changeset");
         self.replica.apply_changeset(&integrated).map_err(reject)?;
         integrated.base_version = latest;
+        self.index.add(latest.0 + 1, &integrated);
         self.history.push(HistoryEntry {
             changeset: integrated,
             uploaded_base: b,

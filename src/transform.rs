@@ -184,6 +184,51 @@ impl Footprint {
     }
 }
 
+/// What a server's history entries touch, by touch, so that integrating an upload visits only
+/// the entries of its window that can meet it instead of every entry since its base.
+#[derive(Debug, Default)]
+pub struct HistoryIndex {
+    /// The versions (ascending) of the entries with each touch.
+    by_touch: HashMap<Touch, Vec<u64>>,
+}
+
+impl HistoryIndex {
+    /// Records history entry `version` (versions are added in ascending order).
+    pub fn add(&mut self, version: u64, cs: &Changeset) {
+        for op in &cs.ops {
+            if op.fate == Fate::Void {
+                continue;
+            }
+            for t in touches(&op.instr) {
+                let versions = self.by_touch.entry(t).or_default();
+                if versions.last() != Some(&version) {
+                    versions.push(version);
+                }
+            }
+        }
+    }
+
+    /// The versions after `after`, ascending and without repeats, of the entries holding an
+    /// instruction that meets one indexed by `footprint` (a superset of those that meet it in
+    /// their current form, since transformation only ever removes touches).
+    pub fn candidates(&self, footprint: &Footprint, after: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        // The meeting relation is symmetric, so the entries meeting a touch `k` are those
+        // touching one of `meets(k)`.
+        for k in footprint.touched.keys() {
+            for m in meets(k) {
+                if let Some(versions) = self.by_touch.get(&m) {
+                    let from = versions.partition_point(|&v| v <= after);
+                    out.extend_from_slice(&versions[from..]);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 fn index(side: &[Changeset]) -> HashMap<Touch, SmallVec<[Pos; 2]>> {
     let mut idx: HashMap<Touch, SmallVec<[Pos; 2]>> = HashMap::new();
     for (c, cs) in side.iter().enumerate() {
