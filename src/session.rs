@@ -723,7 +723,8 @@ impl ServerSession {
         // A MARK is answered as soon as the download has passed its target, even while newer
         // entries keep coming.
         if let Some(&(request, target)) = self.marks.front() {
-            if self.next >= target && self.sending.is_none() {
+            // Every entry up to `next` is complete at the client, whatever is under way after.
+            if self.next >= target {
                 self.marks.pop_front();
                 return Some(ServerMessage::Mark { request }.encode());
             }
@@ -881,6 +882,9 @@ pub enum ClientError {
     /// Downloaded changesets could not be integrated.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The server sent a frame or changeset beyond this client's [`Limits`].
+    #[error("the server sent more than this client accepts: {0}")]
+    TooLarge(MessageError),
     /// The server knows more of this client's history than the client has: the local realm
     /// went back (restored from a backup) and must be reset.
     #[error("the client's history diverged from the server's: {0}")]
@@ -896,6 +900,7 @@ impl ClientError {
             ClientError::Protocol(_) => Action::Retry,
             ClientError::Sync(_) => Action::Fatal,
             ClientError::Diverged(_) => Action::Reset,
+            ClientError::TooLarge(_) => Action::Fatal,
         }
     }
 }
@@ -920,6 +925,8 @@ pub struct ClientSession<S: Store = MemoryStore> {
     sent: ClientVersion,
     sending: Option<Outgoing<ClientVersion>>,
     reported: Option<ServerVersion>,
+    /// MARKs asked for before the server's IDENT, sent once it arrives.
+    marks: Vec<u64>,
     reassembly: Reassembly<DownloadHead>,
     sizes: HashMap<ClientVersion, u64>,
     upload_done: u64,
@@ -942,6 +949,7 @@ impl<S: Store> ClientSession<S> {
             sent: ClientVersion(0),
             sending: None,
             reported: None,
+            marks: Vec::new(),
             reassembly: Reassembly::default(),
             sizes: HashMap::new(),
             upload_done: 0,
@@ -1039,8 +1047,11 @@ impl<S: Store> ClientSession<S> {
     /// Queues a MARK: [`ClientEvent::MarkReached`] reports when everything the server has now
     /// is integrated here.
     pub fn mark(&mut self, request: u64) {
-        if self.phase != ClientPhase::Disconnected {
-            self.send(ClientMessage::Mark { request });
+        match self.phase {
+            ClientPhase::Active => self.send(ClientMessage::Mark { request }),
+            // The server takes MARKs only once it has answered the IDENT.
+            ClientPhase::AwaitIdent => self.marks.push(request),
+            ClientPhase::Disconnected => {}
         }
     }
 
@@ -1062,6 +1073,8 @@ impl<S: Store> ClientSession<S> {
         let protocol = |what: String| Err(ClientError::Protocol(what));
         let msg = match ServerMessage::decode(frame, &self.config.limits) {
             Ok(msg) => msg,
+            // Waiting will not make a frame or changeset fit this client's limits.
+            Err(e @ MessageError::TooLarge { .. }) => return Err(ClientError::TooLarge(e)),
             Err(e) => return protocol(e.to_string()),
         };
         let mut events = Vec::new();
@@ -1087,6 +1100,9 @@ impl<S: Store> ClientSession<S> {
                 self.identity = Some(identity);
                 self.latest = self.latest.max(reply.latest);
                 self.phase = ClientPhase::Active;
+                for request in std::mem::take(&mut self.marks) {
+                    self.send(ClientMessage::Mark { request });
+                }
                 events.push(ClientEvent::Identified(identity));
             }
             (ClientPhase::Active, ServerMessage::Download(d)) => self.download(d, &mut events)?,
@@ -1120,10 +1136,13 @@ impl<S: Store> ClientSession<S> {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             let Some((head, bytes)) = done else { continue };
             let floor = entries.last().map_or(before.server, |e| e.server_version);
-            if head.server_version <= floor || head.server_version > d.cursor.server {
+            if head.server_version <= floor
+                || head.server_version > d.cursor.server
+                || head.last_own > d.cursor.own
+            {
                 return protocol(format!(
-                    "entry {} outside {floor}<..={}",
-                    head.server_version, d.cursor.server
+                    "entry {} (after own {}) outside {floor}<..={} (own {})",
+                    head.server_version, head.last_own, d.cursor.server, d.cursor.own
                 ));
             }
             let changeset = decode(&bytes).map_err(|e| {
@@ -1136,10 +1155,10 @@ impl<S: Store> ClientSession<S> {
             });
         }
         let acked = self.client.acknowledged();
-        if d.upload_ack > self.client.last_version() {
+        if d.upload_ack.max(d.cursor.own) > self.client.last_version() {
             return Err(ClientError::Diverged(format!(
                 "the server has integrated client version {} but the last one written here is {}",
-                d.upload_ack,
+                d.upload_ack.max(d.cursor.own),
                 self.client.last_version()
             )));
         }

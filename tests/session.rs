@@ -1004,3 +1004,17 @@ fn uploads_before_the_server_ident_and_bad_versions_are_refused() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_mark_asked_before_the_server_ident_waits_for_it() {
+    let mut w = World::new(2, Limits::default());
+    write(w.client(0), 1, |tx| tx.insert("Doc", 1));
+    w.connect(0);
+    w.settle();
+    w.connect(1);
+    w.peers[1].session.mark(7);
+    w.settle();
+    assert!(w.peers[1].error.is_none(), "{:?}", w.peers[1].error);
+    assert!(w.peers[1].events.contains(&ClientEvent::MarkReached(7)));
+    w.assert_converged();
+}
