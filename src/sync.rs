@@ -500,7 +500,7 @@ impl<S: Store> Server<S> {
         let mut window = Vec::new();
         // Reciprocal forms are looked at whatever the index says: they are what this peer
         // saw, and the index holds the history's forms.
-        let mut candidates = self.index.candidates(&footprint, b.0);
+        let mut candidates = self.index.candidates(&footprint, b.0, peer);
         candidates.extend(state.reciprocal.range(b.0 + 1..).map(|(v, _)| *v));
         candidates.sort_unstable();
         candidates.dedup();

@@ -21,7 +21,7 @@
 
 use crate::changeset::Changeset;
 use crate::error::Error;
-use crate::ids::Key;
+use crate::ids::{Key, PeerId};
 use crate::instruction::{Fate, Instruction, Op};
 use crate::schema::{Name, PropType, Schema};
 use crate::value::{ObjKey, Value};
@@ -188,8 +188,10 @@ impl Footprint {
 /// the entries of its window that can meet it instead of every entry since its base.
 #[derive(Debug, Default)]
 pub struct HistoryIndex {
-    /// The versions (ascending) of the entries with each touch.
-    by_touch: HashMap<Touch, Vec<u64>>,
+    /// For each touch, the versions (ascending) of the entries with it, grouped in runs of
+    /// consecutive entries from one origin: an uploader's own entries never meet its uploads,
+    /// and a run of them (a single writer's long history) is skipped in one step.
+    by_touch: HashMap<Touch, Vec<(PeerId, Vec<u64>)>>,
 }
 
 impl HistoryIndex {
@@ -200,26 +202,38 @@ impl HistoryIndex {
                 continue;
             }
             for t in touches(&op.instr) {
-                let versions = self.by_touch.entry(t).or_default();
-                if versions.last() != Some(&version) {
-                    versions.push(version);
+                let runs = self.by_touch.entry(t).or_default();
+                match runs.last_mut() {
+                    Some((origin, versions)) if *origin == cs.origin => {
+                        if versions.last() != Some(&version) {
+                            versions.push(version);
+                        }
+                    }
+                    _ => runs.push((cs.origin, vec![version])),
                 }
             }
         }
     }
 
-    /// The versions after `after`, ascending and without repeats, of the entries holding an
-    /// instruction that meets one indexed by `footprint` (a superset of those that meet it in
-    /// their current form, since transformation only ever removes touches).
-    pub fn candidates(&self, footprint: &Footprint, after: u64) -> Vec<u64> {
+    /// The versions after `after`, ascending and without repeats, of the entries from origins
+    /// other than `peer` holding an instruction that meets one indexed by `footprint` (a
+    /// superset of those that meet it in their current form, since transformation only ever
+    /// removes touches).
+    pub fn candidates(&self, footprint: &Footprint, after: u64, peer: PeerId) -> Vec<u64> {
         let mut out = Vec::new();
         // The meeting relation is symmetric, so the entries meeting a touch `k` are those
         // touching one of `meets(k)`.
         for k in footprint.touched.keys() {
             for m in meets(k) {
-                if let Some(versions) = self.by_touch.get(&m) {
-                    let from = versions.partition_point(|&v| v <= after);
-                    out.extend_from_slice(&versions[from..]);
+                let Some(runs) = self.by_touch.get(&m) else {
+                    continue;
+                };
+                let first = runs.partition_point(|(_, v)| v.last().is_some_and(|&l| l <= after));
+                for (origin, versions) in &runs[first..] {
+                    if *origin != peer {
+                        let from = versions.partition_point(|&v| v <= after);
+                        out.extend_from_slice(&versions[from..]);
+                    }
                 }
             }
         }
