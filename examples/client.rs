@@ -27,7 +27,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use net::client::{run, Flow, Local, RealmUrl};
 use objsync::protocol::Limits;
 use objsync::session::{ClientConfig, ClientEvent};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,22 +67,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let args = Args::parse();
-    match command(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    net::run_main("warn", || command(args))
 }
 
 fn command(args: Args) -> Result<(), String> {

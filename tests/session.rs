@@ -527,6 +527,37 @@ fn server_code(e: Option<ClientError>) -> (ErrorCode, Action) {
     }
 }
 
+/// Connects `client` to a new server session on `realm` (the caller accepting its BIND with
+/// `access`) and moves frames both ways until nothing moves or the client fails; returns the
+/// server session and the client's error, if any.
+fn exchange(
+    realm: &mut ServerRealm,
+    client: &mut ClientSession,
+    access: Access,
+) -> (ServerSession, Option<ClientError>) {
+    let mut conn = ServerSession::new(Limits::default());
+    client.connect();
+    loop {
+        let mut moved = false;
+        while let Some(f) = client.poll_transmit() {
+            moved = true;
+            if let Ok(Some(_)) = conn.receive(&f) {
+                conn.accept(access, 1);
+            }
+            conn.process(realm);
+        }
+        while let Some(f) = conn.poll_transmit(realm) {
+            moved = true;
+            if let Err(e) = client.handle(&f) {
+                return (conn, Some(e));
+            }
+        }
+        if !moved {
+            return (conn, None);
+        }
+    }
+}
+
 #[test]
 fn refused_binds_and_permissions() {
     let mut w = World::new(2, Limits::default());
@@ -582,17 +613,8 @@ fn identity_errors_say_reset_or_retry() {
         config(Limits::default()),
         Some(identity),
     );
-    let mut conn = ServerSession::new(Limits::default());
-    twin.connect();
-    while let Some(f) = twin.poll_transmit() {
-        if let Ok(Some(_)) = conn.receive(&f) {
-            conn.accept(w.access, 1);
-        }
-        conn.process(&mut w.realm);
-    }
-    let reply = conn.poll_transmit(&w.realm).expect("error");
-    let err = twin.handle(&reply).unwrap_err();
-    assert_eq!(err.action(), Action::Retry);
+    let (conn, err) = exchange(&mut w.realm, &mut twin, w.access);
+    assert_eq!(err.expect("an error").action(), Action::Retry);
     assert!(conn.is_closed());
 
     // A wrong salt, a different realm, a cursor beyond the history: reset.
@@ -619,17 +641,9 @@ fn identity_errors_say_reset_or_retry() {
     for (bad, code) in cases {
         let mut s =
             ClientSession::new(Client::new(PeerId(1)), config(Limits::default()), Some(bad));
-        let mut conn = ServerSession::new(Limits::default());
-        s.connect();
-        while let Some(f) = s.poll_transmit() {
-            if let Ok(Some(_)) = conn.receive(&f) {
-                conn.accept(w.access, 1);
-            }
-            conn.process(&mut w.realm);
-        }
-        let err = s
-            .handle(&conn.poll_transmit(&w.realm).unwrap())
-            .unwrap_err();
+        let err = exchange(&mut w.realm, &mut s, w.access)
+            .1
+            .expect("an error");
         assert_eq!(err.action(), Action::Reset, "{err}");
         assert!(
             matches!(err, ClientError::Server(ref m) if m.code == code),
@@ -639,17 +653,9 @@ fn identity_errors_say_reset_or_retry() {
 
     // A newcomer claiming a peer id that has uploaded, without its salt: reset (pick another).
     let mut s = ClientSession::new(Client::new(PeerId(1)), config(Limits::default()), None);
-    let mut conn = ServerSession::new(Limits::default());
-    s.connect();
-    while let Some(f) = s.poll_transmit() {
-        if let Ok(Some(_)) = conn.receive(&f) {
-            conn.accept(w.access, 1);
-        }
-        conn.process(&mut w.realm);
-    }
-    let err = s
-        .handle(&conn.poll_transmit(&w.realm).unwrap())
-        .unwrap_err();
+    let err = exchange(&mut w.realm, &mut s, w.access)
+        .1
+        .expect("an error");
     assert!(
         matches!(err, ClientError::Server(ref m) if m.code == ErrorCode::BadClientFileIdent),
         "{err}"
@@ -967,25 +973,12 @@ fn uploads_before_the_server_ident_and_bad_versions_are_refused() {
     let mut c = Client::new(PeerId(8));
     write(&mut c, 1, |tx| tx.insert("Doc", 1));
     let mut s = ClientSession::new(c, config(Limits::default()), None);
-    let mut conn = ServerSession::new(Limits::default());
-    s.connect();
-    for _ in 0..4 {
-        while let Some(f) = s.poll_transmit() {
-            if let Ok(Some(_)) = conn.receive(&f) {
-                conn.accept(
-                    Access {
-                        read: true,
-                        write: true,
-                    },
-                    2,
-                );
-            }
-            conn.process(&mut realm);
-        }
-        while let Some(f) = conn.poll_transmit(&realm) {
-            s.handle(&f).unwrap();
-        }
-    }
+    let access = Access {
+        read: true,
+        write: true,
+    };
+    let (mut conn, err) = exchange(&mut realm, &mut s, access);
+    assert!(err.is_none(), "{err:?}");
     assert_eq!(realm.server().version().0, 1);
     let back = UploadProgress {
         client: objsync::ClientVersion(1),
