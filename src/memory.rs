@@ -9,7 +9,6 @@ use crate::error::Error;
 use crate::schema::{Name, ObjectType, PropType, Property, Schema};
 use crate::store::{Store, Unlinked};
 use crate::value::{ObjKey, Value};
-use hashbrown::HashMap;
 use indexmap::IndexMap;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -35,58 +34,61 @@ struct Table {
     objects: Objects,
 }
 
+/// How to reverse one change. Types are named by their position in the schema (and in
+/// `MemoryStore::tables`), which only grows while a unit is open.
 #[derive(Debug)]
 enum Undo {
-    AddedType(Name),
+    /// The last type was added.
+    AddedType,
     AddedProps {
-        ty: Name,
+        t: usize,
         prev_len: usize,
     },
     Created {
-        ty: Name,
+        t: usize,
         key: ObjKey,
     },
     Deleted {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slots: Vec<Slot>,
         index: usize,
     },
     Set {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slot: usize,
         old: Value,
     },
     ListInserted {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slot: usize,
         index: usize,
     },
     ListSet {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slot: usize,
         index: usize,
         old: Value,
     },
     ListErased {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slot: usize,
         index: usize,
         old: Value,
     },
     ListMoved {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slot: usize,
         from: usize,
         to: usize,
     },
     ListCleared {
-        ty: Name,
+        t: usize,
         key: ObjKey,
         slot: usize,
         old: Vec<Value>,
@@ -97,7 +99,8 @@ enum Undo {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     schema: Schema,
-    tables: HashMap<Name, Table>,
+    /// One table per type, in schema order.
+    tables: Vec<Table>,
     undo: Vec<Undo>,
     marks: Vec<usize>,
 }
@@ -147,9 +150,14 @@ impl MemoryStore {
         }
     }
 
-    /// Resolves a property to (its slot index, its type), checking the type and property exist.
-    fn resolve(&self, ty: &str, prop: &str) -> Result<(usize, &ObjectType, &PropType), Error> {
-        let def = self.schema.get(ty)?;
+    /// Resolves a property to (its type's position, its slot, its type), checking the type and
+    /// property exist.
+    fn resolve(
+        &self,
+        ty: &str,
+        prop: &str,
+    ) -> Result<(usize, usize, &ObjectType, &PropType), Error> {
+        let (t, def) = self.schema.lookup(ty)?;
         let (slot, _, pt) =
             def.properties
                 .get_full(prop)
@@ -157,22 +165,23 @@ impl MemoryStore {
                     ty: ty.to_string(),
                     prop: prop.to_string(),
                 })?;
-        Ok((slot, def, pt))
+        Ok((t, slot, def, pt))
     }
 
-    fn slots(&self, ty: &str, key: &ObjKey) -> Result<&Vec<Slot>, Error> {
-        self.tables
-            .get(ty)
-            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })?
+    fn table(&self, ty: &str) -> Result<&Table, Error> {
+        let (t, _) = self.schema.lookup(ty)?;
+        Ok(&self.tables[t])
+    }
+
+    fn slots(&self, t: usize, ty: &str, key: &ObjKey) -> Result<&Vec<Slot>, Error> {
+        self.tables[t]
             .objects
             .get(key)
             .ok_or_else(|| missing(ty, key))
     }
 
-    fn slots_mut(&mut self, ty: &str, key: &ObjKey) -> Result<&mut Vec<Slot>, Error> {
-        self.tables
-            .get_mut(ty)
-            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })?
+    fn slots_mut(&mut self, t: usize, ty: &str, key: &ObjKey) -> Result<&mut Vec<Slot>, Error> {
+        self.tables[t]
             .objects
             .get_mut(key)
             .ok_or_else(|| missing(ty, key))
@@ -191,8 +200,9 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn scalar_prop(&self, ty: &str, prop: &str) -> Result<(usize, PropType), Error> {
-        let (slot, def, pt) = self.resolve(ty, prop)?;
+    /// Resolves a scalar property that may be written: (type position, slot, property type).
+    fn scalar_prop(&self, ty: &str, prop: &str) -> Result<(usize, usize, &PropType), Error> {
+        let (t, slot, def, pt) = self.resolve(ty, prop)?;
         if pt.list {
             return Err(Error::IsAList {
                 ty: ty.to_string(),
@@ -205,134 +215,152 @@ impl MemoryStore {
                 prop: prop.to_string(),
             });
         }
-        Ok((slot, pt.clone()))
+        Ok((t, slot, pt))
     }
 
-    fn list_prop(&self, ty: &str, prop: &str) -> Result<(usize, PropType), Error> {
-        let (slot, _, pt) = self.resolve(ty, prop)?;
+    /// Resolves a list property: (type position, slot, property type).
+    fn list_prop(&self, ty: &str, prop: &str) -> Result<(usize, usize, &PropType), Error> {
+        let (t, slot, _, pt) = self.resolve(ty, prop)?;
         if !pt.list {
             return Err(Error::NotAList {
                 ty: ty.to_string(),
                 prop: prop.to_string(),
             });
         }
-        Ok((slot, pt.clone()))
+        Ok((t, slot, pt))
     }
 
-    fn list_mut(&mut self, ty: &str, key: &ObjKey, slot: usize) -> Result<&mut Vec<Value>, Error> {
-        match self.slots_mut(ty, key)?.get_mut(slot) {
+    fn list_mut(
+        &mut self,
+        t: usize,
+        ty: &str,
+        key: &ObjKey,
+        slot: usize,
+    ) -> Result<&mut Vec<Value>, Error> {
+        match self.slots_mut(t, ty, key)?.get_mut(slot) {
             Some(Slot::List(l)) => Ok(l),
             _ => Err(missing(ty, key)),
         }
     }
 
     fn list_ref(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<&Vec<Value>, Error> {
-        let (slot, _) = self.list_prop(ty, prop)?;
-        match self.slots(ty, key)?.get(slot) {
+        let (t, slot, _) = self.list_prop(ty, prop)?;
+        match self.slots(t, ty, key)?.get(slot) {
             Some(Slot::List(l)) => Ok(l),
             _ => Err(missing(ty, key)),
         }
     }
 
+    /// An object's slots during an undo, which only revisits objects it knows exist.
+    fn undo_slots(&mut self, t: usize, key: &ObjKey) -> Option<&mut Vec<Slot>> {
+        self.tables.get_mut(t)?.objects.get_mut(key)
+    }
+
+    fn undo_list(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Vec<Value>> {
+        match self.undo_slots(t, key)?.get_mut(slot) {
+            Some(Slot::List(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     fn apply_undo(&mut self, u: Undo) {
         match u {
-            Undo::AddedType(ty) => {
-                self.tables.remove(&ty);
-                self.schema.pop_type(&ty);
+            Undo::AddedType => {
+                self.tables.pop();
+                self.schema.pop_last();
             }
-            Undo::AddedProps { ty, prev_len } => {
-                self.schema.truncate_properties(&ty, prev_len);
-                if let Some(t) = self.tables.get_mut(&ty) {
-                    for slots in t.objects.values_mut() {
+            Undo::AddedProps { t, prev_len } => {
+                self.schema.truncate_properties(t, prev_len);
+                if let Some(table) = self.tables.get_mut(t) {
+                    for slots in table.objects.values_mut() {
                         slots.truncate(prev_len);
                     }
                 }
             }
-            Undo::Created { ty, key } => {
-                if let Some(t) = self.tables.get_mut(&ty) {
-                    t.objects.swap_remove(&key);
+            Undo::Created { t, key } => {
+                if let Some(table) = self.tables.get_mut(t) {
+                    table.objects.swap_remove(&key);
                 }
             }
             Undo::Deleted {
-                ty,
+                t,
                 key,
                 slots,
                 index,
             } => {
-                if let Some(t) = self.tables.get_mut(&ty) {
-                    let (last, _) = t.objects.insert_full(key, slots);
-                    t.objects.swap_indices(index, last);
+                if let Some(table) = self.tables.get_mut(t) {
+                    let (last, _) = table.objects.insert_full(key, slots);
+                    table.objects.swap_indices(index, last);
                 }
             }
-            Undo::Set { ty, key, slot, old } => {
-                if let Ok(slots) = self.slots_mut(&ty, &key) {
+            Undo::Set { t, key, slot, old } => {
+                if let Some(slots) = self.undo_slots(t, &key) {
                     slots[slot] = Slot::Value(old);
                 }
             }
             Undo::ListInserted {
-                ty,
+                t,
                 key,
                 slot,
                 index,
             } => {
-                if let Ok(l) = self.list_mut(&ty, &key, slot) {
+                if let Some(l) = self.undo_list(t, &key, slot) {
                     l.remove(index);
                 }
             }
             Undo::ListSet {
-                ty,
+                t,
                 key,
                 slot,
                 index,
                 old,
             } => {
-                if let Ok(l) = self.list_mut(&ty, &key, slot) {
+                if let Some(l) = self.undo_list(t, &key, slot) {
                     l[index] = old;
                 }
             }
             Undo::ListErased {
-                ty,
+                t,
                 key,
                 slot,
                 index,
                 old,
             } => {
-                if let Ok(l) = self.list_mut(&ty, &key, slot) {
+                if let Some(l) = self.undo_list(t, &key, slot) {
                     l.insert(index, old);
                 }
             }
             Undo::ListMoved {
-                ty,
+                t,
                 key,
                 slot,
                 from,
                 to,
             } => {
-                if let Ok(l) = self.list_mut(&ty, &key, slot) {
+                if let Some(l) = self.undo_list(t, &key, slot) {
                     let v = l.remove(to);
                     l.insert(from, v);
                 }
             }
-            Undo::ListCleared { ty, key, slot, old } => {
-                if let Ok(l) = self.list_mut(&ty, &key, slot) {
+            Undo::ListCleared { t, key, slot, old } => {
+                if let Some(l) = self.undo_list(t, &key, slot) {
                     *l = old;
                 }
             }
         }
     }
 
-    fn grow(&mut self, ty: &Name, new: &[Property], prev_len: usize, created: bool) {
+    /// Gives every object of the type at `t` slots for the new properties (and the type a
+    /// table if it is new).
+    fn grow(&mut self, t: usize, new: &[Property], prev_len: usize, created: bool) {
         if created {
-            self.tables.insert(ty.clone(), Table::default());
-            self.log(Undo::AddedType(ty.clone()));
+            self.tables.push(Table::default());
+            self.log(Undo::AddedType);
         } else {
-            self.log(Undo::AddedProps {
-                ty: ty.clone(),
-                prev_len,
-            });
+            self.log(Undo::AddedProps { t, prev_len });
         }
-        if let Some(t) = self.tables.get_mut(ty) {
-            for slots in t.objects.values_mut() {
+        if let Some(table) = self.tables.get_mut(t) {
+            for slots in table.objects.values_mut() {
                 slots.extend(new.iter().map(|p| Slot::default_for(&p.ty)));
             }
         }
@@ -348,10 +376,12 @@ impl Store for MemoryStore {
         let created = !self.schema.contains(&def.name);
         let prev_len = self.schema.get(&def.name).map_or(0, |t| t.properties.len());
         let new = self.schema.add_type(def)?;
-        if new.is_empty() {
+        // A new type gets its table even without properties: tables follow the schema.
+        if new.is_empty() && !created {
             return Ok(false);
         }
-        self.grow(&def.name, &new, prev_len, created);
+        let (t, _) = self.schema.lookup(&def.name)?;
+        self.grow(t, &new, prev_len, created);
         Ok(true)
     }
 
@@ -361,85 +391,75 @@ impl Store for MemoryStore {
         if new.is_empty() {
             return Ok(false);
         }
-        let name = self.schema.get(ty)?.name.clone();
-        self.grow(&name, &new, prev_len, false);
+        let (t, _) = self.schema.lookup(ty)?;
+        self.grow(t, &new, prev_len, false);
         Ok(true)
     }
 
     fn exists(&self, ty: &str, key: &ObjKey) -> Result<bool, Error> {
-        Ok(self
-            .tables
-            .get(ty)
-            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })?
-            .objects
-            .contains_key(key))
+        Ok(self.table(ty)?.objects.contains_key(key))
     }
 
     fn create(&mut self, ty: &str, key: &ObjKey) -> Result<bool, Error> {
-        let def = self.schema.get(ty)?;
+        let (t, def) = self.schema.lookup(ty)?;
         def.check_key(key)?;
-        let pk = def.primary_key.clone();
-        let slots: Vec<Slot> = def
-            .properties
-            .iter()
-            .map(|(name, pt)| {
-                if pk.as_ref() == Some(name) {
-                    Slot::Value(def.key_value(key))
-                } else {
-                    Slot::default_for(pt)
-                }
-            })
-            .collect();
-        let name = def.name.clone();
-        let table = self
-            .tables
-            .get_mut(ty)
-            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })?;
-        if table.objects.contains_key(key) {
-            return Ok(false);
+        match self.tables[t].objects.entry(key.clone()) {
+            indexmap::map::Entry::Occupied(_) => return Ok(false),
+            indexmap::map::Entry::Vacant(v) => {
+                let pk = def.primary_key.as_deref();
+                v.insert(
+                    def.properties
+                        .iter()
+                        .map(|(name, pt)| {
+                            if pk == Some(&**name) {
+                                Slot::Value(def.key_value(key))
+                            } else {
+                                Slot::default_for(pt)
+                            }
+                        })
+                        .collect(),
+                );
+            }
         }
-        table.objects.insert(key.clone(), slots);
         self.log(Undo::Created {
-            ty: name,
+            t,
             key: key.clone(),
         });
         Ok(true)
     }
 
     fn delete(&mut self, ty: &str, key: &ObjKey) -> Result<Vec<Unlinked>, Error> {
-        let name = self.schema.get(ty)?.name.clone();
-        if !self.exists(ty, key)? {
+        let (t, _) = self.schema.lookup(ty)?;
+        if !self.tables[t].objects.contains_key(key) {
             return Err(missing(ty, key));
         }
         let target = Value::Link(key.clone());
-        // Every (type, slot, property) that can hold a link to the deleted object's type.
-        let linking: Vec<(Name, usize, Name, bool)> = self
+        // Every (type position, type, slot, property) that can hold a link to the deleted
+        // object's type.
+        let linking: Vec<(usize, Name, usize, Name, bool)> = self
             .schema
             .types()
-            .flat_map(|t| {
-                t.properties
+            .enumerate()
+            .flat_map(|(lt, def)| {
+                def.properties
                     .iter()
                     .enumerate()
                     .filter(|(_, (_, pt))| pt.link_target().is_some_and(|tg| **tg == *ty))
-                    .map(|(slot, (p, pt))| (t.name.clone(), slot, p.clone(), pt.list))
-                    .collect::<Vec<_>>()
+                    .map(move |(slot, (p, pt))| (lt, def.name.clone(), slot, p.clone(), pt.list))
             })
             .collect();
         let mut unlinked = Vec::new();
         let mut undo = Vec::new();
-        for (lty, slot, prop, is_list) in linking {
-            let Some(table) = self.tables.get_mut(&lty) else {
-                continue;
-            };
-            for (okey, slots) in table.objects.iter_mut() {
-                if *lty == *ty && okey == key {
+        for (lt, lty, slot, prop, is_list) in linking {
+            for (okey, slots) in self.tables[lt].objects.iter_mut() {
+                if lt == t && okey == key {
                     continue;
                 }
                 match &mut slots[slot] {
                     Slot::Value(v) if !is_list && *v == target => {
                         let old = std::mem::replace(v, Value::Null);
                         undo.push(Undo::Set {
-                            ty: lty.clone(),
+                            t: lt,
                             key: okey.clone(),
                             slot,
                             old,
@@ -455,7 +475,7 @@ impl Store for MemoryStore {
                             if l[index] == target {
                                 let old = l.remove(index);
                                 undo.push(Undo::ListErased {
-                                    ty: lty.clone(),
+                                    t: lt,
                                     key: okey.clone(),
                                     slot,
                                     index,
@@ -474,18 +494,14 @@ impl Store for MemoryStore {
                 }
             }
         }
-        let table = self
-            .tables
-            .get_mut(ty)
-            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })?;
-        let (index, k, slots) = table
+        let (index, k, slots) = self.tables[t]
             .objects
             .swap_remove_full(key)
             .ok_or_else(|| missing(ty, key))?;
         if self.logging() {
             self.undo.extend(undo);
             self.undo.push(Undo::Deleted {
-                ty: name,
+                t,
                 key: k,
                 slots,
                 index,
@@ -495,31 +511,27 @@ impl Store for MemoryStore {
     }
 
     fn get(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<Value, Error> {
-        let (slot, pt) = {
-            let (slot, _, pt) = self.resolve(ty, prop)?;
-            (slot, pt.list)
-        };
-        if pt {
+        let (t, slot, _, pt) = self.resolve(ty, prop)?;
+        if pt.list {
             return Err(Error::IsAList {
                 ty: ty.to_string(),
                 prop: prop.to_string(),
             });
         }
-        match self.slots(ty, key)?.get(slot) {
+        match self.slots(t, ty, key)?.get(slot) {
             Some(Slot::Value(v)) => Ok(v.clone()),
             _ => Err(missing(ty, key)),
         }
     }
 
     fn set(&mut self, ty: &str, key: &ObjKey, prop: &str, value: Value) -> Result<(), Error> {
-        let (slot, pt) = self.scalar_prop(ty, prop)?;
-        self.check_value(ty, prop, &pt, &value)?;
-        let name = self.schema.get(ty)?.name.clone();
-        let slots = self.slots_mut(ty, key)?;
+        let (t, slot, pt) = self.scalar_prop(ty, prop)?;
+        self.check_value(ty, prop, pt, &value)?;
+        let slots = self.slots_mut(t, ty, key)?;
         let old = std::mem::replace(&mut slots[slot], Slot::Value(value));
         if let Slot::Value(old) = old {
             self.log(Undo::Set {
-                ty: name,
+                t,
                 key: key.clone(),
                 slot,
                 old,
@@ -529,20 +541,19 @@ impl Store for MemoryStore {
     }
 
     fn add_int(&mut self, ty: &str, key: &ObjKey, prop: &str, delta: i64) -> Result<(), Error> {
-        let (slot, pt) = self.scalar_prop(ty, prop)?;
+        let (t, slot, pt) = self.scalar_prop(ty, prop)?;
         if pt.kind() != crate::value::ScalarKind::Int {
             return Err(Error::NotAnInt {
                 ty: ty.to_string(),
                 prop: prop.to_string(),
             });
         }
-        let name = self.schema.get(ty)?.name.clone();
-        let slots = self.slots_mut(ty, key)?;
+        let slots = self.slots_mut(t, ty, key)?;
         if let Slot::Value(Value::Int(v)) = &mut slots[slot] {
             let old = *v;
             *v = v.wrapping_add(delta);
             self.log(Undo::Set {
-                ty: name,
+                t,
                 key: key.clone(),
                 slot,
                 old: Value::Int(old),
@@ -567,16 +578,15 @@ impl Store for MemoryStore {
         index: usize,
         value: Value,
     ) -> Result<(), Error> {
-        let (slot, pt) = self.list_prop(ty, prop)?;
-        self.check_value(ty, prop, &pt, &value)?;
-        let name = self.schema.get(ty)?.name.clone();
-        let l = self.list_mut(ty, key, slot)?;
+        let (t, slot, pt) = self.list_prop(ty, prop)?;
+        self.check_value(ty, prop, pt, &value)?;
+        let l = self.list_mut(t, ty, key, slot)?;
         if index > l.len() {
             return Err(index_error(ty, key, prop, index, l.len()));
         }
         l.insert(index, value);
         self.log(Undo::ListInserted {
-            ty: name,
+            t,
             key: key.clone(),
             slot,
             index,
@@ -592,17 +602,16 @@ impl Store for MemoryStore {
         index: usize,
         value: Value,
     ) -> Result<(), Error> {
-        let (slot, pt) = self.list_prop(ty, prop)?;
-        self.check_value(ty, prop, &pt, &value)?;
-        let name = self.schema.get(ty)?.name.clone();
-        let l = self.list_mut(ty, key, slot)?;
+        let (t, slot, pt) = self.list_prop(ty, prop)?;
+        self.check_value(ty, prop, pt, &value)?;
+        let l = self.list_mut(t, ty, key, slot)?;
         let len = l.len();
         let cell = l
             .get_mut(index)
             .ok_or_else(|| index_error(ty, key, prop, index, len))?;
         let old = std::mem::replace(cell, value);
         self.log(Undo::ListSet {
-            ty: name,
+            t,
             key: key.clone(),
             slot,
             index,
@@ -618,15 +627,14 @@ impl Store for MemoryStore {
         prop: &str,
         index: usize,
     ) -> Result<(), Error> {
-        let (slot, _) = self.list_prop(ty, prop)?;
-        let name = self.schema.get(ty)?.name.clone();
-        let l = self.list_mut(ty, key, slot)?;
+        let (t, slot, _) = self.list_prop(ty, prop)?;
+        let l = self.list_mut(t, ty, key, slot)?;
         if index >= l.len() {
             return Err(index_error(ty, key, prop, index, l.len()));
         }
         let old = l.remove(index);
         self.log(Undo::ListErased {
-            ty: name,
+            t,
             key: key.clone(),
             slot,
             index,
@@ -643,9 +651,8 @@ impl Store for MemoryStore {
         from: usize,
         to: usize,
     ) -> Result<(), Error> {
-        let (slot, _) = self.list_prop(ty, prop)?;
-        let name = self.schema.get(ty)?.name.clone();
-        let l = self.list_mut(ty, key, slot)?;
+        let (t, slot, _) = self.list_prop(ty, prop)?;
+        let l = self.list_mut(t, ty, key, slot)?;
         let len = l.len();
         if from >= len || to >= len {
             return Err(index_error(ty, key, prop, from.max(to), len));
@@ -653,7 +660,7 @@ impl Store for MemoryStore {
         let v = l.remove(from);
         l.insert(to, v);
         self.log(Undo::ListMoved {
-            ty: name,
+            t,
             key: key.clone(),
             slot,
             from,
@@ -663,12 +670,11 @@ impl Store for MemoryStore {
     }
 
     fn list_clear(&mut self, ty: &str, key: &ObjKey, prop: &str) -> Result<(), Error> {
-        let (slot, _) = self.list_prop(ty, prop)?;
-        let name = self.schema.get(ty)?.name.clone();
-        let l = self.list_mut(ty, key, slot)?;
+        let (t, slot, _) = self.list_prop(ty, prop)?;
+        let l = self.list_mut(t, ty, key, slot)?;
         let old = std::mem::take(l);
         self.log(Undo::ListCleared {
-            ty: name,
+            t,
             key: key.clone(),
             slot,
             old,
@@ -677,14 +683,7 @@ impl Store for MemoryStore {
     }
 
     fn objects(&self, ty: &str) -> Result<Vec<ObjKey>, Error> {
-        Ok(self
-            .tables
-            .get(ty)
-            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })?
-            .objects
-            .keys()
-            .cloned()
-            .collect())
+        Ok(self.table(ty)?.objects.keys().cloned().collect())
     }
 
     fn begin(&mut self) {

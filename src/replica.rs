@@ -328,6 +328,9 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
+        if self.lists.is_empty() {
+            return Ok(());
+        }
         let list_props: Vec<Name> = self
             .store
             .schema()

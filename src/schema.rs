@@ -9,6 +9,7 @@
 
 use crate::error::Error;
 use crate::value::{ObjKey, ObjectId, ScalarKind, Value};
+use hashbrown::DefaultHashBuilder;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -16,6 +17,10 @@ use std::sync::Arc;
 
 /// A type or property name. Cheap to clone.
 pub type Name = Arc<str>;
+
+/// A type's properties by name, in schema order. Every instruction looks its type and property
+/// up by name, so these maps use hashbrown's fast hasher rather than SipHash.
+pub type Properties = IndexMap<Name, PropType, DefaultHashBuilder>;
 
 /// Longest accepted type or property name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -241,7 +246,7 @@ pub struct ObjectType {
     /// objects get engine ids.
     pub primary_key: Option<Name>,
     /// The properties in declaration order (the primary key included).
-    pub properties: IndexMap<Name, PropType>,
+    pub properties: Properties,
 }
 
 impl ObjectType {
@@ -252,7 +257,7 @@ impl ObjectType {
         properties: impl IntoIterator<Item = Property>,
     ) -> Result<ObjectType, Error> {
         check_name(name)?;
-        let mut map = IndexMap::new();
+        let mut map = Properties::default();
         for p in properties {
             check_name(&p.name)?;
             if let Some(previous) = map.insert(p.name.clone(), p.ty.clone()) {
@@ -359,7 +364,7 @@ impl ObjectType {
 /// The set of object types of a realm.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
-    types: IndexMap<Name, ObjectType>,
+    types: IndexMap<Name, ObjectType, DefaultHashBuilder>,
 }
 
 impl Schema {
@@ -383,6 +388,14 @@ impl Schema {
     /// All types in the order they were added.
     pub fn types(&self) -> impl Iterator<Item = &ObjectType> {
         self.types.values()
+    }
+
+    /// The type with this name and its position in [`Schema::types`].
+    pub(crate) fn lookup(&self, ty: &str) -> Result<(usize, &ObjectType), Error> {
+        self.types
+            .get_full(ty)
+            .map(|(i, _, t)| (i, t))
+            .ok_or_else(|| Error::UnknownType { ty: ty.to_string() })
     }
 
     /// The position of a type in [`Schema::types`].
@@ -527,15 +540,13 @@ impl Schema {
     }
 
     /// Removes the most recently added type (used to undo a failed transaction).
-    pub(crate) fn pop_type(&mut self, ty: &str) {
-        if self.types.last().is_some_and(|(n, _)| **n == *ty) {
-            self.types.pop();
-        }
+    pub(crate) fn pop_last(&mut self) {
+        self.types.pop();
     }
 
-    /// Truncates a type's property list (used to undo a failed transaction).
-    pub(crate) fn truncate_properties(&mut self, ty: &str, len: usize) {
-        if let Some(t) = self.types.get_mut(ty) {
+    /// Truncates the property list of the type at `index` (used to undo a failed transaction).
+    pub(crate) fn truncate_properties(&mut self, index: usize, len: usize) {
+        if let Some((_, t)) = self.types.get_index_mut(index) {
             t.properties.truncate(len);
         }
     }

@@ -7,12 +7,15 @@
 //! decided by `merge_pair`, the single place that holds the rule for every pair of instruction
 //! kinds (spec/semantics.md has the table with the reasons).
 //!
-//! Only instructions that can interact ever meet. Both sides are indexed by what they touch: the
-//! object (type and key), the object a link value points at, and the type for schema changes.
-//! Instructions on different objects commute and are never compared, so merging disjoint work
-//! costs one hash lookup per instruction. Because a grid cell depends only on the cell to its
-//! left and the cell above, visiting only the interacting cells in row order gives exactly the
-//! result of the full grid.
+//! Only instructions that can interact ever meet. Each instruction marks the places it works in
+//! (object, property, list element, link target, type) and covers the places whose every
+//! instruction it must meet ([`Role`]); one side is indexed by both, and the other side's
+//! instructions look up only what they cover or mark. Instructions on different objects, or
+//! different fields, or inserts into one list, are never compared, and touches of objects only
+//! one side can name (engine ids the other side's spans rule out) are not even indexed, so
+//! merging disjoint work costs about a pass over each side. Because a grid cell depends only on
+//! the cell to its left and the cell above, visiting only the interacting cells in row order
+//! gives exactly the result of the full grid.
 //!
 //! Transformation never changes an instruction's kind: it adjusts values (a set absorbs a later
 //! concurrent add_int), shrinks a clear's object list, and lowers fates (see [`Fate`]). List
@@ -21,24 +24,74 @@
 
 use crate::changeset::Changeset;
 use crate::error::Error;
-use crate::ids::{Key, PeerId};
+use crate::ids::{Key, OpId, PeerId};
 use crate::instruction::{Fate, Instruction, Op};
 use crate::schema::{Name, PropType, Schema};
 use crate::value::{ObjKey, Value};
-use hashbrown::HashMap;
+use foldhash::fast::FixedState;
+use hashbrown::{HashMap, HashTable};
 use smallvec::SmallVec;
+use std::hash::BuildHasher;
 
-/// What an instruction touches, for indexing.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Touch {
-    /// Instructions on this object (a clear touches each object it lists).
-    Obj(Name, ObjKey),
-    /// Deletions of an object with this key (of any type; types are compared on meeting).
-    Deleted(ObjKey),
-    /// Link values pointing at an object with this key.
-    LinkedTo(ObjKey),
-    /// Schema changes of this type.
-    Schema(Name),
+/// A place in the state that instructions work on, for indexing. Places nest: an object holds
+/// its properties, a list property holds its elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Touch<'a> {
+    /// An object (type and key).
+    Obj(&'a str, &'a ObjKey),
+    /// A property of an object: a field, or a list.
+    Prop(&'a str, &'a ObjKey, &'a str),
+    /// A list element (element ids are unique across lists).
+    Elem(OpId),
+    /// Link values pointing at an object with this key (of whichever type the link targets;
+    /// the types are compared on meeting).
+    LinkedTo(&'a ObjKey),
+    /// A type's definition.
+    Schema(&'a str),
+}
+
+/// How an instruction relates to a place it touches. Every instruction *marks* the places it
+/// works in (the innermost one and those holding it) and *covers* the places whose every
+/// instruction it must meet: a delete covers its object, a set its field, a list_clear its list,
+/// an element operation its element. Two instructions meet when one covers a place the other
+/// marks. An insert into a list covers nothing, so concurrent inserts never meet each other
+/// (the merge tree orders them) but do meet a concurrent list_clear or delete of their object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Mark,
+    Cover,
+    Both,
+}
+
+impl Role {
+    fn marks(self) -> bool {
+        self != Role::Cover
+    }
+
+    fn covers(self) -> bool {
+        self != Role::Mark
+    }
+}
+
+/// A touch reduced to 64 bits, the only form the indices keep. Indices never compare touches
+/// themselves: instructions whose touches collide meet in [`merge_pair`], which decides from the
+/// instructions and leaves a pair that does not interact unchanged, so a collision costs one
+/// meeting and never changes a result. The hash is fixed (no per-process seed) so merging is
+/// deterministic down to the order of its work.
+type TouchHash = u64;
+
+impl<'a> Touch<'a> {
+    /// The object key the touch names, if it names one: touches of different keys never meet.
+    fn key(self) -> Option<&'a ObjKey> {
+        match self {
+            Touch::Obj(_, k) | Touch::Prop(_, k, _) | Touch::LinkedTo(k) => Some(k),
+            Touch::Elem(_) | Touch::Schema(_) => None,
+        }
+    }
+
+    fn hash(self) -> TouchHash {
+        FixedState::with_seed(0x6f62_6a73_796e_6321).hash_one(self)
+    }
 }
 
 type Pos = (u32, u32);
@@ -117,123 +170,149 @@ fn link_write(instr: &Instruction) -> Option<(&Name, &Name, &ObjKey)> {
     }
 }
 
-/// Everything an instruction touches.
-fn touches(instr: &Instruction) -> SmallVec<[Touch; 2]> {
-    let mut out = SmallVec::new();
+/// Calls `f` with everything an instruction touches and how (see [`Role`]).
+fn touches<'a>(instr: &'a Instruction, mut f: impl FnMut(Touch<'a>, Role)) {
+    use Instruction as I;
+    use Role::{Both, Cover, Mark};
     match instr {
-        Instruction::AddType(def) => out.push(Touch::Schema(def.name.clone())),
-        Instruction::AddProperties { ty, .. } => out.push(Touch::Schema(ty.clone())),
-        Instruction::Clear { ty, objects } => {
+        I::AddType(def) => f(Touch::Schema(&def.name), Both),
+        I::AddProperties { ty, .. } => f(Touch::Schema(ty), Both),
+        I::Clear { ty, objects } => {
             for k in objects {
-                out.push(Touch::Obj(ty.clone(), k.clone()));
-                out.push(Touch::Deleted(k.clone()));
+                f(Touch::Obj(ty, k), Both);
+                f(Touch::LinkedTo(k), Cover);
             }
         }
-        Instruction::Delete { obj } => {
-            out.push(Touch::Obj(obj.ty.clone(), obj.key.clone()));
-            out.push(Touch::Deleted(obj.key.clone()));
+        I::Delete { obj } => {
+            f(Touch::Obj(&obj.ty, &obj.key), Both);
+            f(Touch::LinkedTo(&obj.key), Cover);
         }
-        other => {
-            if let Some(obj) = other.object() {
-                out.push(Touch::Obj(obj.ty.clone(), obj.key.clone()));
-            }
-            if let Some((_, _, k)) = link_write(other) {
-                out.push(Touch::LinkedTo(k.clone()));
-            }
+        I::Insert { obj } => f(Touch::Obj(&obj.ty, &obj.key), Mark),
+        I::Set { obj, prop, .. } | I::AddInt { obj, prop, .. } | I::ListClear { obj, prop } => {
+            f(Touch::Obj(&obj.ty, &obj.key), Mark);
+            f(Touch::Prop(&obj.ty, &obj.key, prop), Both);
+        }
+        I::ListInsert { obj, prop, .. } => {
+            f(Touch::Obj(&obj.ty, &obj.key), Mark);
+            f(Touch::Prop(&obj.ty, &obj.key, prop), Mark);
+        }
+        I::ListSet {
+            obj, prop, elem, ..
+        }
+        | I::ListErase {
+            obj, prop, elem, ..
+        }
+        | I::ListMove {
+            obj, prop, elem, ..
+        } => {
+            f(Touch::Obj(&obj.ty, &obj.key), Mark);
+            f(Touch::Prop(&obj.ty, &obj.key, prop), Mark);
+            f(Touch::Elem(*elem), Both);
         }
     }
-    out
-}
-
-/// The touches of the other side an instruction must meet: objects meet objects, link values
-/// meet deletions of their target, deletions meet link values and other deletions.
-fn meets(t: &Touch) -> SmallVec<[Touch; 2]> {
-    match t {
-        Touch::Obj(..) | Touch::Schema(_) => SmallVec::from_iter([t.clone()]),
-        Touch::Deleted(k) => {
-            SmallVec::from_iter([Touch::Deleted(k.clone()), Touch::LinkedTo(k.clone())])
-        }
-        Touch::LinkedTo(k) => SmallVec::from_iter([Touch::Deleted(k.clone())]),
+    if let Some((_, _, k)) = link_write(instr) {
+        f(Touch::LinkedTo(k), Mark);
     }
 }
 
-/// An index of what the instructions of some changesets touch, to find the changesets that
-/// interact with them without comparing instructions pairwise.
+/// Calls `f` with the hash and role of every touch of the instructions of `cs` (void ones
+/// excepted).
+fn touch_hashes(cs: &Changeset, mut f: impl FnMut(TouchHash, Role)) {
+    for op in cs.ops.iter().filter(|op| op.fate != Fate::Void) {
+        touches(&op.instr, |t, role| f(t.hash(), role));
+    }
+}
+
+/// What some changesets touch, to find the changesets that interact with them without
+/// comparing instructions pairwise.
 pub struct Footprint {
-    touched: HashMap<Touch, SmallVec<[Pos; 2]>>,
+    /// The hashes of the places they mark, sorted, without repeats.
+    marks: Vec<TouchHash>,
+    /// The hashes of the places they cover, sorted, without repeats.
+    covers: Vec<TouchHash>,
 }
 
 impl Footprint {
-    /// Indexes a sequence of changesets.
+    /// The footprint of a sequence of changesets.
     pub fn of(side: &[Changeset]) -> Footprint {
-        Footprint {
-            touched: index(side),
+        let (mut marks, mut covers) = (Vec::new(), Vec::new());
+        for cs in side {
+            touch_hashes(cs, |h, role| {
+                if role.marks() {
+                    marks.push(h);
+                }
+                if role.covers() {
+                    covers.push(h);
+                }
+            });
         }
+        for v in [&mut marks, &mut covers] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Footprint { marks, covers }
     }
 
-    /// Whether merging `cs` with the indexed changesets would change either side: whether any of
-    /// its instructions meets one of theirs.
+    /// Whether merging `cs` with the changesets of this footprint could change either side:
+    /// whether one of its instructions may meet one of theirs.
     pub fn meets(&self, cs: &Changeset) -> bool {
-        !self.touched.is_empty()
-            && cs.ops.iter().filter(|op| op.fate != Fate::Void).any(|op| {
-                touches(&op.instr)
-                    .iter()
-                    .flat_map(meets)
-                    .any(|m| self.touched.contains_key(&m))
-            })
+        let mut found = false;
+        touch_hashes(cs, |h, role| {
+            found |= (role.marks() && self.covers.binary_search(&h).is_ok())
+                || (role.covers() && self.marks.binary_search(&h).is_ok());
+        });
+        found
     }
 }
+
+/// The versions (ascending) of history entries with one touch, grouped in runs of consecutive
+/// entries from one origin: an uploader's own entries never meet its uploads, and a run of them
+/// (a single writer's long history) is skipped in one step.
+type Runs = Vec<(PeerId, Vec<u64>)>;
 
 /// What a server's history entries touch, by touch, so that integrating an upload visits only
 /// the entries of its window that can meet it instead of every entry since its base.
 #[derive(Debug, Default)]
 pub struct HistoryIndex {
-    /// For each touch, the versions (ascending) of the entries with it, grouped in runs of
-    /// consecutive entries from one origin: an uploader's own entries never meet its uploads,
-    /// and a run of them (a single writer's long history) is skipped in one step.
-    by_touch: HashMap<Touch, Vec<(PeerId, Vec<u64>)>>,
+    by_mark: HashMap<TouchHash, Runs>,
+    by_cover: HashMap<TouchHash, Runs>,
 }
 
 impl HistoryIndex {
     /// Records history entry `version` (versions are added in ascending order).
     pub fn add(&mut self, version: u64, cs: &Changeset) {
-        for op in &cs.ops {
-            if op.fate == Fate::Void {
-                continue;
-            }
-            for t in touches(&op.instr) {
-                let runs = self.by_touch.entry(t).or_default();
-                match runs.last_mut() {
-                    Some((origin, versions)) if *origin == cs.origin => {
-                        if versions.last() != Some(&version) {
-                            versions.push(version);
-                        }
-                    }
-                    _ => runs.push((cs.origin, vec![version])),
+        let record = |runs: &mut Runs| match runs.last_mut() {
+            Some((origin, versions)) if *origin == cs.origin => {
+                if versions.last() != Some(&version) {
+                    versions.push(version);
                 }
             }
-        }
+            _ => runs.push((cs.origin, vec![version])),
+        };
+        touch_hashes(cs, |h, role| {
+            if role.marks() {
+                record(self.by_mark.entry(h).or_default());
+            }
+            if role.covers() {
+                record(self.by_cover.entry(h).or_default());
+            }
+        });
     }
 
     /// The versions after `after`, ascending and without repeats, of the entries from origins
-    /// other than `peer` holding an instruction that meets one indexed by `footprint` (a
-    /// superset of those that meet it in their current form, since transformation only ever
-    /// removes touches).
+    /// other than `peer` holding an instruction that may meet one of `footprint` (a superset of
+    /// those that meet it in their current form, since transformation only ever removes
+    /// touches).
     pub fn candidates(&self, footprint: &Footprint, after: u64, peer: PeerId) -> Vec<u64> {
         let mut out = Vec::new();
-        // The meeting relation is symmetric, so the entries meeting a touch `k` are those
-        // touching one of `meets(k)`.
-        for k in footprint.touched.keys() {
-            for m in meets(k) {
-                let Some(runs) = self.by_touch.get(&m) else {
-                    continue;
-                };
-                let first = runs.partition_point(|(_, v)| v.last().is_some_and(|&l| l <= after));
-                for (origin, versions) in &runs[first..] {
-                    if *origin != peer {
-                        let from = versions.partition_point(|&v| v <= after);
-                        out.extend_from_slice(&versions[from..]);
-                    }
+        let lookups = (footprint.covers.iter().map(|h| self.by_mark.get(h)))
+            .chain(footprint.marks.iter().map(|h| self.by_cover.get(h)));
+        for runs in lookups.flatten() {
+            let first = runs.partition_point(|(_, v)| v.last().is_some_and(|&l| l <= after));
+            for (origin, versions) in &runs[first..] {
+                if *origin != peer {
+                    let from = versions.partition_point(|&v| v <= after);
+                    out.extend_from_slice(&versions[from..]);
                 }
             }
         }
@@ -243,19 +322,180 @@ impl HistoryIndex {
     }
 }
 
-fn index(side: &[Changeset]) -> HashMap<Touch, SmallVec<[Pos; 2]>> {
-    let mut idx: HashMap<Touch, SmallVec<[Pos; 2]>> = HashMap::new();
-    for (c, cs) in side.iter().enumerate() {
-        for (o, op) in cs.ops.iter().enumerate() {
-            if op.fate == Fate::Void {
-                continue;
-            }
-            for t in touches(&op.instr) {
-                idx.entry(t).or_default().push((c as u32, o as u32));
+/// The engine ids a side touches: for each minting peer, the span from the smallest to the
+/// largest sequence number. Ids minted by different peers never collide and a peer mints in
+/// ascending order, so when both sides mostly work on objects they created themselves, their
+/// spans do not overlap and none of those touches is indexed or looked up. Other keys (primary
+/// keys) are always indexed.
+struct Spans(Vec<(PeerId, u64, u64)>);
+
+impl Spans {
+    fn of(side: &[Changeset]) -> Spans {
+        let mut spans: HashMap<PeerId, (u64, u64)> = HashMap::new();
+        // Consecutive touches almost always name ids of one peer: widen a running span and
+        // fold it into the map only when the peer changes.
+        let mut run: Option<(PeerId, u64, u64)> = None;
+        let fold = |spans: &mut HashMap<PeerId, (u64, u64)>, (p, lo, hi): (PeerId, u64, u64)| {
+            let span = spans.entry(p).or_insert((lo, hi));
+            *span = (span.0.min(lo), span.1.max(hi));
+        };
+        for cs in side {
+            for op in cs.ops.iter().filter(|op| op.fate != Fate::Void) {
+                touches(&op.instr, |t, _| {
+                    let Some(ObjKey::Engine(id)) = t.key() else {
+                        return;
+                    };
+                    match &mut run {
+                        Some((p, lo, hi)) if *p == id.peer => {
+                            *lo = (*lo).min(id.seq);
+                            *hi = (*hi).max(id.seq);
+                        }
+                        _ => {
+                            if let Some(done) = run.replace((id.peer, id.seq, id.seq)) {
+                                fold(&mut spans, done);
+                            }
+                        }
+                    }
+                });
             }
         }
+        if let Some(done) = run {
+            fold(&mut spans, done);
+        }
+        let mut spans: Vec<_> = spans.into_iter().map(|(p, (lo, hi))| (p, lo, hi)).collect();
+        spans.sort_unstable();
+        Spans(spans)
     }
-    idx
+
+    /// Whether a touch of the other side can meet one of this side's.
+    fn may_meet(&self, t: Touch<'_>) -> bool {
+        let Some(ObjKey::Engine(id)) = t.key() else {
+            return true;
+        };
+        match self.0.binary_search_by_key(&id.peer, |s| s.0) {
+            Ok(i) => (self.0[i].1..=self.0[i].2).contains(&id.seq),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The positions of one side's instructions by touch: for each touch hash, a chain through
+/// `nodes` from the last positions with it back to the first. Consecutive instructions with the
+/// same touch (an object created and then written) share a node, so they cost one hash-table
+/// operation. Built once per merge, sized up front, and never rehashed.
+struct Index {
+    heads: HashTable<(TouchHash, u32)>,
+    nodes: Vec<Node>,
+    /// The touch of the last node pushed, which is the head of that touch's chain.
+    last: Option<TouchHash>,
+}
+
+/// Positions `pos.1 .. pos.1 + len` of changeset `pos.0`, and the previous node of the chain
+/// (or [`Index::END`]).
+#[derive(Clone, Copy)]
+struct Node {
+    pos: Pos,
+    len: u32,
+    prev: u32,
+}
+
+impl Index {
+    const END: u32 = u32::MAX;
+
+    fn with_capacity(n: usize) -> Index {
+        Index {
+            heads: HashTable::with_capacity(n),
+            nodes: Vec::with_capacity(n),
+            last: None,
+        }
+    }
+
+    fn add(&mut self, h: TouchHash, pos: Pos) {
+        if self.last == Some(h) {
+            if let Some(head) = self.nodes.last_mut() {
+                let end = (head.pos.0, head.pos.1 + head.len);
+                if (pos.0, pos.1 + 1) == end {
+                    return;
+                }
+                if pos == end {
+                    head.len += 1;
+                    return;
+                }
+            }
+        }
+        let node = self.nodes.len() as u32;
+        let prev = match self.heads.find_mut(h, |e| e.0 == h) {
+            Some(head) => std::mem::replace(&mut head.1, node),
+            None => {
+                self.heads.insert_unique(h, (h, node), |e| e.0);
+                Self::END
+            }
+        };
+        self.nodes.push(Node { pos, len: 1, prev });
+        self.last = Some(h);
+    }
+
+    /// Appends the positions with touch `h`, in no particular order.
+    fn find(&self, h: TouchHash, out: &mut SmallVec<[Pos; 8]>) {
+        let Some(&(_, mut n)) = self.heads.find(h, |e| e.0 == h) else {
+            return;
+        };
+        while n != Self::END {
+            let node = self.nodes[n as usize];
+            out.extend((0..node.len).map(|i| (node.pos.0, node.pos.1 + i)));
+            n = node.prev;
+        }
+    }
+}
+
+/// One side's instructions by the places they mark and by the places they cover.
+struct Indexed {
+    marks: Index,
+    covers: Index,
+}
+
+impl Indexed {
+    /// Indexes the touches of `side` that can meet a touch of the side with spans `other`.
+    fn of(side: &[Changeset], other: &Spans) -> Indexed {
+        let n = count(side);
+        let mut idx = Indexed {
+            marks: Index::with_capacity(n),
+            covers: Index::with_capacity(n),
+        };
+        for (c, cs) in side.iter().enumerate() {
+            for (o, op) in cs.ops.iter().enumerate() {
+                if op.fate == Fate::Void {
+                    continue;
+                }
+                touches(&op.instr, |t, role| {
+                    if other.may_meet(t) {
+                        let (h, pos) = (t.hash(), (c as u32, o as u32));
+                        if role.marks() {
+                            idx.marks.add(h, pos);
+                        }
+                        if role.covers() {
+                            idx.covers.add(h, pos);
+                        }
+                    }
+                });
+            }
+        }
+        idx
+    }
+
+    fn is_empty(&self) -> bool {
+        self.marks.nodes.is_empty() && self.covers.nodes.is_empty()
+    }
+
+    /// Appends the positions of the instructions that meet a touch `h` held with `role`.
+    fn meeting(&self, h: TouchHash, role: Role, out: &mut SmallVec<[Pos; 8]>) {
+        if role.covers() {
+            self.marks.find(h, out);
+        }
+        if role.marks() {
+            self.covers.find(h, out);
+        }
+    }
 }
 
 fn count(side: &[Changeset]) -> usize {
@@ -270,40 +510,44 @@ fn count(side: &[Changeset]) -> usize {
 pub fn merge(a: &mut [Changeset], b: &mut [Changeset], schema: &Schema) -> Result<(), Error> {
     let links = Links::new(schema, [a, b]);
     // Either side may be the one indexed: visiting cells row by row or column by column gives
-    // the same grid, so index the larger side and walk the smaller.
+    // the same grid. Indexing costs more than looking up, so index the smaller side.
     if count(a) <= count(b) {
-        walk(a, b, &links)
-    } else {
         walk(b, a, &links)
+    } else {
+        walk(a, b, &links)
     }
 }
 
-fn walk(small: &mut [Changeset], large: &mut [Changeset], links: &Links<'_>) -> Result<(), Error> {
-    let idx = index(large);
+/// Visits the grid row by row: each instruction of `rows`, in order, meets the instructions of
+/// `cols` it interacts with, in order.
+fn walk(rows: &mut [Changeset], cols: &mut [Changeset], links: &Links<'_>) -> Result<(), Error> {
+    let idx = Indexed::of(cols, &Spans::of(rows));
     if idx.is_empty() {
         return Ok(());
     }
+    let col_spans = Spans::of(cols);
     let mut cands: SmallVec<[Pos; 8]> = SmallVec::new();
-    for cs in small.iter_mut() {
-        let key_s = cs.key();
+    for cs in rows.iter_mut() {
+        let key_r = cs.key();
         for x in cs.ops.iter_mut() {
-            cands.clear();
-            for t in touches(&x.instr) {
-                for m in meets(&t) {
-                    if let Some(ps) = idx.get(&m) {
-                        cands.extend_from_slice(ps);
-                    }
-                }
+            if x.fate == Fate::Void {
+                continue;
             }
+            cands.clear();
+            touches(&x.instr, |t, role| {
+                if col_spans.may_meet(t) {
+                    idx.meeting(t.hash(), role, &mut cands)
+                }
+            });
             if cands.is_empty() {
                 continue;
             }
             cands.sort_unstable();
             cands.dedup();
-            for &(lc, lo) in cands.iter() {
-                let other = &mut large[lc as usize];
-                let key_l = other.key();
-                merge_pair(x, key_s, &mut other.ops[lo as usize], key_l, links)?;
+            for &(c, o) in cands.iter() {
+                let other = &mut cols[c as usize];
+                let key_c = other.key();
+                merge_pair(x, key_r, &mut other.ops[o as usize], key_c, links)?;
             }
         }
     }
@@ -516,7 +760,7 @@ fn set_meets_add(set: &mut Op, ks: Key, add: &mut Op, kd: Key) {
 }
 
 /// The list property an instruction works on, and the element it addresses (if one).
-fn list_target(i: &Instruction) -> Option<(&Name, Option<crate::ids::OpId>)> {
+fn list_target(i: &Instruction) -> Option<(&Name, Option<OpId>)> {
     match i {
         Instruction::ListInsert { prop, .. } => Some((prop, None)),
         Instruction::ListSet { prop, elem, .. }
@@ -595,5 +839,129 @@ fn same_list(a: &mut Op, ka: Key, b: &mut Op, kb: Key) {
         // Everything else commutes: inserts, and operations on different elements, are placed
         // by the merge tree.
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instruction::ObjRef;
+    use crate::list::{Place, Side};
+
+    fn obj(key: i64) -> ObjRef {
+        ObjRef {
+            ty: "T".into(),
+            key: ObjKey::Int(key),
+        }
+    }
+
+    fn elem(seq: u64) -> OpId {
+        OpId {
+            peer: PeerId(9),
+            seq,
+        }
+    }
+
+    fn insert(key: i64, seq: u64) -> Instruction {
+        Instruction::ListInsert {
+            obj: obj(key),
+            prop: "l".into(),
+            index: 0,
+            value: Value::Int(1),
+            elem: elem(seq),
+            place: Place {
+                parent: None,
+                side: Side::Right,
+            },
+        }
+    }
+
+    fn set(key: i64, prop: &str, value: Value) -> Instruction {
+        Instruction::Set {
+            obj: obj(key),
+            prop: prop.into(),
+            value,
+            default: false,
+        }
+    }
+
+    fn erase(seq: u64) -> Instruction {
+        Instruction::ListErase {
+            obj: obj(1),
+            prop: "l".into(),
+            index: 0,
+            elem: elem(seq),
+        }
+    }
+
+    /// Whether the footprint of `a` says `b` may meet it, checked both ways round.
+    fn meet(a: Instruction, b: Instruction) -> bool {
+        let cs = |i: Instruction| {
+            let mut cs = Changeset::new(PeerId(1), 1);
+            cs.ops.push(Op::live(i));
+            cs
+        };
+        let (a, b) = (cs(a), cs(b));
+        let ab = Footprint::of(std::slice::from_ref(&a)).meets(&b);
+        let ba = Footprint::of(std::slice::from_ref(&b)).meets(&a);
+        assert_eq!(ab, ba, "the meeting relation is symmetric");
+        ab
+    }
+
+    #[test]
+    fn instructions_meet_only_where_a_rule_can_apply() {
+        let delete = |key| Instruction::Delete { obj: obj(key) };
+        let clear_list = Instruction::ListClear {
+            obj: obj(1),
+            prop: "l".into(),
+        };
+        // Inserts into one list commute; the merge tree orders them.
+        assert!(!meet(insert(1, 1), insert(1, 2)));
+        // Inserts meet what can drop or void them.
+        assert!(meet(insert(1, 1), clear_list.clone()));
+        assert!(meet(insert(1, 1), delete(1)));
+        assert!(!meet(insert(1, 1), delete(2)));
+        // Element operations meet operations on the same element, and list_clear.
+        assert!(meet(erase(1), erase(1)));
+        assert!(!meet(erase(1), erase(2)));
+        assert!(meet(erase(2), clear_list.clone()));
+        assert!(meet(clear_list.clone(), clear_list));
+        // Fields meet writes of the same field and deletes of the object.
+        assert!(meet(set(1, "a", Value::Int(1)), set(1, "a", Value::Int(2))));
+        assert!(!meet(
+            set(1, "a", Value::Int(1)),
+            set(1, "b", Value::Int(2))
+        ));
+        assert!(meet(set(1, "a", Value::Int(1)), delete(1)));
+        assert!(meet(Instruction::Insert { obj: obj(1) }, delete(1)));
+        // A link meets a delete of an object with its target's key, of any type.
+        let link = set(2, "to", Value::Link(ObjKey::Int(7)));
+        assert!(meet(link.clone(), delete(7)));
+        assert!(!meet(link, delete(8)));
+    }
+
+    #[test]
+    fn spans_rule_out_only_ids_the_other_side_cannot_name() {
+        let engine = |peer, seq| {
+            ObjKey::Engine(OpId {
+                peer: PeerId(peer),
+                seq,
+            })
+        };
+        let mut cs = Changeset::new(PeerId(1), 1);
+        for seq in [5, 9, 7] {
+            cs.ops.push(Op::live(Instruction::Insert {
+                obj: ObjRef {
+                    ty: "T".into(),
+                    key: engine(1, seq),
+                },
+            }));
+        }
+        let spans = Spans::of(std::slice::from_ref(&cs));
+        let may = |k: &ObjKey| spans.may_meet(Touch::Obj("T", k));
+        assert!(may(&engine(1, 5)) && may(&engine(1, 6)) && may(&engine(1, 9)));
+        assert!(!may(&engine(1, 4)) && !may(&engine(1, 10)) && !may(&engine(2, 7)));
+        assert!(may(&ObjKey::Int(3)), "primary keys are always indexed");
+        assert!(spans.may_meet(Touch::Elem(elem(1))));
     }
 }

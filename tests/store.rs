@@ -388,3 +388,36 @@ fn a_failed_group_of_writes_leaves_list_metadata_in_step_with_the_store() {
     copy.apply_changeset(&cs).unwrap();
     assert_eq!(state(&copy), state(&r));
 }
+
+#[test]
+fn a_type_without_properties_holds_objects_and_rolls_back() {
+    let mut r = Replica::new(PeerId(1));
+    let mut tx = r.transaction(1);
+    tx.add_type(ObjectType::new("Marker", None, []).unwrap())
+        .unwrap();
+    let k = tx.create("Marker").unwrap();
+    tx.commit();
+    assert_eq!(r.store().objects("Marker").unwrap(), vec![k.clone()]);
+    // A failed changeset that adds a type and objects of it leaves no trace of either.
+    let before = state(&r);
+    let mut cs = Changeset::new(PeerId(2), 2);
+    cs.ops.push(Op::live(Instruction::AddType(
+        ObjectType::new("Empty", None, []).unwrap(),
+    )));
+    cs.ops.push(Op::live(Instruction::Insert {
+        obj: ObjRef {
+            ty: "Empty".into(),
+            key: ObjKey::Int(1),
+        },
+    }));
+    assert!(
+        r.apply_changeset(&cs).is_err(),
+        "an int key for a type without one"
+    );
+    assert_eq!(state(&r), before);
+    assert!(r.store().objects("Empty").is_err());
+    cs.ops.pop();
+    r.apply_changeset(&cs).unwrap();
+    assert_eq!(r.store().objects("Empty").unwrap(), vec![]);
+    assert_eq!(r.store().objects("Marker").unwrap(), vec![k]);
+}
