@@ -100,37 +100,35 @@ type Pos = (u32, u32);
 /// changes carried by the changesets being merged.
 struct Links<'s> {
     schema: &'s Schema,
-    extra: HashMap<(Name, Name), Name>,
+    extra: LinkDefinitions,
 }
 
-impl<'s> Links<'s> {
-    fn new(schema: &'s Schema, sides: [&[Changeset]; 2]) -> Self {
-        let mut extra = HashMap::new();
-        let mut add = |ty: &Name, name: &Name, pt: &PropType| {
-            if let Some(t) = pt.link_target() {
-                extra.insert((ty.clone(), name.clone()), t.clone());
-            }
-        };
-        for side in sides {
-            for op in side.iter().flat_map(|cs| &cs.ops) {
-                match &op.instr {
-                    Instruction::AddType(def) => {
-                        for (n, pt) in &def.properties {
-                            add(&def.name, n, pt)
-                        }
-                    }
-                    Instruction::AddProperties { ty, properties } => {
-                        for p in properties {
-                            add(ty, &p.name, &p.ty)
-                        }
-                    }
-                    _ => {}
-                }
+/// The link properties a schema instruction defines: (type, property) -> target type.
+type LinkDefinitions = HashMap<(Name, Name), Name>;
+
+/// Records the link properties `instr` defines, if it is a schema instruction.
+fn define_links(instr: &Instruction, defs: &mut LinkDefinitions) {
+    let mut add = |ty: &Name, name: &Name, pt: &PropType| {
+        if let Some(t) = pt.link_target() {
+            defs.insert((ty.clone(), name.clone()), t.clone());
+        }
+    };
+    match instr {
+        Instruction::AddType(def) => {
+            for (n, pt) in &def.properties {
+                add(&def.name, n, pt)
             }
         }
-        Links { schema, extra }
+        Instruction::AddProperties { ty, properties } => {
+            for p in properties {
+                add(ty, &p.name, &p.ty)
+            }
+        }
+        _ => {}
     }
+}
 
+impl Links<'_> {
     fn target(&self, ty: &Name, prop: &Name) -> Option<Name> {
         if let Some(t) = self.extra.get(&(ty.clone(), prop.clone())) {
             return Some(t.clone());
@@ -330,7 +328,9 @@ impl HistoryIndex {
 struct Spans(Vec<(PeerId, u64, u64)>);
 
 impl Spans {
-    fn of(side: &[Changeset]) -> Spans {
+    /// The spans of a side, from the one pass over it that a merge makes before indexing; the
+    /// pass also records the link properties the side's schema instructions define.
+    fn survey(side: &[Changeset], links: &mut LinkDefinitions) -> Spans {
         let mut spans: HashMap<PeerId, (u64, u64)> = HashMap::new();
         // Consecutive touches almost always name ids of one peer: widen a running span and
         // fold it into the map only when the peer changes.
@@ -340,7 +340,11 @@ impl Spans {
             *span = (span.0.min(lo), span.1.max(hi));
         };
         for cs in side {
-            for op in cs.ops.iter().filter(|op| op.fate != Fate::Void) {
+            for op in &cs.ops {
+                define_links(&op.instr, links);
+                if op.fate == Fate::Void {
+                    continue;
+                }
                 touches(&op.instr, |t, _| {
                     let Some(ObjKey::Engine(id)) = t.key() else {
                         return;
@@ -508,24 +512,29 @@ fn count(side: &[Changeset]) -> usize {
 /// [`Error::SchemaMismatch`] when the two sides define a type or property incompatibly; the
 /// sequences may then be partly transformed and must be discarded.
 pub fn merge(a: &mut [Changeset], b: &mut [Changeset], schema: &Schema) -> Result<(), Error> {
-    let links = Links::new(schema, [a, b]);
+    let mut extra = LinkDefinitions::new();
+    let spans = [Spans::survey(a, &mut extra), Spans::survey(b, &mut extra)];
+    let links = Links { schema, extra };
     // Either side may be the one indexed: visiting cells row by row or column by column gives
     // the same grid. Indexing costs more than looking up, so index the smaller side.
     if count(a) <= count(b) {
-        walk(b, a, &links)
+        walk((b, &spans[1]), (a, &spans[0]), &links)
     } else {
-        walk(a, b, &links)
+        walk((a, &spans[0]), (b, &spans[1]), &links)
     }
 }
 
 /// Visits the grid row by row: each instruction of `rows`, in order, meets the instructions of
 /// `cols` it interacts with, in order.
-fn walk(rows: &mut [Changeset], cols: &mut [Changeset], links: &Links<'_>) -> Result<(), Error> {
-    let idx = Indexed::of(cols, &Spans::of(rows));
+fn walk(
+    (rows, row_spans): (&mut [Changeset], &Spans),
+    (cols, col_spans): (&mut [Changeset], &Spans),
+    links: &Links<'_>,
+) -> Result<(), Error> {
+    let idx = Indexed::of(cols, row_spans);
     if idx.is_empty() {
         return Ok(());
     }
-    let col_spans = Spans::of(cols);
     let mut cands: SmallVec<[Pos; 8]> = SmallVec::new();
     for cs in rows.iter_mut() {
         let key_r = cs.key();
@@ -957,7 +966,7 @@ mod tests {
                 },
             }));
         }
-        let spans = Spans::of(std::slice::from_ref(&cs));
+        let spans = Spans::survey(std::slice::from_ref(&cs), &mut LinkDefinitions::new());
         let may = |k: &ObjKey| spans.may_meet(Touch::Obj("T", k));
         assert!(may(&engine(1, 5)) && may(&engine(1, 6)) && may(&engine(1, 9)));
         assert!(!may(&engine(1, 4)) && !may(&engine(1, 10)) && !may(&engine(2, 7)));
