@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod changeset;
+mod chunked;
 pub mod clock;
 pub mod decimal;
 pub mod encoding;

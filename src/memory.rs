@@ -5,6 +5,7 @@
 //! records how to reverse itself, and rolling back replays those records backwards, so a failed
 //! changeset leaves the store exactly as it was (object order included).
 
+use crate::chunked::Chunked;
 use crate::error::Error;
 use crate::schema::{Name, ObjectType, PropType, Property, Schema};
 use crate::store::{Store, Unlinked};
@@ -14,13 +15,13 @@ use indexmap::IndexMap;
 #[derive(Clone, Debug, PartialEq)]
 enum Slot {
     Value(Value),
-    List(Vec<Value>),
+    List(Chunked),
 }
 
 impl Slot {
     fn default_for(ty: &PropType) -> Slot {
         if ty.list {
-            Slot::List(Vec::new())
+            Slot::List(Chunked::default())
         } else {
             Slot::Value(ty.default_value())
         }
@@ -91,7 +92,7 @@ enum Undo {
         t: usize,
         key: ObjKey,
         slot: usize,
-        old: Vec<Value>,
+        old: Chunked,
     },
 }
 
@@ -236,14 +237,14 @@ impl MemoryStore {
         ty: &str,
         key: &ObjKey,
         slot: usize,
-    ) -> Result<&mut Vec<Value>, Error> {
+    ) -> Result<&mut Chunked, Error> {
         match self.slots_mut(t, ty, key)?.get_mut(slot) {
             Some(Slot::List(l)) => Ok(l),
             _ => Err(missing(ty, key)),
         }
     }
 
-    fn list_ref(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<&Vec<Value>, Error> {
+    fn list_ref(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<&Chunked, Error> {
         let (t, slot, _) = self.list_prop(ty, prop)?;
         match self.slots(t, ty, key)?.get(slot) {
             Some(Slot::List(l)) => Ok(l),
@@ -256,7 +257,7 @@ impl MemoryStore {
         self.tables.get_mut(t)?.objects.get_mut(key)
     }
 
-    fn undo_list(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Vec<Value>> {
+    fn undo_list(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Chunked> {
         match self.undo_slots(t, key)?.get_mut(slot) {
             Some(Slot::List(l)) => Some(l),
             _ => None,
@@ -315,8 +316,8 @@ impl MemoryStore {
                 index,
                 old,
             } => {
-                if let Some(l) = self.undo_list(t, &key, slot) {
-                    l[index] = old;
+                if let Some(cell) = self.undo_list(t, &key, slot).and_then(|l| l.get_mut(index)) {
+                    *cell = old;
                 }
             }
             Undo::ListErased {
@@ -338,8 +339,9 @@ impl MemoryStore {
                 to,
             } => {
                 if let Some(l) = self.undo_list(t, &key, slot) {
-                    let v = l.remove(to);
-                    l.insert(from, v);
+                    if let Some(v) = l.remove(to) {
+                        l.insert(from, v);
+                    }
                 }
             }
             Undo::ListCleared { t, key, slot, old } => {
@@ -471,9 +473,12 @@ impl Store for MemoryStore {
                         });
                     }
                     Slot::List(l) if is_list => {
-                        for index in (0..l.len()).rev() {
-                            if l[index] == target {
-                                let old = l.remove(index);
+                        let hits: Vec<usize> = (l.iter().enumerate())
+                            .filter(|(_, v)| **v == target)
+                            .map(|(i, _)| i)
+                            .collect();
+                        for index in hits.into_iter().rev() {
+                            if let Some(old) = l.remove(index) {
                                 undo.push(Undo::ListErased {
                                     t: lt,
                                     key: okey.clone(),
@@ -563,11 +568,11 @@ impl Store for MemoryStore {
     }
 
     fn list(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<Vec<Value>, Error> {
-        self.list_ref(ty, key, prop).cloned()
+        self.list_ref(ty, key, prop).map(Chunked::to_vec)
     }
 
     fn list_len(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<usize, Error> {
-        self.list_ref(ty, key, prop).map(Vec::len)
+        self.list_ref(ty, key, prop).map(Chunked::len)
     }
 
     fn list_insert(
@@ -629,10 +634,10 @@ impl Store for MemoryStore {
     ) -> Result<(), Error> {
         let (t, slot, _) = self.list_prop(ty, prop)?;
         let l = self.list_mut(t, ty, key, slot)?;
-        if index >= l.len() {
-            return Err(index_error(ty, key, prop, index, l.len()));
-        }
-        let old = l.remove(index);
+        let len = l.len();
+        let old = l
+            .remove(index)
+            .ok_or_else(|| index_error(ty, key, prop, index, len))?;
         self.log(Undo::ListErased {
             t,
             key: key.clone(),
@@ -657,8 +662,9 @@ impl Store for MemoryStore {
         if from >= len || to >= len {
             return Err(index_error(ty, key, prop, from.max(to), len));
         }
-        let v = l.remove(from);
-        l.insert(to, v);
+        if let Some(v) = l.remove(from) {
+            l.insert(to, v);
+        }
         self.log(Undo::ListMoved {
             t,
             key: key.clone(),

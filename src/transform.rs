@@ -386,7 +386,7 @@ impl Spans {
 /// The positions of one side's instructions by touch: for each touch hash, a chain through
 /// `nodes` from the last positions with it back to the first. Consecutive instructions with the
 /// same touch (an object created and then written) share a node, so they cost one hash-table
-/// operation. Built once per merge, sized up front, and never rehashed.
+/// operation. Built once per merge.
 struct Index {
     heads: HashTable<(TouchHash, u32)>,
     nodes: Vec<Node>,
@@ -406,10 +406,10 @@ struct Node {
 impl Index {
     const END: u32 = u32::MAX;
 
-    fn with_capacity(n: usize) -> Index {
+    fn new() -> Index {
         Index {
-            heads: HashTable::with_capacity(n),
-            nodes: Vec::with_capacity(n),
+            heads: HashTable::new(),
+            nodes: Vec::new(),
             last: None,
         }
     }
@@ -461,10 +461,11 @@ struct Indexed {
 impl Indexed {
     /// Indexes the touches of `side` that can meet a touch of the side with spans `other`.
     fn of(side: &[Changeset], other: &Spans) -> Indexed {
-        let n = count(side);
+        // Not sized up front: with disjoint spans most touches are filtered out, and an
+        // allocation sized for every instruction would cost more than growing.
         let mut idx = Indexed {
-            marks: Index::with_capacity(n),
-            covers: Index::with_capacity(n),
+            marks: Index::new(),
+            covers: Index::new(),
         };
         for (c, cs) in side.iter().enumerate() {
             for (o, op) in cs.ops.iter().enumerate() {

@@ -1,0 +1,154 @@
+//! `Chunked`: the values of one list property in [`crate::memory::MemoryStore`], kept in chunks
+//! so that inserting or erasing at a position moves at most one chunk.
+//!
+//! A plain vector makes every insert in the middle of a long list move half of it (a 20,000-element
+//! list edited at random positions spent most of its time in `memmove`). Chunks hold at most
+//! [`Chunked::MAX`] values; a full chunk splits in two, an empty one goes away. Finding a position
+//! walks the chunk lengths, which for lists of realistic size is a short scan over a few hundred
+//! integers at most.
+
+use crate::value::Value;
+
+/// A list of values in chunks. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Chunked {
+    chunks: Vec<Vec<Value>>,
+    len: usize,
+}
+
+impl Chunked {
+    /// The most values one chunk holds.
+    const MAX: usize = 512;
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunk holding position `index` and the position within it; an index equal to the
+    /// length resolves to the end of the last chunk.
+    fn locate(&self, mut index: usize) -> (usize, usize) {
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            if index < chunk.len() {
+                return (c, index);
+            }
+            index -= chunk.len();
+        }
+        let last = self.chunks.len().saturating_sub(1);
+        (last, self.chunks.get(last).map_or(0, |c| c.len()) + index)
+    }
+
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut Value> {
+        if index >= self.len {
+            return None;
+        }
+        let (c, i) = self.locate(index);
+        self.chunks[c].get_mut(i)
+    }
+
+    /// Inserts `value` at `index` (at most the length; callers check).
+    pub(crate) fn insert(&mut self, index: usize, value: Value) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Vec::new());
+        }
+        let (c, i) = self.locate(index.min(self.len));
+        let chunk = &mut self.chunks[c];
+        chunk.insert(i, value);
+        if chunk.len() > Self::MAX {
+            let tail = chunk.split_off(chunk.len() / 2);
+            self.chunks.insert(c + 1, tail);
+        }
+        self.len += 1;
+    }
+
+    /// Removes and returns the value at `index`, if there is one.
+    pub(crate) fn remove(&mut self, index: usize) -> Option<Value> {
+        if index >= self.len {
+            return None;
+        }
+        let (c, i) = self.locate(index);
+        let value = self.chunks[c].remove(i);
+        if self.chunks[c].is_empty() {
+            self.chunks.remove(c);
+        }
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// The values in order.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Value> {
+        self.chunks.iter().flatten()
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<Value> {
+        self.iter().cloned().collect()
+    }
+}
+
+/// Lists are equal when their values are, however they are chunked.
+impl PartialEq for Chunked {
+    fn eq(&self, other: &Chunked) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl From<Vec<Value>> for Chunked {
+    fn from(values: Vec<Value>) -> Chunked {
+        let len = values.len();
+        let chunks = if values.len() <= Self::MAX {
+            if values.is_empty() {
+                Vec::new()
+            } else {
+                vec![values]
+            }
+        } else {
+            values
+                .chunks(Self::MAX / 2)
+                .map(<[Value]>::to_vec)
+                .collect()
+        };
+        Chunked { chunks, len }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random inserts and removes agree with a plain vector, across chunk splits and removals.
+    #[test]
+    fn behaves_like_a_vector() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % m as u64) as usize
+        };
+        let (mut c, mut v) = (Chunked::default(), Vec::new());
+        for step in 0..20_000 {
+            if v.is_empty() || next(10) < 6 {
+                let i = next(v.len() + 1);
+                c.insert(i, Value::Int(step));
+                v.insert(i, Value::Int(step));
+            } else {
+                let i = next(v.len());
+                assert_eq!(c.remove(i), Some(v.remove(i)));
+            }
+            assert_eq!(c.len(), v.len());
+        }
+        assert_eq!(c.to_vec(), v);
+        assert!(c.chunks.len() > 1 && c.chunks.iter().all(|k| !k.is_empty() && k.len() <= 512));
+        for i in [0, v.len() / 2, v.len() - 1] {
+            assert_eq!(c.get_mut(i).cloned(), v.get(i).cloned());
+        }
+        assert_eq!(c.get_mut(v.len()), None);
+        assert_eq!(c.remove(v.len()), None);
+        let back: Vec<&Value> = c.iter().rev().collect();
+        assert_eq!(back, v.iter().rev().collect::<Vec<_>>());
+        assert_eq!(Chunked::from(v.clone()).to_vec(), v);
+        if let Some(x) = c.get_mut(3) {
+            *x = Value::Int(-1);
+        }
+        assert_eq!(c.to_vec()[3], Value::Int(-1));
+    }
+}
