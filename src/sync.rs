@@ -348,15 +348,16 @@ impl<S: Store> Client<S> {
                 server_version: versions[0],
                 error,
             })?;
-            for (cs, v) in incoming.iter().zip(&versions) {
+            // Each changeset is dropped right after it is applied, while it is still in cache.
+            for (cs, v) in incoming.into_iter().zip(versions) {
                 self.clock.observe(cs.timestamp);
                 self.replica
-                    .apply_changeset(cs)
+                    .apply_changeset(&cs)
                     .map_err(|error| SyncError::Integration {
-                        server_version: *v,
+                        server_version: v,
                         error,
                     })?;
-                self.cursor.server = *v;
+                self.cursor.server = v;
             }
         }
         self.drop_integrated(download.cursor.own);

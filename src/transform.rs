@@ -266,7 +266,9 @@ impl Footprint {
 /// The versions (ascending) of history entries with one touch, grouped in runs of consecutive
 /// entries from one origin: an uploader's own entries never meet its uploads, and a run of them
 /// (a single writer's long history) is skipped in one step.
-type Runs = Vec<(PeerId, Vec<u64>)>;
+/// Most touches (a list element, a field) belong to one or two entries, so a touch's first run
+/// and first version live inline, without an allocation.
+type Runs = SmallVec<[(PeerId, SmallVec<[u64; 1]>); 1]>;
 
 /// What a server's history entries touch, by touch, so that integrating an upload visits only
 /// the entries of its window that can meet it instead of every entry since its base.
@@ -285,7 +287,7 @@ impl HistoryIndex {
                     versions.push(version);
                 }
             }
-            _ => runs.push((cs.origin, vec![version])),
+            _ => runs.push((cs.origin, SmallVec::from_elem(version, 1))),
         };
         touch_hashes(cs, |h, role| {
             if role.marks() {
