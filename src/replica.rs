@@ -21,10 +21,40 @@ use crate::schema::Name;
 use crate::store::{Store, Unlinked};
 use crate::transaction::Transaction;
 use crate::value::{ObjKey, Value};
-use hashbrown::{HashMap, HashSet};
+use hashbrown::{Equivalent, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 /// Identifies one list: the object and the list property.
 pub type ListKey = (Name, ObjKey, Name);
+
+/// A borrowed [`ListKey`]: looks a list up without cloning its names (it hashes and compares
+/// exactly as the owned key does).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ListRef<'a>(&'a Name, &'a ObjKey, &'a Name);
+
+impl ListRef<'_> {
+    fn to_key(self) -> ListKey {
+        (self.0.clone(), self.1.clone(), self.2.clone())
+    }
+}
+
+impl<'a> From<&'a ListKey> for ListRef<'a> {
+    fn from(k: &'a ListKey) -> Self {
+        ListRef(&k.0, &k.1, &k.2)
+    }
+}
+
+impl Hash for ListRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.0, self.1, self.2).hash(state)
+    }
+}
+
+impl Equivalent<ListKey> for ListRef<'_> {
+    fn equivalent(&self, k: &ListKey) -> bool {
+        *self.0 == k.0 && *self.1 == k.1 && *self.2 == k.2
+    }
+}
 
 #[derive(Debug)]
 enum Undo {
@@ -69,7 +99,7 @@ impl<S: Store + Clone> Clone for Replica<S> {
     }
 }
 
-fn list_error(list: &ListKey, e: ListError) -> Error {
+fn list_error(list: ListRef<'_>, e: ListError) -> Error {
     match e {
         ListError::IndexOutOfRange { index, len } => Error::IndexOutOfRange {
             ty: list.0.to_string(),
@@ -87,7 +117,7 @@ fn list_error(list: &ListKey, e: ListError) -> Error {
     }
 }
 
-fn inconsistent(list: &ListKey, detail: String) -> Error {
+fn inconsistent(list: ListRef<'_>, detail: String) -> Error {
     Error::BadListReference {
         ty: list.0.to_string(),
         key: list.1.to_string(),
@@ -241,31 +271,31 @@ impl<S: Store> Replica<S> {
     }
 
     /// The sequence of a list for writing: created (and logged) if new, and opened for undo.
-    fn seq_mut(&mut self, key: &ListKey) -> &mut Sequence {
+    fn seq_mut(&mut self, key: ListRef<'_>) -> &mut Sequence {
         let logging = !self.marks.is_empty();
-        if !self.lists.contains_key(key) {
-            self.lists.insert(key.clone(), Sequence::new());
+        if !self.lists.contains_key(&key) {
+            self.lists.insert(key.to_key(), Sequence::new());
             if logging {
-                self.undo.push(Undo::CreatedSeq(key.clone()));
+                self.undo.push(Undo::CreatedSeq(key.to_key()));
             }
         }
         let opened = self
             .touched
             .last_mut()
-            .is_some_and(|t| t.insert(key.clone()));
+            .is_some_and(|t| !t.contains(&key) && t.insert(key.to_key()));
+        let seq = self
+            .lists
+            .get_mut(&key)
+            .expect("the sequence was inserted above");
         if logging && opened {
-            self.undo.push(Undo::Touched(key.clone()));
-            if let Some(seq) = self.lists.get_mut(key) {
-                seq.begin();
-            }
+            self.undo.push(Undo::Touched(key.to_key()));
+            seq.begin();
         }
-        self.lists
-            .get_mut(key)
-            .expect("the sequence was inserted above")
+        seq
     }
 
     /// A list's sequence for reading (empty if the list never held an element).
-    pub(crate) fn seq(&self, key: &ListKey) -> Option<&Sequence> {
+    pub(crate) fn seq<Q: Hash + Equivalent<ListKey> + ?Sized>(&self, key: &Q) -> Option<&Sequence> {
         self.lists.get(key)
     }
 
@@ -312,7 +342,7 @@ impl<S: Store> Replica<S> {
             } = u
             {
                 let lk: ListKey = (lty, lkey, prop);
-                let seq = self.seq_mut(&lk);
+                let seq = self.seq_mut(ListRef::from(&lk));
                 let elem = seq.elem_at(index);
                 let change = match elem {
                     Some(elem) => seq.set_state(elem, ElemState::Hidden),
@@ -320,7 +350,7 @@ impl<S: Store> Replica<S> {
                 };
                 if change != Ok(VisibleChange::Removed(index)) {
                     return Err(inconsistent(
-                        &lk,
+                        ListRef::from(&lk),
                         format!(
                             "the store unlinked index {index} but the merge metadata disagrees"
                         ),
@@ -409,11 +439,11 @@ impl<S: Store> Replica<S> {
                     Fate::DeadLink => ElemState::Hidden,
                     _ => ElemState::Erased,
                 };
-                let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
+                let lk = ListRef(&obj.ty, &obj.key, prop);
                 let change = self
-                    .seq_mut(&lk)
+                    .seq_mut(lk)
                     .insert(*elem, ts, *place, state)
-                    .map_err(|e| list_error(&lk, e))?;
+                    .map_err(|e| list_error(lk, e))?;
                 if let VisibleChange::Inserted(i) = change {
                     self.store
                         .list_insert(&obj.ty, &obj.key, prop, i, value.clone())?;
@@ -427,36 +457,36 @@ impl<S: Store> Replica<S> {
                 ..
             } => {
                 self.check_list_value(obj, prop, Some(value), op.fate != Fate::Live)?;
-                let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
+                let lk = ListRef(&obj.ty, &obj.key, prop);
                 let state = self
                     .seq(&lk)
                     .and_then(|s| s.state(*elem))
-                    .ok_or_else(|| inconsistent(&lk, format!("unknown element {elem}")))?;
+                    .ok_or_else(|| inconsistent(lk, format!("unknown element {elem}")))?;
                 match (state, live) {
                     (ElemState::Visible, true) => {
                         let i = self
                             .seq(&lk)
                             .and_then(|s| s.index_of(*elem))
                             .ok_or_else(|| {
-                                inconsistent(&lk, format!("element {elem} has no index"))
+                                inconsistent(lk, format!("element {elem} has no index"))
                             })?;
                         self.store
                             .list_set(&obj.ty, &obj.key, prop, i, value.clone())?;
                     }
                     (ElemState::Visible, false) => {
                         let change = self
-                            .seq_mut(&lk)
+                            .seq_mut(lk)
                             .set_state(*elem, ElemState::Hidden)
-                            .map_err(|e| list_error(&lk, e))?;
+                            .map_err(|e| list_error(lk, e))?;
                         if let VisibleChange::Removed(i) = change {
                             self.store.list_erase(&obj.ty, &obj.key, prop, i)?;
                         }
                     }
                     (ElemState::Hidden, true) => {
                         let change = self
-                            .seq_mut(&lk)
+                            .seq_mut(lk)
                             .set_state(*elem, ElemState::Visible)
-                            .map_err(|e| list_error(&lk, e))?;
+                            .map_err(|e| list_error(lk, e))?;
                         if let VisibleChange::Inserted(i) = change {
                             self.store
                                 .list_insert(&obj.ty, &obj.key, prop, i, value.clone())?;
@@ -465,7 +495,7 @@ impl<S: Store> Replica<S> {
                     (ElemState::Hidden, false) => {}
                     (ElemState::Erased, _) => {
                         return Err(inconsistent(
-                            &lk,
+                            lk,
                             format!("list_set of erased element {elem}"),
                         ))
                     }
@@ -475,21 +505,21 @@ impl<S: Store> Replica<S> {
                 obj, prop, elem, ..
             } => {
                 self.check_list_value(obj, prop, None, false)?;
-                let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
+                let lk = ListRef(&obj.ty, &obj.key, prop);
                 let state = self
                     .seq(&lk)
                     .and_then(|s| s.state(*elem))
-                    .ok_or_else(|| inconsistent(&lk, format!("unknown element {elem}")))?;
+                    .ok_or_else(|| inconsistent(lk, format!("unknown element {elem}")))?;
                 if state == ElemState::Erased {
                     return Err(inconsistent(
-                        &lk,
+                        lk,
                         format!("element {elem} is already erased"),
                     ));
                 }
                 let change = self
-                    .seq_mut(&lk)
+                    .seq_mut(lk)
                     .set_state(*elem, ElemState::Erased)
-                    .map_err(|e| list_error(&lk, e))?;
+                    .map_err(|e| list_error(lk, e))?;
                 if let VisibleChange::Removed(i) = change {
                     self.store.list_erase(&obj.ty, &obj.key, prop, i)?;
                 }
@@ -503,11 +533,11 @@ impl<S: Store> Replica<S> {
                 ..
             } => {
                 self.check_list_value(obj, prop, None, false)?;
-                let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
+                let lk = ListRef(&obj.ty, &obj.key, prop);
                 let change = self
-                    .seq_mut(&lk)
+                    .seq_mut(lk)
                     .add_node(*elem, *node, ts, *place, live)
-                    .map_err(|e| list_error(&lk, e))?;
+                    .map_err(|e| list_error(lk, e))?;
                 if let VisibleChange::Moved { from, to } = change {
                     self.store.list_move(&obj.ty, &obj.key, prop, from, to)?;
                 }
@@ -515,9 +545,9 @@ impl<S: Store> Replica<S> {
             Instruction::ListClear { obj, prop } => {
                 if live {
                     self.check_list_value(obj, prop, None, false)?;
-                    let lk: ListKey = (obj.ty.clone(), obj.key.clone(), prop.clone());
+                    let lk = ListRef(&obj.ty, &obj.key, prop);
                     if self.lists.contains_key(&lk) {
-                        self.seq_mut(&lk).clear();
+                        self.seq_mut(lk).clear();
                     }
                     self.store.list_clear(&obj.ty, &obj.key, prop)?;
                 }
