@@ -252,6 +252,26 @@ impl Instruction {
         }
     }
 
+    /// The value the instruction writes (set, list_insert, list_set).
+    pub fn value(&self) -> Option<&Value> {
+        match self {
+            Instruction::Set { value, .. }
+            | Instruction::ListInsert { value, .. }
+            | Instruction::ListSet { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The value the instruction writes, for moving it out.
+    pub fn value_mut(&mut self) -> Option<&mut Value> {
+        match self {
+            Instruction::Set { value, .. }
+            | Instruction::ListInsert { value, .. }
+            | Instruction::ListSet { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
     /// The type the instruction is about.
     pub fn type_name(&self) -> &Name {
         match self {

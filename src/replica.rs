@@ -256,9 +256,30 @@ impl<S: Store> Replica<S> {
 
     /// Applies a whole changeset atomically: either every instruction applies or nothing changes.
     pub fn apply_changeset(&mut self, cs: &Changeset) -> Result<(), Error> {
+        let ops = cs.ops.iter().map(|op| (op, op.instr.value().cloned()));
+        self.apply_ops(cs.timestamp, ops)
+    }
+
+    /// Applies a changeset that is not needed afterwards (a download): the same as
+    /// [`Replica::apply_changeset`], except that values move into the store instead of being
+    /// copied, so a large string or blob is never touched on its way in.
+    pub fn apply_changeset_owned(&mut self, mut cs: Changeset) -> Result<(), Error> {
+        let ops = cs.ops.iter_mut().map(|op| {
+            let value = (op.instr.value_mut()).map(|v| std::mem::replace(v, Value::Null));
+            (&*op, value)
+        });
+        self.apply_ops(cs.timestamp, ops)
+    }
+
+    /// Applies ops made at `ts` atomically, each with its value (see [`Replica::apply_value`]).
+    fn apply_ops<'o>(
+        &mut self,
+        ts: Timestamp,
+        ops: impl Iterator<Item = (&'o Op, Option<Value>)>,
+    ) -> Result<(), Error> {
         self.begin();
-        for (index, op) in cs.ops.iter().enumerate() {
-            if let Err(e) = self.apply_op(op, cs.timestamp) {
+        for (index, (op, value)) in ops.enumerate() {
+            if let Err(e) = self.apply_value(op, ts, value) {
                 self.rollback();
                 return Err(Error::InInstruction {
                     index,
@@ -386,9 +407,16 @@ impl<S: Store> Replica<S> {
     /// Errors leave the replica unchanged only inside a unit (see [`Replica::begin`]); callers
     /// outside the crate use [`Replica::apply_changeset`] or a [`Transaction`].
     pub(crate) fn apply_op(&mut self, op: &Op, ts: Timestamp) -> Result<(), Error> {
+        self.apply_value(op, ts, op.instr.value().cloned())
+    }
+
+    /// Applies `op` with `value` standing for the value it carries (the op's own value may
+    /// have been moved out already).
+    fn apply_value(&mut self, op: &Op, ts: Timestamp, value: Option<Value>) -> Result<(), Error> {
         if op.fate == Fate::Void {
             return Ok(());
         }
+        let value = value.unwrap_or(Value::Null);
         let live = op.fate == Fate::Live;
         match &op.instr {
             Instruction::AddType(def) => {
@@ -402,10 +430,8 @@ impl<S: Store> Replica<S> {
                     self.store.create(&obj.ty, &obj.key)?;
                 }
             }
-            Instruction::Set {
-                obj, prop, value, ..
-            } => {
-                let value = if live { value.clone() } else { Value::Null };
+            Instruction::Set { obj, prop, .. } => {
+                let value = if live { value } else { Value::Null };
                 self.store.set(&obj.ty, &obj.key, prop, value)?;
             }
             Instruction::AddInt { obj, prop, delta } => {
@@ -428,12 +454,11 @@ impl<S: Store> Replica<S> {
             Instruction::ListInsert {
                 obj,
                 prop,
-                value,
                 elem,
                 place,
                 ..
             } => {
-                self.check_list_value(obj, prop, Some(value), op.fate != Fate::Live)?;
+                self.check_list_value(obj, prop, Some(&value), op.fate != Fate::Live)?;
                 let state = match op.fate {
                     Fate::Live => ElemState::Visible,
                     Fate::DeadLink => ElemState::Hidden,
@@ -445,18 +470,13 @@ impl<S: Store> Replica<S> {
                     .insert(*elem, ts, *place, state)
                     .map_err(|e| list_error(lk, e))?;
                 if let VisibleChange::Inserted(i) = change {
-                    self.store
-                        .list_insert(&obj.ty, &obj.key, prop, i, value.clone())?;
+                    self.store.list_insert(&obj.ty, &obj.key, prop, i, value)?;
                 }
             }
             Instruction::ListSet {
-                obj,
-                prop,
-                value,
-                elem,
-                ..
+                obj, prop, elem, ..
             } => {
-                self.check_list_value(obj, prop, Some(value), op.fate != Fate::Live)?;
+                self.check_list_value(obj, prop, Some(&value), op.fate != Fate::Live)?;
                 let lk = ListRef(&obj.ty, &obj.key, prop);
                 let state = self
                     .seq(&lk)
@@ -470,8 +490,7 @@ impl<S: Store> Replica<S> {
                             .ok_or_else(|| {
                                 inconsistent(lk, format!("element {elem} has no index"))
                             })?;
-                        self.store
-                            .list_set(&obj.ty, &obj.key, prop, i, value.clone())?;
+                        self.store.list_set(&obj.ty, &obj.key, prop, i, value)?;
                     }
                     (ElemState::Visible, false) => {
                         let change = self
@@ -488,8 +507,7 @@ impl<S: Store> Replica<S> {
                             .set_state(*elem, ElemState::Visible)
                             .map_err(|e| list_error(lk, e))?;
                         if let VisibleChange::Inserted(i) = change {
-                            self.store
-                                .list_insert(&obj.ty, &obj.key, prop, i, value.clone())?;
+                            self.store.list_insert(&obj.ty, &obj.key, prop, i, value)?;
                         }
                     }
                     (ElemState::Hidden, false) => {}

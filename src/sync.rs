@@ -348,11 +348,12 @@ impl<S: Store> Client<S> {
                 server_version: versions[0],
                 error,
             })?;
-            // Each changeset is dropped right after it is applied, while it is still in cache.
+            // A downloaded changeset is not needed once applied: its values move into the
+            // store, and the rest is dropped while still in cache.
             for (cs, v) in incoming.into_iter().zip(versions) {
                 self.clock.observe(cs.timestamp);
                 self.replica
-                    .apply_changeset(&cs)
+                    .apply_changeset_owned(cs)
                     .map_err(|error| SyncError::Integration {
                         server_version: v,
                         error,

@@ -125,6 +125,24 @@ fn a_changeset_replays_onto_a_copy_of_its_base() {
     let mut copy = base.clone();
     copy.apply_changeset(&cs).unwrap();
     assert_eq!(state(&copy), state(&r));
+    // Consuming the changeset (values move into the store) gives the same state.
+    let mut owned = base.clone();
+    owned.apply_changeset_owned(cs.clone()).unwrap();
+    assert_eq!(state(&owned), state(&r));
+    // And a consumed changeset that fails part-way changes nothing.
+    let mut bad = cs;
+    bad.ops.push(Op::live(Instruction::Set {
+        obj: ObjRef {
+            ty: "Person".into(),
+            key: ObjKey::Int(99),
+        },
+        prop: "name".into(),
+        value: Value::String("nobody".into()),
+        default: false,
+    }));
+    let mut failed = base.clone();
+    assert!(failed.apply_changeset_owned(bad).is_err());
+    assert_eq!(state(&failed), state(&base));
 }
 
 #[test]
