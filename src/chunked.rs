@@ -18,7 +18,7 @@ pub(crate) struct Chunked {
 
 impl Chunked {
     /// The most values one chunk holds.
-    const MAX: usize = 512;
+    const MAX: usize = 256;
 
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -137,7 +137,12 @@ mod tests {
             assert_eq!(c.len(), v.len());
         }
         assert_eq!(c.to_vec(), v);
-        assert!(c.chunks.len() > 1 && c.chunks.iter().all(|k| !k.is_empty() && k.len() <= 512));
+        assert!(
+            c.chunks.len() > 1
+                && c.chunks
+                    .iter()
+                    .all(|k| !k.is_empty() && k.len() <= Chunked::MAX)
+        );
         for i in [0, v.len() / 2, v.len() - 1] {
             assert_eq!(c.get_mut(i).cloned(), v.get(i).cloned());
         }
