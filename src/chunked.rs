@@ -8,12 +8,14 @@
 //! integers at most.
 
 use crate::value::Value;
+use smallvec::SmallVec;
 
 /// A list of values in chunks. See the module documentation.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Chunked {
-    chunks: Vec<Vec<Value>>,
-    len: usize,
+    /// Never holds an empty chunk. The first chunk is inline: a short list costs one
+    /// allocation, as a plain vector would.
+    chunks: SmallVec<[Vec<Value>; 1]>,
 }
 
 impl Chunked {
@@ -21,7 +23,7 @@ impl Chunked {
     const MAX: usize = 256;
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.chunks.iter().map(Vec::len).sum()
     }
 
     /// The chunk holding position `index` and the position within it; an index equal to the
@@ -38,39 +40,36 @@ impl Chunked {
     }
 
     pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut Value> {
-        if index >= self.len {
-            return None;
-        }
         let (c, i) = self.locate(index);
-        self.chunks[c].get_mut(i)
+        self.chunks.get_mut(c)?.get_mut(i)
     }
 
-    /// Inserts `value` at `index` (at most the length; callers check).
+    /// Inserts `value` at `index`; callers check that it is at most the length (a larger one
+    /// appends).
     pub(crate) fn insert(&mut self, index: usize, value: Value) {
         if self.chunks.is_empty() {
             self.chunks.push(Vec::new());
         }
-        let (c, i) = self.locate(index.min(self.len));
+        let (c, i) = self.locate(index);
         let chunk = &mut self.chunks[c];
-        chunk.insert(i, value);
+        chunk.insert(i.min(chunk.len()), value);
         if chunk.len() > Self::MAX {
             let tail = chunk.split_off(chunk.len() / 2);
             self.chunks.insert(c + 1, tail);
         }
-        self.len += 1;
     }
 
     /// Removes and returns the value at `index`, if there is one.
     pub(crate) fn remove(&mut self, index: usize) -> Option<Value> {
-        if index >= self.len {
+        let (c, i) = self.locate(index);
+        let chunk = self.chunks.get_mut(c)?;
+        if i >= chunk.len() {
             return None;
         }
-        let (c, i) = self.locate(index);
-        let value = self.chunks[c].remove(i);
-        if self.chunks[c].is_empty() {
+        let value = chunk.remove(i);
+        if chunk.is_empty() {
             self.chunks.remove(c);
         }
-        self.len -= 1;
         Some(value)
     }
 
@@ -87,26 +86,7 @@ impl Chunked {
 /// Lists are equal when their values are, however they are chunked.
 impl PartialEq for Chunked {
     fn eq(&self, other: &Chunked) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
-    }
-}
-
-impl From<Vec<Value>> for Chunked {
-    fn from(values: Vec<Value>) -> Chunked {
-        let len = values.len();
-        let chunks = if values.len() <= Self::MAX {
-            if values.is_empty() {
-                Vec::new()
-            } else {
-                vec![values]
-            }
-        } else {
-            values
-                .chunks(Self::MAX / 2)
-                .map(<[Value]>::to_vec)
-                .collect()
-        };
-        Chunked { chunks, len }
+        self.iter().eq(other.iter())
     }
 }
 
@@ -150,7 +130,6 @@ mod tests {
         assert_eq!(c.remove(v.len()), None);
         let back: Vec<&Value> = c.iter().rev().collect();
         assert_eq!(back, v.iter().rev().collect::<Vec<_>>());
-        assert_eq!(Chunked::from(v.clone()).to_vec(), v);
         if let Some(x) = c.get_mut(3) {
             *x = Value::Int(-1);
         }
