@@ -9,7 +9,7 @@
 //!
 //! Only instructions that can interact ever meet. Each instruction marks the places it works in
 //! (object, property, list element, link target, type) and covers the places whose every
-//! instruction it must meet ([`Role`]); one side is indexed by both, and the other side's
+//! instruction it must meet (`Role`); one side is indexed by both, and the other side's
 //! instructions look up only what they cover or mark. Instructions on different objects, or
 //! different fields, or inserts into one list, are never compared, and touches of objects only
 //! one side can name (engine ids the other side's spans rule out) are not even indexed, so
