@@ -46,17 +46,16 @@ fn scenario(schema: Vec<ObjectType>, work: impl Fn(&mut Client)) -> (Client, Dow
     (b, d)
 }
 
-/// Times the receiving client's integration; building the scenario and dropping the client stay
-/// outside the measurement.
+/// Times the receiving client's integration of the download `setup` prepares; building the
+/// scenario and dropping the client stay outside the measurement.
 fn measure(
     g: &mut BenchmarkGroup<'_, WallTime>,
     id: BenchmarkId,
-    schema: impl Fn() -> Vec<ObjectType>,
-    work: impl Fn(&mut Client),
+    setup: impl Fn() -> (Client, Download),
 ) {
     g.bench_function(id, |bench| {
         bench.iter_batched(
-            || scenario(schema(), &work),
+            &setup,
             |(mut client, d)| {
                 client.integrate(d).expect("integrates");
                 client
@@ -92,7 +91,9 @@ fn merge_nxn_instructions(c: &mut Criterion) {
             })
             .expect("write");
         };
-        measure(&mut g, BenchmarkId::from_parameter(n), schema, work);
+        measure(&mut g, BenchmarkId::from_parameter(n), || {
+            scenario(schema(), work)
+        });
     }
     g.finish();
 }
@@ -116,7 +117,9 @@ fn merge_nxn_transactions(c: &mut Criterion) {
                 .expect("write");
             }
         };
-        measure(&mut g, BenchmarkId::from_parameter(n), schema, work);
+        measure(&mut g, BenchmarkId::from_parameter(n), || {
+            scenario(schema(), work)
+        });
     }
     g.finish();
 }
@@ -144,7 +147,65 @@ fn many_connected_objects(c: &mut Criterion) {
         })
         .expect("write");
     };
-    measure(&mut g, BenchmarkId::from_parameter(1000), Vec::new, work);
+    measure(&mut g, BenchmarkId::from_parameter(1000), || {
+        scenario(Vec::new(), work)
+    });
+    g.finish();
+}
+
+/// Not one of realm-core's: sqrt(N) clients each insert N / sqrt(N) values, one per
+/// transaction, at random positions of one shared list. Every client but the receiving one has
+/// uploaded; the receiving client, with its own inserts unsynced, integrates all the others'.
+fn hot_list(c: &mut Criterion) {
+    let mut g = c.benchmark_group("HotList");
+    g.sample_size(10);
+    for n in [2_500usize, 10_000, 40_000] {
+        let setup = || {
+            let doc = ObjectType::new(
+                "Doc",
+                Some("id"),
+                [prop("id", "int"), prop("items", "list<int>")],
+            )
+            .expect("type");
+            let (mut server, mut first, receiver) = pair(vec![doc]);
+            first.write(2, |tx| tx.insert("Doc", 1)).expect("the list");
+            let ack = server
+                .integrate(first.peer(), first.upload())
+                .expect("upload");
+            first.acknowledge(ack);
+            let k = (n as f64).sqrt() as u64;
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut below = |m: usize| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % m as u64) as usize
+            };
+            let mut receiver = receiver;
+            let d = server.download(receiver.peer(), receiver.cursor(), None);
+            receiver.integrate(d).expect("the list");
+            let mut writers: Vec<Client> = (3..k + 2).map(|p| Client::new(PeerId(p))).collect();
+            for w in &mut writers {
+                let d = server.download(w.peer(), w.cursor(), None);
+                w.integrate(d).expect("the list");
+            }
+            writers.push(receiver);
+            for w in &mut writers {
+                for i in 0..n as u64 / k {
+                    let at = below(i as usize + 1);
+                    w.write(10 + i, |tx| tx.list_insert("Doc", 1, "items", at, i as i64))
+                        .expect("insert");
+                }
+            }
+            let receiver = writers.pop().expect("the receiver");
+            for w in &mut writers {
+                server.integrate(w.peer(), w.upload()).expect("upload");
+            }
+            let d = server.download(receiver.peer(), receiver.cursor(), None);
+            (receiver, d)
+        };
+        measure(&mut g, BenchmarkId::from_parameter(n), setup);
+    }
     g.finish();
 }
 
@@ -152,6 +213,7 @@ criterion_group!(
     benches,
     merge_nxn_instructions,
     merge_nxn_transactions,
-    many_connected_objects
+    many_connected_objects,
+    hot_list
 );
 criterion_main!(benches);
