@@ -62,8 +62,12 @@ impl<'r, S: Store> Transaction<'r, S> {
         let mut cs = Changeset::new(self.replica.peer(), self.timestamp);
         cs.ops = std::mem::take(&mut self.ops);
         // The changeset is kept until the server acknowledges it, often for long: growing by
-        // pushes left room for four instructions where most transactions write one.
-        cs.ops.shrink_to_fit();
+        // pushes left room for four instructions where most transactions write one. Only small
+        // changesets are shrunk; a large one wastes at most what it holds, and moving megabytes
+        // to save that costs more than it saves.
+        if cs.ops.len() < 64 {
+            cs.ops.shrink_to_fit();
+        }
         cs
     }
 
