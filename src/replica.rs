@@ -38,12 +38,6 @@ impl ListRef<'_> {
     }
 }
 
-impl<'a> From<&'a ListKey> for ListRef<'a> {
-    fn from(k: &'a ListKey) -> Self {
-        ListRef(&k.0, &k.1, &k.2)
-    }
-}
-
 impl Hash for ListRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (self.0, self.1, self.2).hash(state)
@@ -265,7 +259,10 @@ impl<S: Store> Replica<S> {
     /// copied, so a large string or blob is never touched on its way in.
     pub fn apply_changeset_owned(&mut self, mut cs: Changeset) -> Result<(), Error> {
         let ops = cs.ops.iter_mut().map(|op| {
-            let value = (op.instr.value_mut()).map(|v| std::mem::replace(v, Value::Null));
+            let value = op
+                .instr
+                .value_mut()
+                .map(|v| std::mem::replace(v, Value::Null));
             (&*op, value)
         });
         self.apply_ops(cs.timestamp, ops)
@@ -362,8 +359,8 @@ impl<S: Store> Replica<S> {
                 index,
             } = u
             {
-                let lk: ListKey = (lty, lkey, prop);
-                let seq = self.seq_mut(ListRef::from(&lk));
+                let lk = ListRef(&lty, &lkey, &prop);
+                let seq = self.seq_mut(lk);
                 let elem = seq.elem_at(index);
                 let change = match elem {
                     Some(elem) => seq.set_state(elem, ElemState::Hidden),
@@ -371,7 +368,7 @@ impl<S: Store> Replica<S> {
                 };
                 if change != Ok(VisibleChange::Removed(index)) {
                     return Err(inconsistent(
-                        ListRef::from(&lk),
+                        lk,
                         format!(
                             "the store unlinked index {index} but the merge metadata disagrees"
                         ),

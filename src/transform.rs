@@ -89,7 +89,7 @@ impl<'a> Touch<'a> {
         }
     }
 
-    fn hash(self) -> TouchHash {
+    fn digest(self) -> TouchHash {
         FixedState::with_seed(0x6f62_6a73_796e_6321).hash_one(self)
     }
 }
@@ -217,7 +217,7 @@ fn touches<'a>(instr: &'a Instruction, mut f: impl FnMut(Touch<'a>, Role)) {
 /// excepted).
 fn touch_hashes(cs: &Changeset, mut f: impl FnMut(TouchHash, Role)) {
     for op in cs.ops.iter().filter(|op| op.fate != Fate::Void) {
-        touches(&op.instr, |t, role| f(t.hash(), role));
+        touches(&op.instr, |t, role| f(t.digest(), role));
     }
 }
 
@@ -266,6 +266,7 @@ impl Footprint {
 /// The versions (ascending) of history entries with one touch, grouped in runs of consecutive
 /// entries from one origin: an uploader's own entries never meet its uploads, and a run of them
 /// (a single writer's long history) is skipped in one step.
+///
 /// Most touches (a list element, a field) belong to one or two entries, so a touch's first run
 /// and first version live inline, without an allocation.
 type Runs = SmallVec<[(PeerId, SmallVec<[u64; 1]>); 1]>;
@@ -476,7 +477,7 @@ impl Indexed {
                 }
                 touches(&op.instr, |t, role| {
                     if other.may_meet(t) {
-                        let (h, pos) = (t.hash(), (c as u32, o as u32));
+                        let (h, pos) = (t.digest(), (c as u32, o as u32));
                         if role.marks() {
                             idx.marks.add(h, pos);
                         }
@@ -548,7 +549,7 @@ fn walk(
             cands.clear();
             touches(&x.instr, |t, role| {
                 if col_spans.may_meet(t) {
-                    idx.meeting(t.hash(), role, &mut cands)
+                    idx.meeting(t.digest(), role, &mut cands)
                 }
             });
             if cands.is_empty() {
