@@ -5,8 +5,8 @@
 //!     cargo bench --bench throughput
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use objsync::encoding::{decode, encode};
 use objsync::sync::{Client, Server, Upload};
+use objsync::wire::{decode, encode};
 use objsync::{Changeset, ObjectType, PeerId, PropType, Property, Replica};
 
 fn doc_type() -> ObjectType {

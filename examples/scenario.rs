@@ -6,7 +6,7 @@
 //! malformed (a one-line reason on stderr).
 
 use clap::Parser;
-use objsync::scenario::{self, Outcome};
+use objsync_testkit::scenario::{self, Outcome};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -10,8 +10,7 @@
 //!
 //! `OBJSYNC_CASES` sets the number of random histories (default 5,000 for the history test).
 
-mod common;
-use common::cases;
+use objsync_testkit::cases;
 
 use objsync::json::{canonical, state_json};
 use objsync::sync::{Client, Server};
@@ -292,7 +291,7 @@ fn check_converged(run: &Run) -> Result<String, TestCaseError> {
         prop_assert_eq!(&state(c.replica()), &s, "client {} diverged", i + 1);
     }
     let mut replay = Replica::new(PeerId(0));
-    for e in run.server.history() {
+    for (_, e) in run.server.history().iter() {
         replay.apply_changeset(&e.changeset).unwrap();
     }
     prop_assert_eq!(&state(&replay), &s, "replaying the history differs");

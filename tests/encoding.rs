@@ -12,17 +12,16 @@
 //!
 //! `OBJSYNC_CASES` scales the number of random cases.
 
-mod common;
-use common::cases;
+use objsync_testkit::cases;
 
-use objsync::decimal::Decimal128;
-use objsync::encoding::{decode, encode, encode_into, DecodeError, FORMAT_VERSION};
-use objsync::list::{Place, Side};
-use objsync::schema::ElemType;
+use objsync::wire::{decode, encode, encode_into, DecodeError, FORMAT_VERSION};
+use objsync::Decimal128;
+use objsync::ElemType;
 use objsync::{
     Changeset, ClientVersion, Fate, Instruction, ObjKey, ObjRef, ObjectId, ObjectType, Op, OpId,
     PeerId, PropType, Property, ScalarKind, ServerVersion, Value,
 };
+use objsync::{Place, Side};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -2,14 +2,14 @@
 //! target's logic, so `cargo test` guards what fuzzing found (minimized crashes are added to
 //! the seeds) without needing cargo-fuzz or a nightly toolchain.
 
-mod fuzz_harness;
+use objsync_testkit::fuzz;
 
 use std::path::Path;
 
 #[test]
 fn seed_corpora_pass() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-    for (name, target) in fuzz_harness::TARGETS {
+    for (name, target) in fuzz::TARGETS {
         let dir = seeds.join(name);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

@@ -2,8 +2,7 @@
 //! MemoryStore never panic, leave a state that renders to JSON and re-parses to the same values,
 //! and replaying the committed changesets onto a fresh replica reproduces that state.
 
-mod common;
-use common::cases;
+use objsync_testkit::cases;
 
 use objsync::json::{canonical, state_json, value_from_json};
 use objsync::{ObjKey, ObjectType, PeerId, PropType, Property, Replica, Store, Transaction, Value};

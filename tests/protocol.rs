@@ -1,15 +1,14 @@
 //! The protocol's messages: exact round trips through the binary and JSON forms, and typed
 //! errors (never panics) for every truncation, corruption and oversized field.
 
-mod common;
-use common::cases;
+use objsync_testkit::cases;
 
-use objsync::protocol::{
+use objsync::sync::Cursor;
+use objsync::wire::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
     FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
     UploadMessage, UploadProgress,
 };
-use objsync::sync::Cursor;
 use objsync::{ClientVersion, PeerId, ServerVersion};
 use proptest::prelude::*;
 
@@ -209,7 +208,7 @@ proptest! {
         while done.is_none() {
             let mut b = budget;
             let chunk = out.next_chunk(&mut b);
-            prop_assert!(chunk.data.len() <= budget.max(objsync::protocol::CHUNK_OVERHEAD + 1));
+            prop_assert!(chunk.data.len() <= budget.max(objsync::wire::CHUNK_OVERHEAD + 1));
             done = re.push(chunk).unwrap();
             steps += 1;
             prop_assert!(steps <= bytes.len() + 1);

@@ -1,7 +1,7 @@
 //! Runs every conformance scenario in spec/scenarios (each must pass) and every malformed
 //! scenario in tests/malformed (each must be reported as malformed, never panic).
 
-use objsync::scenario::{run, Outcome};
+use objsync_testkit::scenario::{run, Outcome};
 use std::path::Path;
 
 fn files(dir: &str) -> Vec<std::path::PathBuf> {
@@ -105,7 +105,7 @@ fn garbage_never_panics() {
 
 #[test]
 fn an_op_file_applies_as_one_transaction() {
-    use objsync::scenario::{parse_ops, run_op};
+    use objsync::json::parse_ops;
     use objsync::{json, PeerId, Replica};
     let ops = parse_ops(
         r#"[{"op": "add_type", "type": "T", "primary_key": "id", "properties": {"id": "int", "n": "int?"}},
@@ -115,7 +115,7 @@ fn an_op_file_applies_as_one_transaction() {
     let mut replica = Replica::new(PeerId(1));
     let mut tx = replica.transaction(1);
     for op in &ops {
-        run_op(&mut tx, op).expect("op");
+        op.apply(&mut tx).expect("op");
     }
     // add_type, insert, and the set of the insert's value.
     assert_eq!(tx.commit().ops.len(), 3);

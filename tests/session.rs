@@ -2,17 +2,16 @@
 //! large transactions, resumption after dropped connections, progress, and every error a
 //! server answers with.
 
-mod common;
-use common::cases;
+use objsync_testkit::cases;
 
-use objsync::protocol::{
-    Action, ClientMessage, ErrorCode, Limits, ServerMessage, UploadMessage, UploadProgress,
-};
 use objsync::session::{
     Access, ClientConfig, ClientError, ClientEvent, ClientSession, ServerEvent, ServerRealm,
     ServerSession,
 };
 use objsync::sync::Client;
+use objsync::wire::{
+    Action, ClientMessage, ErrorCode, Limits, ServerMessage, UploadMessage, UploadProgress,
+};
 use objsync::{json, Error, ObjectType, PeerId, PropType, Property, Replica};
 
 fn config(limits: Limits) -> ClientConfig {
@@ -37,7 +36,7 @@ fn state<S: objsync::Store>(r: &Replica<S>) -> String {
 /// Replays a realm's history into a fresh replica: what the realm holds must be exactly that.
 fn replay(realm: &ServerRealm) -> String {
     let mut r = Replica::new(PeerId(0));
-    for e in realm.server().history() {
+    for (_, e) in realm.server().history().iter() {
         r.apply_changeset(&e.changeset).expect("replay");
     }
     state(&r)
@@ -305,7 +304,7 @@ fn a_dropped_connection_mid_upload_resumes_without_duplicates_or_loss() {
         .server()
         .history()
         .iter()
-        .map(|e| e.changeset.client_version.0)
+        .map(|(_, e)| e.changeset.client_version.0)
         .collect();
     assert_eq!(versions, (1..=10).collect::<Vec<_>>());
     assert_eq!(w.peers[0].session.client().acknowledged().0, 10);
@@ -622,7 +621,7 @@ fn identity_errors_say_reset_or_retry() {
     let cases: [(objsync::session::Identity, ErrorCode); 2] = [
         (
             objsync::session::Identity {
-                file: objsync::protocol::FileIdent {
+                file: objsync::wire::FileIdent {
                     salt: identity.file.salt + 1,
                     ..identity.file
                 },
@@ -766,9 +765,9 @@ fn bad_input_ends_the_session_with_a_typed_error_and_changes_nothing() {
             tx.insert("Doc", 7)
         })
         .unwrap();
-        objsync::encoding::encode(&c.unacknowledged()[0])
+        objsync::wire::encode(&c.unacknowledged()[0])
     };
-    let chunk = |bytes: &[u8], total: u64, offset: u64| objsync::protocol::Chunk {
+    let chunk = |bytes: &[u8], total: u64, offset: u64| objsync::wire::Chunk {
         head: objsync::ClientVersion(1),
         total,
         offset,
@@ -789,8 +788,8 @@ fn bad_input_ends_the_session_with_a_typed_error_and_changes_nothing() {
         Some(ErrorCode::LimitsExceeded)
     );
     // A second BIND.
-    let bind = ClientMessage::Bind(objsync::protocol::Bind {
-        protocol_version: objsync::protocol::PROTOCOL_VERSION,
+    let bind = ClientMessage::Bind(objsync::wire::Bind {
+        protocol_version: objsync::wire::PROTOCOL_VERSION,
         path: "/x".into(),
         token: "t".into(),
         max_message: 1 << 20,
@@ -828,7 +827,7 @@ fn bad_input_ends_the_session_with_a_typed_error_and_changes_nothing() {
             tx.insert("Doc", 8)
         })
         .unwrap();
-    let foreign = objsync::encoding::encode(&foreign.unacknowledged()[0]);
+    let foreign = objsync::wire::encode(&foreign.unacknowledged()[0]);
     assert_eq!(
         close_code(realm, |_| vec![upload(vec![chunk(
             &foreign,
@@ -851,7 +850,7 @@ fn bad_input_ends_the_session_with_a_typed_error_and_changes_nothing() {
             )?)
         })
         .unwrap();
-        let bytes = objsync::encoding::encode(&c.unacknowledged()[0]);
+        let bytes = objsync::wire::encode(&c.unacknowledged()[0]);
         vec![upload(vec![chunk(&bytes, bytes.len() as u64, 0)])]
     };
     assert_eq!(
@@ -869,7 +868,7 @@ fn a_client_refuses_a_server_that_breaks_the_protocol() {
     let mut s = ClientSession::new(Client::new(PeerId(1)), config(Limits::default()), None);
     s.connect();
     // A DOWNLOAD before IDENT.
-    let d = ServerMessage::Download(objsync::protocol::DownloadMessage {
+    let d = ServerMessage::Download(objsync::wire::DownloadMessage {
         cursor: Default::default(),
         latest: objsync::ServerVersion(0),
         upload_ack: objsync::ClientVersion(5),
@@ -928,8 +927,8 @@ fn downloads_fit_the_clients_frame_limit() {
 
     // A client announcing a limit no message fits in is refused.
     let mut conn = ServerSession::new(Limits::default());
-    let bind = ClientMessage::Bind(objsync::protocol::Bind {
-        protocol_version: objsync::protocol::PROTOCOL_VERSION,
+    let bind = ClientMessage::Bind(objsync::wire::Bind {
+        protocol_version: objsync::wire::PROTOCOL_VERSION,
         path: "/x".into(),
         token: "t".into(),
         max_message: 100,
@@ -957,7 +956,7 @@ fn uploads_before_the_server_ident_and_bad_versions_are_refused() {
     assert!(conn.is_closed());
 
     // Client version 0, and upload progress going back.
-    let zero = objsync::protocol::Chunk {
+    let zero = objsync::wire::Chunk {
         head: objsync::ClientVersion(0),
         total: 1,
         offset: 0,

@@ -2,11 +2,10 @@
 //! `S + A + T(B, A)` equals `S + B + T(A, B)`. Checked for every ordered pair of instruction kinds
 //! on a shared target (so none is missing), and for random changesets on random base states.
 
-mod common;
-use common::cases;
+use objsync_testkit::cases;
 
 use objsync::json::{canonical, state_json};
-use objsync::transform::merge;
+use objsync::merge;
 use objsync::Store;
 use objsync::{
     Changeset, Kind, ObjKey, ObjectType, PeerId, PropType, Property, Replica, Transaction, Value,

@@ -21,7 +21,7 @@ use crate::util::{actor, fail, yrs_apply, yrs_value, Res};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ROOT};
 use objsync::sync::{Client, Cursor, Download, DownloadEntry, Server};
-use objsync::{encoding, ClientVersion, PeerId, ServerVersion};
+use objsync::{wire, ClientVersion, PeerId, ServerVersion};
 use yrs::{Array, Doc, ReadTxn, StateVector, Transact};
 
 enum Edit {
@@ -145,7 +145,7 @@ fn objsync(edits: &[Edit], expected: &[i64]) -> Res<[Measured; 3]> {
             let wire: Vec<Vec<u8>> = server
                 .history()
                 .iter()
-                .map(|h| encoding::encode(&h.changeset))
+                .map(|(_, h)| wire::encode(&h.changeset))
                 .collect();
             let entries = wire
                 .iter()
@@ -156,7 +156,7 @@ fn objsync(edits: &[Edit], expected: &[i64]) -> Res<[Measured; 3]> {
                         // The new client has written nothing, so none of its changesets precede
                         // any entry.
                         last_own: ClientVersion(0),
-                        changeset: encoding::decode(bytes).map_err(fail("objsync: decode"))?,
+                        changeset: wire::decode(bytes).map_err(fail("objsync: decode"))?,
                     })
                 })
                 .collect::<Res<Vec<_>>>()?;

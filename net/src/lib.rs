@@ -1,0 +1,159 @@
+//! The reference sync server and client over WebSocket: what the `server`, `client` and
+//! `load` binaries (`src/bin/`) and the end-to-end tests (`tests/net.rs`) share.
+//!
+//! - [`journal`]: the append-only checksummed log both sides keep their durable state in.
+//! - [`server`]: realms on disk, authentication and permissions, one task per connection.
+//! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
+//!   `sync` and `watch` loops.
+//!
+//! Transport: one protocol message per binary WebSocket message. The WebSocket's own
+//! message limit is kept above the protocol's ([`ws_config`]) so that an oversized message
+//! reaches the session, which answers it with a proper ERROR.
+
+pub mod client;
+pub mod journal;
+pub mod server;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use objsync::wire::Limits;
+use std::fs::File;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The `main` of a command-line tool: logs to stderr (filtered by `RUST_LOG`, else
+/// `default_filter`), runs `body`, and turns an error into a one-line reason on stderr and
+/// exit status 1.
+pub fn run_main(default_filter: &str, body: impl FnOnce() -> Result<(), String>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A random u64 from the operating system.
+pub fn random_u64() -> u64 {
+    getrandom::u64().expect("the operating system's random source is available")
+}
+
+/// A random identifier in 1..2^63: peer ids, salts and realm file identifiers (the protocol's
+/// integers stay below 2^63, and 0 means "none").
+pub fn random_id() -> u64 {
+    loop {
+        let v = random_u64() >> 1;
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (the physical input of the client's hybrid
+/// logical clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The WebSocket limits for a protocol endpoint with `limits`: twice the protocol's, so a
+/// message slightly over the limit is refused by the session (with LimitsExceeded) rather
+/// than by the transport, while a huge one is still cut off before it is buffered.
+pub fn ws_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message.saturating_mul(2)))
+        .max_frame_size(Some(limits.max_message.saturating_mul(2)))
+}
+
+/// How many outgoing frames may wait for the writer task: a little slack so that the
+/// session keeps working while the socket drains.
+const OUT_QUEUE: usize = 16;
+
+/// A WebSocket split in two: frames come in through `incoming`, and go out through
+/// `outgoing` to a writer task. A connection thus keeps reading while it writes: two ends
+/// that both only wrote, each waiting for the other to read, would deadlock once the TCP
+/// buffers fill (a client uploading a long history while the server downloads one to it).
+pub struct Link<S> {
+    /// Messages from the other end.
+    pub incoming: SplitStream<WebSocketStream<S>>,
+    /// Frames for the writer task; reserve a permit before taking a frame from a session so
+    /// that no frame is ever taken and then dropped.
+    pub outgoing: mpsc::Sender<Vec<u8>>,
+    writer: JoinHandle<()>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link<S> {
+    /// Splits `ws` and starts its writer.
+    pub fn new(ws: WebSocketStream<S>) -> Link<S> {
+        let (sink, incoming) = ws.split();
+        let (outgoing, frames) = mpsc::channel(OUT_QUEUE);
+        Link {
+            incoming,
+            outgoing,
+            writer: tokio::spawn(write_frames(sink, frames)),
+        }
+    }
+
+    /// Sends what is queued, then closes the WebSocket (waiting a bounded time for a peer
+    /// that does not read).
+    pub async fn close(self) {
+        drop(self.outgoing);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.writer).await;
+    }
+}
+
+/// The writer task: sends frames as they come, flushing whenever the queue runs dry, and
+/// closes the WebSocket once the queue is dropped. It stops at the first error; the other
+/// half notices when its next reservation fails.
+async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if sink.feed(Message::binary(frame)).await.is_err() {
+            return;
+        }
+        if frames.is_empty() && sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Takes an exclusive advisory lock on `dir/lock`, held while the returned file is open:
+/// a server's data directory or a client's local realm belongs to one process at a time.
+pub fn lock_dir(dir: &Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |e| {
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("{} is in use by another process ({e})", dir.display()),
+            )
+        },
+    )?;
+    Ok(file)
+}

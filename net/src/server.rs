@@ -1,0 +1,771 @@
+//! The reference sync server: realms on disk, tokens and permissions, and one task per
+//! WebSocket connection driving a [`ServerSession`] over the realm its BIND names.
+//!
+//! Each realm is a [`ServerRealm`] in memory, rebuilt at first use from its journal (a
+//! Registered record per client identity issued, an Integrated record per changeset as
+//! uploaded; integration is deterministic, so replaying them reproduces the history exactly).
+//! The sessions of a realm share it behind a mutex; a watch channel wakes them when the history
+//! grows so they send the new entries.
+//!
+//! Durability ("nothing acknowledged is lost"): every event a session reports is appended to
+//! the journal under the realm's lock, in the same critical section that changed the realm, and
+//! no session transmits anything while the journal holds bytes not yet synced. So every frame
+//! that reveals an entry, an acknowledgement or a salt leaves only once the records behind it
+//! are on disk, whichever session sends it. Syncing happens outside the lock and is shared
+//! (group commit): sessions that appended meanwhile wait for one `fdatasync` that covers them
+//! all, so concurrent uploads cost one sync per batch rather than one each.
+//!
+//! A journal that cannot be written or synced marks its realm broken: its sessions are closed
+//! with ConnectionClosed (retry), and the realm is dropped from memory so the next BIND
+//! reopens it from disk, where the failed tail is cut off; its clients re-upload whatever was
+//! not acknowledged.
+
+use super::journal::{invalid, Journal, Put, Take};
+use super::{random_id, random_u64, ws_config, Link};
+use futures_util::StreamExt;
+use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
+use objsync::wire;
+use objsync::wire::{ErrorCode, Limits};
+use objsync::{PeerId, Store};
+use serde::Deserialize;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, error, info, warn, Instrument};
+
+/// How long a connection may stay silent before the server drops it. Clients PING well
+/// within it; without a limit a vanished client would keep its client file bound.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the WebSocket handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes of frames taken from a session under the realm's lock before sending them: large
+/// enough to amortise the locking, small enough to keep memory per connection bounded.
+const SEND_BATCH: usize = 64 << 10;
+
+/// The user id the admin token acts as, for `/~/` paths.
+pub const ADMIN_USER: &str = "__admin";
+
+/// The longest path segment: segments become file names.
+const MAX_SEGMENT: usize = 200;
+
+/// Journal record tags of a realm.
+const HEADER: u8 = 0;
+const REGISTERED: u8 = 1;
+const INTEGRATED: u8 = 2;
+
+/// What a realm journal's header record says it is.
+const REALM_KIND: &[u8] = b"objsync realm";
+
+// ---------------------------------------------------------------------------------------------
+// Configuration: tokens, users, permissions
+// ---------------------------------------------------------------------------------------------
+
+/// Who a token authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum User {
+    /// The admin token: every right on every realm.
+    Admin,
+    /// An ordinary user, by id.
+    Named(String),
+}
+
+impl User {
+    /// The id `/~/` resolves to.
+    pub fn id(&self) -> &str {
+        match self {
+            User::Admin => ADMIN_USER,
+            User::Named(id) => id,
+        }
+    }
+}
+
+/// A realm-level permission; each includes the ones before it (as the source documents'
+/// access levels do: write implies read, manage implies write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// May bind and download.
+    Read,
+    /// May also upload.
+    Write,
+    /// May also manage the realm's permissions. This server has no API to change them at run
+    /// time (they come from the config file), so it acts as write.
+    Manage,
+}
+
+impl Level {
+    fn parse(s: &str) -> Result<Level, String> {
+        match s {
+            "read" => Ok(Level::Read),
+            "write" => Ok(Level::Write),
+            "manage" => Ok(Level::Manage),
+            other => Err(format!(
+                "unknown permission \"{other}\" (read, write or manage)"
+            )),
+        }
+    }
+}
+
+/// The server's configuration: tokens and permission grants.
+#[derive(Debug, Default, Clone)]
+pub struct Config {
+    admin_token: Option<String>,
+    /// Token → user id.
+    users: HashMap<String, String>,
+    /// Realm path → user id (or `*`, any authenticated user) → level.
+    grants: HashMap<String, HashMap<String, Level>>,
+}
+
+/// The config file's JSON form. Unknown keys are ignored, so one file can carry other
+/// settings.
+#[derive(Deserialize)]
+struct ConfigFile {
+    admin_token: Option<String>,
+    #[serde(default)]
+    users: HashMap<String, String>,
+    #[serde(default)]
+    permissions: HashMap<String, HashMap<String, Vec<String>>>,
+}
+
+impl Config {
+    /// Only an admin token, no users (the server's default without `--config`).
+    pub fn admin_only(token: String) -> Config {
+        Config {
+            admin_token: Some(token),
+            ..Config::default()
+        }
+    }
+
+    /// Reads a config file: `{"admin_token": "...", "users": {"token": "user id"},
+    /// "permissions": {"/path": {"user id or *": ["read" | "write" | "manage"]}}}`.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses a config file's text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let file: ConfigFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if file.admin_token.as_deref() == Some("") || file.users.contains_key("") {
+            return Err("tokens must not be empty".into());
+        }
+        if file
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| file.users.contains_key(t))
+        {
+            return Err("the admin token is also a user's token".into());
+        }
+        let mut grants = HashMap::new();
+        for (path, users) in file.permissions {
+            check_path(&path).map_err(|e| format!("permissions: path {path}: {e}"))?;
+            let mut levels = HashMap::new();
+            for (user, list) in users {
+                let level = list
+                    .iter()
+                    .map(|s| Level::parse(s))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("permissions of {path} for {user}: {e}"))?
+                    .into_iter()
+                    .max();
+                if let Some(level) = level {
+                    levels.insert(user, level);
+                }
+            }
+            grants.insert(path, levels);
+        }
+        Ok(Config {
+            admin_token: file.admin_token,
+            users: file.users,
+            grants,
+        })
+    }
+
+    /// Who `token` authenticates, if anyone.
+    pub fn user(&self, token: &str) -> Option<User> {
+        if self.admin_token.as_deref() == Some(token) {
+            return Some(User::Admin);
+        }
+        self.users.get(token).map(|id| User::Named(id.clone()))
+    }
+
+    /// What `user` may do on the realm at `path` (resolved): the admin everything, a user
+    /// everything under `/<own id>/`, and otherwise what the config grants to the user or
+    /// to `*`.
+    pub fn level(&self, user: &User, path: &str) -> Option<Level> {
+        let id = match user {
+            User::Admin => return Some(Level::Manage),
+            User::Named(id) => id,
+        };
+        if path[1..].split('/').next() == Some(id.as_str()) {
+            return Some(Level::Manage);
+        }
+        let grants = self.grants.get(path)?;
+        grants.get(id).max(grants.get("*")).copied()
+    }
+}
+
+/// Resolves `/~/...` to the user's own `/<id>/...` and checks the result.
+pub fn resolve_path(path: &str, user: &User) -> Result<String, String> {
+    let resolved = if path == "/~" {
+        format!("/{}", user.id())
+    } else if let Some(rest) = path.strip_prefix("/~/") {
+        format!("/{}/{rest}", user.id())
+    } else {
+        path.to_string()
+    };
+    check_path(&resolved)?;
+    Ok(resolved)
+}
+
+/// The source documents' server path rules: `/seg[/seg...]`, segments of ASCII letters,
+/// digits, `_`, `-` and `.`, not starting with `.` and not ending with `.realm`,
+/// `.realm.lock` or `.realm.management`. `__partial` (partial sync) is not supported, and a
+/// segment is at most 200 bytes since it becomes a file name.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("a realm path starts with /".into());
+    };
+    for seg in rest.split('/') {
+        if seg.is_empty() {
+            return Err("empty path segment".into());
+        }
+        if seg.len() > MAX_SEGMENT {
+            return Err(format!("a segment is longer than {MAX_SEGMENT} bytes"));
+        }
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+        {
+            return Err(format!("segment \"{seg}\" contains {c:?}"));
+        }
+        if seg.starts_with('.') {
+            return Err(format!("segment \"{seg}\" starts with ."));
+        }
+        if [".realm", ".realm.lock", ".realm.management"]
+            .iter()
+            .any(|s| seg.ends_with(s))
+        {
+            return Err(format!("segment \"{seg}\" ends with a reserved suffix"));
+        }
+        if seg == "__partial" {
+            return Err("partial sync is not supported".into());
+        }
+    }
+    Ok(())
+}
+
+/// Where the realm at `path` keeps its journal: one directory level per segment, directories
+/// suffixed `.d` and the file `.log`, so `/a` and `/a/b` never collide whatever the names.
+pub fn realm_file(data: &Path, path: &str) -> PathBuf {
+    let segs: Vec<&str> = path[1..].split('/').collect();
+    let mut file = data.join("realms");
+    for seg in &segs[..segs.len() - 1] {
+        file.push(format!("{seg}.d"));
+    }
+    file.push(format!("{}.log", segs[segs.len() - 1]));
+    file
+}
+
+// ---------------------------------------------------------------------------------------------
+// Realms on disk
+// ---------------------------------------------------------------------------------------------
+
+/// Opens the realm journal at `file` and replays it. Returns the realm, its journal and the
+/// bytes of torn tail dropped. Also the tests' way to read what a stopped server holds.
+pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
+    let mut realm: Option<ServerRealm> = None;
+    let opened = Journal::open(file, |rec| {
+        let mut t = Take(rec);
+        match (t.tag()?, realm.as_mut()) {
+            (HEADER, None) => {
+                if t.bytes()? != REALM_KIND {
+                    return Err(invalid("not a realm journal"));
+                }
+                realm = Some(ServerRealm::new(t.u64()?));
+            }
+            (REGISTERED, Some(r)) => {
+                let (peer, salt) = (PeerId(t.u64()?), t.u64()?);
+                r.register(peer, salt);
+            }
+            (INTEGRATED, Some(r)) => {
+                let peer = PeerId(t.u64()?);
+                let cs = wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
+                r.integrate(peer, cs)
+                    .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
+            }
+            (tag, _) => return Err(invalid(format!("unexpected record tag {tag}"))),
+        }
+        t.end()
+    })?;
+    let realm = realm.expect("a journal has a header");
+    Ok((realm, opened.journal, opened.dropped))
+}
+
+/// Creates the journal of a new realm with a random file identifier.
+fn create_realm(file: &Path) -> io::Result<(ServerRealm, Journal)> {
+    let file_ident = random_id();
+    let header = Put::tag(HEADER).bytes(REALM_KIND).u64(file_ident);
+    let journal = Journal::create(file, &header.0)?;
+    Ok((ServerRealm::new(file_ident), journal))
+}
+
+/// What a realm's lock guards.
+struct RealmState {
+    realm: ServerRealm,
+    journal: Journal,
+    /// The journal failed: the in-memory realm may be ahead of the disk and must not be used.
+    broken: bool,
+}
+
+impl RealmState {
+    /// Appends the records of `events`; returns whether the history grew.
+    fn persist(&mut self, events: &[ServerEvent]) -> io::Result<bool> {
+        let mut records = Vec::new();
+        let mut grew = false;
+        for event in events {
+            match event {
+                ServerEvent::Registered { peer, salt } => {
+                    records.push(Put::tag(REGISTERED).u64(peer.0).u64(*salt).0);
+                }
+                ServerEvent::Integrated { peer, changeset } => {
+                    grew = true;
+                    let bytes = wire::encode(changeset);
+                    records.push(Put::tag(INTEGRATED).u64(peer.0).bytes(&bytes).0);
+                }
+                ServerEvent::Closed(_) => {}
+            }
+        }
+        let result = self.journal.append(&records);
+        if result.is_err() {
+            self.broken = true;
+        }
+        result.map(|()| grew)
+    }
+}
+
+/// One realm, shared by its sessions.
+struct Realm {
+    path: String,
+    state: Mutex<RealmState>,
+    /// Journal length known to be on disk.
+    synced: AtomicU64,
+    /// One sync at a time: whoever waits behind it usually finds its bytes covered already.
+    sync_gate: tokio::sync::Mutex<()>,
+    /// A second handle on the journal, to sync without holding the realm's lock.
+    sync_file: Arc<File>,
+    /// Bumped when the history grows or the realm breaks.
+    changed: watch::Sender<()>,
+}
+
+impl Realm {
+    fn new(path: String, realm: ServerRealm, journal: Journal) -> io::Result<Realm> {
+        let len = journal.end();
+        Ok(Realm {
+            path,
+            sync_file: Arc::new(journal.sync_handle()?),
+            state: Mutex::new(RealmState {
+                realm,
+                journal,
+                broken: false,
+            }),
+            // Opening and creating leave the journal synced.
+            synced: AtomicU64::new(len),
+            sync_gate: tokio::sync::Mutex::new(()),
+            changed: watch::channel(()).0,
+        })
+    }
+
+    /// The state, unless the realm is broken (or a panic poisoned the lock, which leaves the
+    /// state suspect just the same).
+    fn lock(&self) -> Option<MutexGuard<'_, RealmState>> {
+        self.state.lock().ok().filter(|s| !s.broken)
+    }
+
+    fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Waits until the journal is on disk up to `target` bytes, syncing if no one else is.
+    async fn sync_to(&self, target: u64) -> io::Result<()> {
+        if self.synced() >= target {
+            return Ok(());
+        }
+        let _gate = self.sync_gate.lock().await;
+        if self.synced() >= target {
+            return Ok(());
+        }
+        // Everything appended up to now is covered by this sync, not just `target`.
+        let upto = match self.lock() {
+            Some(state) => state.journal.end(),
+            None => return Err(io::Error::other("the realm's journal failed")),
+        };
+        let file = self.sync_file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(io::Error::other)??;
+        self.synced.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Marks the realm broken and wakes its sessions so they close.
+    fn break_down(&self, why: &io::Error) {
+        error!(path = %self.path, error = %why, "realm journal failed; closing its sessions");
+        match self.state.lock() {
+            Ok(mut s) => s.broken = true,
+            Err(poisoned) => poisoned.into_inner().broken = true,
+        }
+        self.changed.send_replace(());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+/// The server: its data directory, configuration and open realms.
+pub struct Server {
+    data: PathBuf,
+    config: Config,
+    limits: Limits,
+    realms: tokio::sync::Mutex<HashMap<String, Arc<Realm>>>,
+}
+
+impl Server {
+    /// A server keeping realms under `data`.
+    pub fn new(data: PathBuf, config: Config) -> Arc<Server> {
+        Arc::new(Server {
+            data,
+            config,
+            limits: Limits::default(),
+            realms: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Accepts connections forever, one task each.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, addr)) => {
+                    // Protocol messages are small and latency-bound.
+                    let _ = tcp.set_nodelay(true);
+                    let span = tracing::info_span!("conn", %addr);
+                    tokio::spawn(self.clone().connection(tcp, addr).instrument(span));
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait for connections to close.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) {
+        let config = ws_config(&self.limits);
+        let accept = tokio_tungstenite::accept_async_with_config(tcp, Some(config));
+        let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => return debug!(error = %e, "handshake failed"),
+            Err(_) => return debug!("handshake timed out"),
+        };
+        debug!(%addr, "connected");
+        let session = ServerSession::new(self.limits);
+        Conn {
+            server: self,
+            session,
+            bound: None,
+            unbound: ServerRealm::new(0),
+        }
+        .run(Link::new(ws))
+        .await;
+    }
+
+    /// The realm at `path`, opened (and replayed) or created on first use.
+    async fn realm(&self, path: &str) -> io::Result<Arc<Realm>> {
+        let mut realms = self.realms.lock().await;
+        if let Some(realm) = realms.get(path) {
+            return Ok(realm.clone());
+        }
+        let file = realm_file(&self.data, path);
+        let owned = path.to_string();
+        let realm = tokio::task::spawn_blocking(move || {
+            let (realm, journal) = if file.exists() {
+                let (realm, journal, dropped) = open_realm(&file)?;
+                if dropped > 0 {
+                    warn!(path = %owned, dropped, "cut a torn or corrupt tail off the realm's journal");
+                }
+                info!(path = %owned, version = %realm.server().version(), "realm opened");
+                (realm, journal)
+            } else {
+                let created = create_realm(&file)?;
+                info!(path = %owned, file_ident = created.0.file_ident(), "realm created");
+                created
+            };
+            Realm::new(owned, realm, journal)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let realm = Arc::new(realm);
+        realms.insert(path.to_string(), realm.clone());
+        Ok(realm)
+    }
+
+    /// Forgets a broken realm so the next BIND reopens it from disk.
+    async fn evict(&self, realm: &Arc<Realm>) {
+        let mut realms = self.realms.lock().await;
+        if realms
+            .get(&realm.path)
+            .is_some_and(|r| Arc::ptr_eq(r, realm))
+        {
+            realms.remove(&realm.path);
+        }
+    }
+}
+
+/// The realm a session is bound to.
+struct Bound {
+    realm: Arc<Realm>,
+    changed: watch::Receiver<()>,
+}
+
+/// What woke a connection up.
+enum Wake {
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Sent,
+    WriterGone,
+    Changed,
+    Idle,
+}
+
+/// One connection's session and what it is bound to.
+struct Conn {
+    server: Arc<Server>,
+    session: ServerSession,
+    bound: Option<Bound>,
+    /// An empty realm to poll the session with while none is bound (or the bound one broke):
+    /// `poll_transmit` wants a realm even for the frames queued before BIND (PONG, ERROR).
+    unbound: ServerRealm,
+}
+
+impl Conn {
+    async fn run(mut self, mut link: Link<TcpStream>) {
+        let mut queue = VecDeque::new();
+        let mut last_heard = Instant::now();
+        loop {
+            if queue.is_empty() {
+                queue.extend(self.transmittable().await);
+                if queue.is_empty() && self.session.is_closed() {
+                    break;
+                }
+            }
+            let wake = tokio::select! {
+                frame = link.incoming.next() => Wake::Frame(frame),
+                permit = link.outgoing.reserve(), if !queue.is_empty() => match permit {
+                    Ok(permit) => {
+                        permit.send(queue.pop_front().expect("a queued frame"));
+                        Wake::Sent
+                    }
+                    Err(_) => Wake::WriterGone,
+                },
+                () = changed(&mut self.bound) => Wake::Changed,
+                () = tokio::time::sleep_until(last_heard + IDLE_TIMEOUT) => Wake::Idle,
+            };
+            if let Wake::Frame(Some(Ok(_))) = &wake {
+                last_heard = Instant::now();
+            }
+            match wake {
+                Wake::Frame(Some(Ok(Message::Binary(frame)))) => self.frame(&frame).await,
+                Wake::Frame(Some(Ok(Message::Text(_)))) => self.session.refuse(
+                    ErrorCode::MalformedMessage,
+                    "protocol messages travel in binary WebSocket messages",
+                ),
+                // WebSocket pings are answered by the transport.
+                Wake::Frame(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+                Wake::Frame(Some(Ok(Message::Close(_))) | None) => break,
+                Wake::Frame(Some(Err(e))) => {
+                    debug!(error = %e, "receive failed");
+                    break;
+                }
+                Wake::WriterGone => {
+                    debug!("send failed");
+                    break;
+                }
+                Wake::Idle => {
+                    info!(
+                        "silent for {}s; dropping the connection",
+                        IDLE_TIMEOUT.as_secs()
+                    );
+                    break;
+                }
+                Wake::Sent | Wake::Changed => {}
+            }
+        }
+        if let Some(bound) = &self.bound {
+            if let Ok(mut state) = bound.realm.state.lock() {
+                self.session.disconnect(&mut state.realm);
+            }
+        }
+        link.close().await;
+        debug!("closed");
+    }
+
+    /// Takes one binary frame.
+    async fn frame(&mut self, frame: &[u8]) {
+        let Some(bound) = &self.bound else {
+            match self.session.receive(frame) {
+                Ok(Some(request)) => self.bind(request).await,
+                Ok(None) => {}
+                Err(e) => info!(error = %e, "frame refused"),
+            }
+            return;
+        };
+        let realm = bound.realm.clone();
+        let persisted = {
+            let Some(mut state) = realm.lock() else {
+                return self.unavailable();
+            };
+            if let Err(e) = self.session.receive(frame) {
+                info!(error = %e, "frame refused");
+            }
+            let events = self.session.process(&mut state.realm);
+            for event in &events {
+                if let ServerEvent::Closed(e) = event {
+                    info!(error = %e, "session closed");
+                }
+            }
+            state.persist(&events)
+        };
+        match persisted {
+            Ok(true) => {
+                realm.changed.send_replace(());
+            }
+            Ok(false) => {}
+            Err(e) => self.broken(&realm, &e).await,
+        }
+    }
+
+    /// Decides a BIND: token, path, permission; then binds the session to the realm.
+    async fn bind(&mut self, request: BindRequest) {
+        let config = &self.server.config;
+        let Some(user) = config.user(&request.token) else {
+            info!(path = %request.path, "unknown token");
+            return self
+                .session
+                .refuse(ErrorCode::BadAuthentication, "unknown token");
+        };
+        let path = match resolve_path(&request.path, &user) {
+            Ok(path) => path,
+            Err(why) => {
+                info!(path = %request.path, %why, "illegal realm path");
+                return self.session.refuse(
+                    ErrorCode::IllegalRealmPath,
+                    format!("{}: {why}", request.path),
+                );
+            }
+        };
+        let Some(level) = config.level(&user, &path) else {
+            info!(user = user.id(), %path, "permission denied");
+            return self.session.refuse(
+                ErrorCode::PermissionDenied,
+                format!("user {} may not access {path}", user.id()),
+            );
+        };
+        let realm = match self.server.realm(&path).await {
+            Ok(realm) => realm,
+            Err(e) => {
+                error!(%path, error = %e, "cannot open realm");
+                return self.unavailable();
+            }
+        };
+        let access = Access {
+            read: true,
+            write: level >= Level::Write,
+        };
+        self.session.accept(access, random_id());
+        info!(user = user.id(), %path, write = access.write, "bound");
+        self.bound = Some(Bound {
+            changed: realm.changed.subscribe(),
+            realm,
+        });
+    }
+
+    /// Closes the session because its realm cannot serve it now; the client retries.
+    fn unavailable(&mut self) {
+        self.session.refuse(
+            ErrorCode::ConnectionClosed,
+            "the realm is unavailable; try again later",
+        );
+    }
+
+    async fn broken(&mut self, realm: &Arc<Realm>, why: &io::Error) {
+        realm.break_down(why);
+        self.server.evict(realm).await;
+        self.unavailable();
+    }
+
+    /// The next batch of frames to send. Frames are only taken while every journal byte is
+    /// synced: any of them may reveal an entry, salt or acknowledgement of the realm.
+    async fn transmittable(&mut self) -> Vec<Vec<u8>> {
+        loop {
+            let Some(bound) = &self.bound else {
+                return drain(&mut self.session, &self.unbound);
+            };
+            let realm = bound.realm.clone();
+            let appended = {
+                let Some(state) = realm.lock() else {
+                    self.unavailable();
+                    return drain(&mut self.session, &self.unbound);
+                };
+                let appended = state.journal.end();
+                if realm.synced() >= appended {
+                    return drain(&mut self.session, &state.realm);
+                }
+                appended
+            };
+            if let Err(e) = realm.sync_to(appended).await {
+                self.broken(&realm, &e).await;
+            }
+        }
+    }
+}
+
+/// Up to [`SEND_BATCH`] bytes of frames from the session.
+fn drain<S: Store>(session: &mut ServerSession, realm: &ServerRealm<S>) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut bytes = 0;
+    while bytes < SEND_BATCH {
+        let Some(frame) = session.poll_transmit(realm) else {
+            break;
+        };
+        bytes += frame.len();
+        frames.push(frame);
+    }
+    frames
+}
+
+/// Resolves when the bound realm changes; never while unbound.
+async fn changed(bound: &mut Option<Bound>) {
+    if let Some(b) = bound {
+        if b.changed.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// A fresh admin token: 128 random bits in hex.
+pub fn random_token() -> String {
+    format!("{:016x}{:016x}", random_u64(), random_u64())
+}

@@ -1,0 +1,801 @@
+//! End-to-end tests of the reference server and client (the `server` and `client` binaries):
+//! the real programs as separate processes over loopback WebSockets, killed with SIGKILL where
+//! the test needs it, plus a TCP proxy in the test process that cuts or slows connections. The
+//! journals are read back in process (with the crate's own code) to compare with what the server
+//! holds.
+
+#![forbid(unsafe_code)]
+
+use objsync::json::{canonical, state_json};
+use objsync::session::ClientConfig;
+use objsync::wire::{Bind, ClientMessage, ErrorCode, Limits, ServerMessage, PROTOCOL_VERSION};
+use objsync_net::client::Local;
+use objsync_net::journal::{Journal, Put};
+use objsync_net::server::{check_path, open_realm, realm_file, resolve_path, Config, Level, User};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"{
+    "admin_token": "admin-secret",
+    "users": {"t-alice": "alice", "t-bob": "bob", "t-carol": "carol"},
+    "permissions": {
+        "/shared/board": {"*": ["write"]},
+        "/shared/news": {"bob": ["read"], "alice": ["manage"]}
+    },
+    "comment": "unknown keys are ignored"
+}"#;
+
+/// How long any one client command may take before the test fails.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// The path of one of this crate's binaries (cargo builds them for its integration tests).
+fn binary(name: &str) -> PathBuf {
+    match name {
+        "server" => PathBuf::from(env!("CARGO_BIN_EXE_server")),
+        "client" => PathBuf::from(env!("CARGO_BIN_EXE_client")),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running server.
+struct ServerProc {
+    proc: Proc,
+    addr: String,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl ServerProc {
+    /// Starts the server on an ephemeral port over `data` and waits for `listening on`.
+    fn start(data: &Path, config: &Path) -> ServerProc {
+        let log = data.with_extension("stderr");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("server log");
+        let mut child = Command::new(binary("server"))
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("the server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let proc = Proc(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "the server did not say where it listens: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return ServerProc {
+                    proc,
+                    addr: addr.to_string(),
+                    data: data.to_path_buf(),
+                    log,
+                };
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("realm://{}{path}", self.addr)
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    fn kill(mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+
+    /// The canonical state of a realm as its journal holds it (the server must be stopped).
+    fn realm_state(data: &Path, path: &str) -> String {
+        let (realm, _, _) = open_realm(&realm_file(data, path)).expect("the realm's journal");
+        canonical(&state_json(realm.server().replica().store()).expect("state"))
+    }
+}
+
+/// Runs the client with `args` (after `--local DIR`), failing the test if it hangs.
+fn client(local: &Path, args: &[&str]) -> Output {
+    let child = Command::new(binary("client"))
+        .arg("--local")
+        .arg(local)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client starts");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(COMMAND_TIMEOUT)
+        .unwrap_or_else(|_| panic!("client {args:?} did not finish"))
+        .expect("the client runs")
+}
+
+/// Runs the client and insists on success; returns its stdout.
+fn client_ok(local: &Path, args: &[&str]) -> String {
+    let out = client(local, args);
+    assert!(
+        out.status.success(),
+        "client {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Runs the client and insists on failure; returns its stderr.
+fn client_err(local: &Path, args: &[&str]) -> String {
+    let out = client(local, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "client {args:?} should have failed");
+    assert_eq!(stderr.lines().count(), 1, "one line of reason: {stderr}");
+    stderr
+}
+
+fn sync(local: &Path, url: &str, token: &str) -> String {
+    client_ok(local, &["--url", url, "--token", token, "sync"])
+}
+
+fn state(local: &Path) -> String {
+    client_ok(local, &["state"]).trim_end().to_string()
+}
+
+/// Writes `ops` to a file in `dir` and applies it to the local realm.
+fn apply(dir: &Path, local: &Path, ops: &serde_json::Value) {
+    let file = dir.join(format!("ops-{}.json", objsync_net::random_u64()));
+    std::fs::write(&file, ops.to_string()).expect("op file");
+    let out = client_ok(local, &["apply", file.to_str().expect("UTF-8 path")]);
+    assert!(out.starts_with("committed"), "{out}");
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, CONFIG).expect("config");
+    (dir, config)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP proxy that cuts or slows connections
+// ---------------------------------------------------------------------------------------------
+
+/// Forwards connections to a server whose address may change (a restarted server).
+struct Proxy {
+    addr: SocketAddr,
+    /// Connections cut so far.
+    cuts: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Clone, Copy)]
+enum Mischief {
+    /// Cut three connections in four after 100 to 3100 bytes (either way, the WebSocket
+    /// handshake included), mostly in the middle of a frame.
+    Cut,
+    /// Forward client-to-server bytes at this many bytes per second.
+    Throttle(u64),
+}
+
+impl Proxy {
+    fn start(upstream: &str, mischief: Mischief) -> Proxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let upstream = Arc::new(Mutex::new(upstream.to_string()));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("proxy listens");
+        let addr = listener.local_addr().expect("address");
+        let counter = cuts.clone();
+        runtime.spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let target = upstream.lock().expect("upstream").clone();
+                let cuts = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = down.set_nodelay(true);
+                    let _ = up.set_nodelay(true);
+                    let budget = match mischief {
+                        Mischief::Cut if objsync_net::random_u64() % 4 != 0 => {
+                            100 + (objsync_net::random_u64() % 3000) as i64
+                        }
+                        _ => i64::MAX,
+                    };
+                    let rate = match mischief {
+                        Mischief::Throttle(rate) => Some(rate),
+                        Mischief::Cut => None,
+                    };
+                    let budget = Arc::new(AtomicI64::new(budget));
+                    let (down_r, down_w) = down.into_split();
+                    let (up_r, up_w) = up.into_split();
+                    let cut = tokio::select! {
+                        cut = pipe(down_r, up_w, budget.clone(), rate) => cut,
+                        cut = pipe(up_r, down_w, budget, None) => cut,
+                    };
+                    if cut {
+                        cuts.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            cuts,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("realm://{}{path}", self.addr)
+    }
+}
+
+/// Copies until EOF, an error, or the shared byte budget runs out (then returns true: the
+/// connection is cut, both halves dropped, wherever the bytes stood).
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    budget: Arc<AtomicI64>,
+    rate: Option<u64>,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let left = budget.fetch_sub(n as i64, Ordering::Relaxed);
+        let send = n.min(left.max(0) as usize);
+        if to.write_all(&buf[..send]).await.is_err() {
+            return false;
+        }
+        if send < n {
+            return true;
+        }
+        if let Some(rate) = rate {
+            tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+/// The schema every writer of the board realm declares (identical declarations merge).
+fn board_schema() -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({"op": "add_type", "type": "Item", "primary_key": "id",
+            "properties": {"id": "string", "who": "string?", "n": "int"}}),
+        serde_json::json!({"op": "add_type", "type": "Board", "primary_key": "id",
+            "properties": {"id": "int", "total": "int", "log": "list<string>"}}),
+        serde_json::json!({"op": "insert", "type": "Board", "pk": 1}),
+    ]
+}
+
+/// Three clients write concurrently, each syncing through a proxy that cuts most connections
+/// part-way; afterwards everyone (and the server's journal) holds the same state, with every
+/// write in it.
+#[test]
+fn three_clients_with_forced_disconnects_converge() {
+    const ROUNDS: usize = 8;
+    let (dir, config) = setup();
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let proxy = Proxy::start(&server.addr, Mischief::Cut);
+    let path = "/shared/board";
+    let users = ["t-alice", "t-bob", "t-carol"];
+    std::thread::scope(|scope| {
+        for (k, token) in users.iter().enumerate() {
+            let (dir, proxy) = (dir.path(), &proxy);
+            scope.spawn(move || {
+                let local = dir.join(format!("client{k}"));
+                for round in 0..ROUNDS {
+                    let id = format!("{k}-{round}");
+                    let mut ops = board_schema();
+                    ops.extend([
+                        // Changesets of a kilobyte or more, so that cuts fall inside them.
+                        serde_json::json!({"op": "insert", "type": "Item", "pk": id,
+                            "values": {"who": format!("{token}{}", ".".repeat(1000)),
+                                "n": round}}),
+                        serde_json::json!({"op": "insert", "type": "Item", "pk": "shared",
+                            "values": {"who": token}}),
+                        serde_json::json!({"op": "add_int", "type": "Board", "pk": 1,
+                            "property": "total", "value": 1}),
+                        serde_json::json!({"op": "list_insert", "type": "Board", "pk": 1,
+                            "property": "log", "index": 0, "value": id}),
+                    ]);
+                    apply(dir, &local, &serde_json::Value::Array(ops));
+                    client_ok(
+                        &local,
+                        &[
+                            "--url",
+                            &proxy.url(path),
+                            "--token",
+                            token,
+                            "--retries",
+                            "30",
+                            "sync",
+                        ],
+                    );
+                }
+            });
+        }
+    });
+    assert!(
+        proxy.cuts.load(Ordering::Relaxed) >= 3,
+        "the proxy cut too little"
+    );
+    // Settle without the proxy: the first pass uploads everything, the second downloads it.
+    let locals: Vec<PathBuf> = (0..3)
+        .map(|k| dir.path().join(format!("client{k}")))
+        .collect();
+    for _ in 0..2 {
+        for (local, token) in locals.iter().zip(users) {
+            sync(local, &server.url(path), token);
+        }
+    }
+    let states: Vec<String> = locals.iter().map(|l| state(l)).collect();
+    assert_eq!(states[0], states[1]);
+    assert_eq!(states[0], states[2]);
+    let json: serde_json::Value = serde_json::from_str(&states[0]).expect("JSON state");
+    assert_eq!(json["Board"]["1"]["total"], 3 * ROUNDS);
+    assert_eq!(
+        json["Board"]["1"]["log"].as_array().map(Vec::len),
+        Some(3 * ROUNDS)
+    );
+    assert_eq!(
+        json["Item"].as_object().map(|o| o.len()),
+        Some(3 * ROUNDS + 1)
+    );
+    let data = server.data.clone();
+    server.kill();
+    assert_eq!(ServerProc::realm_state(&data, path), states[0]);
+}
+
+/// The server is killed (SIGKILL) in the middle of a long upload, with a torn record left at
+/// the end of its journal. Every changeset the client had seen acknowledged is in the journal;
+/// the restarted server cuts the torn record, the upload resumes, and everyone converges.
+#[test]
+fn server_killed_mid_upload_loses_nothing_acknowledged() {
+    const BLOBS: usize = 20;
+    const BLOB: usize = 150_000;
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let path = "/shared/board";
+    let server = ServerProc::start(&data, &config);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    let mut ops = board_schema();
+    ops.push(serde_json::json!({"op": "insert", "type": "Item", "pk": "bob", "values": {"n": 1}}));
+    apply(dir.path(), &bob, &serde_json::Value::Array(ops));
+    sync(&bob, &server.url(path), "t-bob");
+    for i in 0..BLOBS {
+        let mut ops = board_schema();
+        let blob = char::from(b'a' + (i % 26) as u8).to_string().repeat(BLOB);
+        ops.push(
+            serde_json::json!({"op": "insert", "type": "Item", "pk": format!("blob{i}"),
+            "values": {"who": blob, "n": i}}),
+        );
+        apply(dir.path(), &alice, &serde_json::Value::Array(ops));
+    }
+    // About 3 MB to upload at 2 MB/s: the kill comes part-way.
+    let proxy = Proxy::start(&server.addr, Mischief::Throttle(2 << 20));
+    let uploader = Proc(
+        Command::new(binary("client"))
+            .arg("--local")
+            .arg(&alice)
+            .args(["--url", &proxy.url(path), "--token", "t-alice", "sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the client starts"),
+    );
+    let journal = realm_file(&data, path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&journal).map_or(0, |m| m.len()) < (BLOBS * BLOB / 3) as u64 {
+        assert!(Instant::now() < deadline, "the upload did not progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.kill();
+    // Let the client take in whatever the server sent before it died.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(uploader);
+    // A torn record: a frame header promising more bytes than follow.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .expect("journal");
+    file.write_all(&[0xe8, 0x03, 0, 0, 1, 2, 3, 4, 5, 6, 7])
+        .expect("torn record");
+    drop(file);
+
+    let config_of = |path: &str| ClientConfig {
+        path: path.to_string(),
+        token: String::new(),
+        limits: Limits::default(),
+    };
+    let (acknowledged, peer) = {
+        let local = Local::open(&alice, config_of(path)).expect("alice's local realm");
+        let client = local.session.client();
+        (client.acknowledged(), client.peer())
+    };
+    let (realm, _, dropped) = open_realm(&journal).expect("the realm's journal");
+    assert!(dropped > 0, "the torn record was not noticed");
+    let integrated = realm.server().last_integrated(peer);
+    assert!(
+        integrated >= acknowledged,
+        "acknowledged {acknowledged} but the journal has {integrated}"
+    );
+    assert!(
+        acknowledged.0 >= 1,
+        "nothing was acknowledged before the kill"
+    );
+    assert!(
+        (integrated.0 as usize) < BLOBS,
+        "the upload was complete before the kill"
+    );
+    drop(realm);
+
+    let server = ServerProc::start(&data, &config);
+    sync(&alice, &server.url(path), "t-alice");
+    sync(&bob, &server.url(path), "t-bob");
+    let (a, b) = (state(&alice), state(&bob));
+    assert_eq!(a, b);
+    let json: serde_json::Value = serde_json::from_str(&a).expect("JSON state");
+    assert_eq!(json["Item"].as_object().map(|o| o.len()), Some(BLOBS + 1));
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    server.kill();
+    assert_eq!(ServerProc::realm_state(&data, path), a, "server log: {log}");
+}
+
+/// A malformed frame gets an ERROR and closes only its own session: a client watching the
+/// same realm keeps receiving changes.
+#[test]
+fn malformed_frame_closes_only_that_session() {
+    let (dir, config) = setup();
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let path = "/shared/board";
+    let url = server.url(path);
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    apply(
+        dir.path(),
+        &alice,
+        &serde_json::Value::Array(board_schema()),
+    );
+    sync(&alice, &url, "t-alice");
+
+    let mut watch = Command::new(binary("client"))
+        .arg("--local")
+        .arg(&bob)
+        .args(["--url", &url, "--token", "t-bob", "watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the watcher starts");
+    let stdout = watch.stdout.take().expect("piped stdout");
+    let _watch = Proc(watch);
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the watcher prints the state once up to date");
+    assert!(first.contains("\"Board\""), "{first}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limits = Limits::default();
+    // An unknown message tag before anything else.
+    let reply = runtime.block_on(raw_session(&server.addr, vec![vec![0x42, 1, 2, 3]]));
+    assert_eq!(error_code(&reply, &limits), ErrorCode::UnknownMessage);
+    // A valid BIND, then an IDENT cut short.
+    let bind = ClientMessage::Bind(Bind {
+        protocol_version: PROTOCOL_VERSION,
+        path: path.into(),
+        token: "t-carol".into(),
+        max_message: limits.max_message as u64,
+    })
+    .encode();
+    let reply = runtime.block_on(raw_session(&server.addr, vec![bind, vec![0x02, 0x05]]));
+    assert_eq!(error_code(&reply, &limits), ErrorCode::MalformedMessage);
+
+    apply(
+        dir.path(),
+        &alice,
+        &serde_json::json!([{"op": "insert", "type": "Item", "pk": "after", "values": {"n": 7}}]),
+    );
+    sync(&alice, &url, "t-alice");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the watcher sees the change made after the malformed sessions");
+        if line.contains("\"after\"") {
+            break;
+        }
+    }
+}
+
+/// Sends `frames` on a fresh WebSocket and returns the server's reply, checking that the
+/// server then closes the connection.
+async fn raw_session(addr: &str, frames: Vec<Vec<u8>>) -> Vec<u8> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/realm-sync"))
+        .await
+        .expect("the server accepts WebSockets");
+    for frame in frames {
+        ws.send(Message::binary(frame)).await.expect("send");
+    }
+    let reply = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => break b.to_vec(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no reply: {other:?}"),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(None | Some(Ok(Message::Close(_))) | Some(Err(_))) => reply,
+        Ok(Some(Ok(m))) => panic!("the session goes on after its ERROR: {m:?}"),
+        Err(_) => panic!("the server kept the connection open"),
+    }
+}
+
+fn error_code(frame: &[u8], limits: &Limits) -> ErrorCode {
+    match ServerMessage::decode(frame, limits) {
+        Ok(ServerMessage::Error(e)) => e.code,
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}
+
+/// Tokens and realm permissions: refused binds, a read-only user who can download but not
+/// upload, `/~/` paths, and a server that is not there.
+#[test]
+fn permissions_are_enforced() {
+    let (dir, config) = setup();
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let d = dir.path();
+    let news = server.url("/shared/news");
+
+    // alice (manage) writes the news; bob (read) downloads it; carol has no grant.
+    let mut ops = board_schema();
+    ops.push(
+        serde_json::json!({"op": "insert", "type": "Item", "pk": "headline",
+        "values": {"who": "alice"}}),
+    );
+    apply(d, &d.join("alice"), &serde_json::Value::Array(ops));
+    sync(&d.join("alice"), &news, "t-alice");
+    sync(&d.join("bob"), &news, "t-bob");
+    assert_eq!(state(&d.join("bob")), state(&d.join("alice")));
+
+    let carol = d.join("carol");
+    let why = client_err(&carol, &["--url", &news, "--token", "t-carol", "sync"]);
+    assert!(why.contains("permission denied"), "{why}");
+    assert_eq!(state(&carol), "{}", "carol read nothing");
+
+    // bob's own write is refused on upload, and the realm does not change.
+    apply(
+        d,
+        &d.join("bob"),
+        &serde_json::json!([{"op": "set", "type": "Item", "pk": "headline",
+            "values": {"who": "bob"}}]),
+    );
+    let why = client_err(
+        &d.join("bob"),
+        &["--url", &news, "--token", "t-bob", "sync"],
+    );
+    assert!(why.contains("permission denied"), "{why}");
+    let admin = d.join("admin");
+    sync(&admin, &news, "admin-secret");
+    assert!(state(&admin).contains("\"who\":\"alice\""));
+
+    // Other users' own realms are closed; /~/ is one's own.
+    let why = client_err(
+        &d.join("bob2"),
+        &[
+            "--url",
+            &server.url("/alice/notes"),
+            "--token",
+            "t-bob",
+            "sync",
+        ],
+    );
+    assert!(why.contains("permission denied"), "{why}");
+    apply(
+        d,
+        &d.join("alice2"),
+        &serde_json::Value::Array(board_schema()),
+    );
+    sync(&d.join("alice2"), &server.url("/~/notes"), "t-alice");
+    sync(
+        &d.join("admin2"),
+        &server.url("/alice/notes"),
+        "admin-secret",
+    );
+    assert_eq!(state(&d.join("admin2")), state(&d.join("alice2")));
+
+    // Bad tokens, bad paths, no server.
+    let why = client_err(&d.join("x1"), &["--url", &news, "--token", "nope", "sync"]);
+    assert!(why.contains("bad authentication"), "{why}");
+    let why = client_err(
+        &d.join("x2"),
+        &[
+            "--url",
+            &server.url("/a/.hidden"),
+            "--token",
+            "admin-secret",
+            "sync",
+        ],
+    );
+    assert!(why.contains("illegal realm path"), "{why}");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("address")
+    };
+    let why = client_err(
+        &d.join("x3"),
+        &[
+            "--url",
+            &format!("realm://{closed}/shared/news"),
+            "--token",
+            "t-bob",
+            "--retries",
+            "2",
+            "sync",
+        ],
+    );
+    assert!(why.contains("gave up after 3 attempts"), "{why}");
+}
+
+/// The journal keeps intact records and cuts a torn or corrupt tail.
+#[test]
+fn journal_cuts_torn_and_corrupt_tails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("j.log");
+    let mut journal = Journal::create(&path, b"header").expect("create");
+    let records: Vec<Vec<u8>> = (0..3u64).map(|i| Put::tag(1).u64(i).0).collect();
+    journal.append(&records).expect("append");
+    journal.sync().expect("sync");
+    let good = journal.end();
+    drop(journal);
+    let read = |path: &Path| {
+        let mut seen = Vec::new();
+        let opened = Journal::open(path, |r| {
+            seen.push(r.to_vec());
+            Ok(())
+        })
+        .expect("open");
+        (seen, opened.dropped, opened.journal.end())
+    };
+    assert_eq!(
+        read(&path),
+        (
+            [vec![b"header".to_vec()], records.clone()].concat(),
+            0,
+            good
+        )
+    );
+
+    // A torn record at the end.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    f.write_all(&[9, 0, 0, 0, 1, 2]).expect("write");
+    drop(f);
+    let (seen, dropped, len) = read(&path);
+    assert_eq!((seen.len(), dropped, len), (4, 6, good));
+    assert_eq!(std::fs::metadata(&path).expect("file").len(), good);
+
+    // A flipped bit in the last record drops it.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).expect("write");
+    let (seen, dropped, _) = read(&path);
+    assert_eq!((seen.len(), dropped), (3, 17));
+
+    assert!(
+        Journal::create(&path, b"again").is_err(),
+        "create never replaces a log"
+    );
+}
+
+/// Server path rules, `/~/` resolution and permission levels.
+#[test]
+fn paths_and_permissions() {
+    for ok in ["/a", "/alice/notes", "/a-b_c.d/x.y", "/A1"] {
+        assert_eq!(check_path(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "a",
+        "/",
+        "//a",
+        "/a/",
+        "/.a",
+        "/a/.b",
+        "/a b",
+        "/a/b.realm",
+        "/x.realm.lock",
+        "/é",
+        "/a/__partial/b",
+    ] {
+        assert!(check_path(bad).is_err(), "{bad:?} should be illegal");
+    }
+    let alice = User::Named("alice".into());
+    assert_eq!(
+        resolve_path("/~/notes", &alice).as_deref(),
+        Ok("/alice/notes")
+    );
+    assert_eq!(resolve_path("/~", &alice).as_deref(), Ok("/alice"));
+    assert!(resolve_path("/~/.x", &alice).is_err());
+
+    let config = Config::parse(CONFIG).expect("config");
+    assert_eq!(config.user("t-bob"), Some(User::Named("bob".into())));
+    assert_eq!(config.user("admin-secret"), Some(User::Admin));
+    assert_eq!(config.user("nope"), None);
+    let bob = User::Named("bob".into());
+    let carol = User::Named("carol".into());
+    assert_eq!(config.level(&bob, "/shared/news"), Some(Level::Read));
+    assert_eq!(config.level(&alice, "/shared/news"), Some(Level::Manage));
+    assert_eq!(config.level(&carol, "/shared/news"), None);
+    assert_eq!(config.level(&carol, "/shared/board"), Some(Level::Write));
+    assert_eq!(config.level(&bob, "/alice/notes"), None);
+    assert_eq!(config.level(&alice, "/alice/notes"), Some(Level::Manage));
+    assert_eq!(config.level(&User::Admin, "/anything"), Some(Level::Manage));
+    assert!(Config::parse(r#"{"permissions": {"/x": {"bob": ["fly"]}}}"#).is_err());
+    assert!(Config::parse(r#"{"permissions": {"x": {}}}"#).is_err());
+    assert!(Config::parse(r#"{"admin_token": ""}"#).is_err());
+}

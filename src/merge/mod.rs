@@ -1,0 +1,104 @@
+//! The merge: merging two concurrent sequences of changesets so that applying either one
+//! after the other gives the same state.
+//!
+//! `merge(a, b)` takes two sequences made concurrently on the same base state and rewrites both
+//! in place: afterwards `base + a + b'` equals `base + b + a'`. It is the classic OT grid: every
+//! instruction of `a`, in order, meets every instruction of `b`, in order, and each meeting is
+//! decided by `merge_pair`, the single place that holds the rule for every pair of instruction
+//! kinds (spec/semantics.md has the table with the reasons).
+//!
+//! Only instructions that can interact ever meet. Each instruction marks the places it works in
+//! (object, property, list element, link target, type) and covers the places whose every
+//! instruction it must meet (`Role`); one side is indexed by both, and the other side's
+//! instructions look up only what they cover or mark. Instructions on different objects, or
+//! different fields, or inserts into one list, are never compared, and touches of objects only
+//! one side can name (engine ids the other side's spans rule out) are not even indexed, so
+//! merging disjoint work costs about a pass over each side. Because a grid cell depends only on
+//! the cell to its left and the cell above, visiting only the interacting cells in row order
+//! gives exactly the result of the full grid.
+//!
+//! Transformation never changes an instruction's kind: it adjusts values (a set absorbs a later
+//! concurrent add_int), shrinks a clear's object list, and lowers fates (see [`Fate`]). List
+//! positions need no rewriting at all: list instructions name elements by id, and each replica's
+//! list metadata turns ids into indices when it applies them.
+
+//!
+//! - `touch`: what each instruction touches and how (the mark/cover relation);
+//! - `index`: one side's instructions by touch, and the engine-id spans that keep disjoint work
+//!   out of the index;
+//! - `rules`: `merge_pair`, the rule for every pair of instructions that meet.
+//!
+//! The server's history index uses the same touches to find the entries an upload can meet.
+
+mod index;
+mod rules;
+mod touch;
+
+pub(crate) use touch::{touch_hashes, TouchHash};
+
+use crate::model::{Changeset, Error, Fate, Schema};
+use index::{Indexed, Pos, Spans};
+use rules::{merge_pair, LinkDefinitions, Links};
+use smallvec::SmallVec;
+use touch::touches;
+
+fn count(side: &[Changeset]) -> usize {
+    side.iter().map(|cs| cs.ops.len()).sum()
+}
+
+/// Merges two concurrent sequences of changesets in place (see the module documentation).
+///
+/// `schema` is the schema of the replica doing the merge; it resolves link targets. Fails with
+/// [`Error::SchemaMismatch`] when the two sides define a type or property incompatibly; the
+/// sequences may then be partly transformed and must be discarded.
+pub fn merge(a: &mut [Changeset], b: &mut [Changeset], schema: &Schema) -> Result<(), Error> {
+    let mut extra = LinkDefinitions::new();
+    let spans = [Spans::survey(a, &mut extra), Spans::survey(b, &mut extra)];
+    let links = Links { schema, extra };
+    // Either side may be the one indexed: visiting cells row by row or column by column gives
+    // the same grid. Indexing costs more than looking up, so index the smaller side.
+    if count(a) <= count(b) {
+        walk((b, &spans[1]), (a, &spans[0]), &links)
+    } else {
+        walk((a, &spans[0]), (b, &spans[1]), &links)
+    }
+}
+
+/// Visits the grid row by row: each instruction of `rows`, in order, meets the instructions of
+/// `cols` it interacts with, in order.
+fn walk(
+    (rows, row_spans): (&mut [Changeset], &Spans),
+    (cols, col_spans): (&mut [Changeset], &Spans),
+    links: &Links<'_>,
+) -> Result<(), Error> {
+    let idx = Indexed::of(cols, row_spans);
+    if idx.is_empty() {
+        return Ok(());
+    }
+    let mut cands: SmallVec<[Pos; 8]> = SmallVec::new();
+    for cs in rows.iter_mut() {
+        let key_r = cs.key();
+        for x in cs.ops.iter_mut() {
+            if x.fate == Fate::Void {
+                continue;
+            }
+            cands.clear();
+            touches(&x.instr, |t, role| {
+                if col_spans.may_meet(t) {
+                    idx.meeting(t.digest(), role, &mut cands)
+                }
+            });
+            if cands.is_empty() {
+                continue;
+            }
+            cands.sort_unstable();
+            cands.dedup();
+            for &(c, o) in cands.iter() {
+                let other = &mut cols[c as usize];
+                let key_c = other.key();
+                merge_pair(x, key_r, &mut other.ops[o as usize], key_c, links)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Changesets: the ordered instructions of one write transaction, with the metadata the sync
+//! layer needs (origin peer and timestamp, the origin's own version of it, and the last server
+//! version its origin had integrated when it was made or rebased).
+
+use super::ids::{ClientVersion, Key, PeerId, ServerVersion, Timestamp};
+use super::instruction::{Fate, Op};
+use serde::{Deserialize, Serialize};
+
+/// The instructions of one write transaction and where they came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Changeset {
+    /// The peer that wrote it.
+    pub origin: PeerId,
+    /// When it was written (milliseconds, handed in by the caller).
+    pub timestamp: Timestamp,
+    /// Its position in the origin's own history.
+    pub client_version: ClientVersion,
+    /// The last server version the origin had integrated: the changeset applies on top of that
+    /// server state plus the origin's own earlier changesets.
+    pub base_version: ServerVersion,
+    /// The instructions, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Changeset {
+    /// An empty changeset.
+    pub fn new(origin: PeerId, timestamp: Timestamp) -> Changeset {
+        Changeset {
+            origin,
+            timestamp,
+            client_version: ClientVersion(0),
+            base_version: ServerVersion(0),
+            ops: Vec::new(),
+        }
+    }
+
+    /// The ordering key: (timestamp, origin). Of two concurrent changesets, the one with the
+    /// greater key is "later".
+    pub fn key(&self) -> Key {
+        Key {
+            timestamp: self.timestamp,
+            peer: self.origin,
+        }
+    }
+
+    /// Whether nothing in it has any effect.
+    pub fn is_void(&self) -> bool {
+        self.ops.iter().all(|op| op.fate == Fate::Void)
+    }
+
+    /// The JSON form, for debugging, logs and the Adapter feed.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}

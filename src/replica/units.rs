@@ -1,0 +1,148 @@
+//! Atomic units across a replica's store and the merge metadata of its lists.
+//!
+//! A unit is opened on the store and recorded here: which lists the unit created or dropped,
+//! which existing lists it opened a unit on (each [`Sequence`] keeps its own undo log), and the
+//! id counter before it minted. Rolling back undoes all of it, last first; committing the
+//! outermost unit forgets it. Units nest: a committed inner unit hands what it touched to the
+//! enclosing one, which can still undo it.
+
+use super::{ListAt, Replica, Sequence};
+use crate::model::PropRef;
+use crate::store::Store;
+use hashbrown::HashSet;
+
+#[derive(Debug)]
+enum Undo {
+    CreatedSeq(PropRef),
+    DroppedSeq(PropRef, Box<Sequence>),
+    Touched(PropRef),
+    NextSeq(u64),
+}
+
+/// The undo log of the open units. See the module documentation.
+#[derive(Debug, Default)]
+pub(super) struct Units {
+    undo: Vec<Undo>,
+    marks: Vec<usize>,
+    /// For each open unit, the lists it opened a unit on.
+    touched: Vec<HashSet<PropRef>>,
+}
+
+impl Units {
+    fn logging(&self) -> bool {
+        !self.marks.is_empty()
+    }
+
+    /// Records that the id counter stood at `seq` before minting.
+    pub(super) fn minted(&mut self, seq: u64) {
+        if self.logging() {
+            self.undo.push(Undo::NextSeq(seq));
+        }
+    }
+}
+
+impl<S: Store> Replica<S> {
+    /// Starts an atomic unit across the store and the list metadata. Units nest.
+    pub fn begin(&mut self) {
+        self.store.begin();
+        self.units.marks.push(self.units.undo.len());
+        self.units.touched.push(HashSet::new());
+    }
+
+    /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
+    pub fn commit(&mut self) {
+        self.store.commit();
+        let units = &mut self.units;
+        let (Some(mark), Some(touched)) = (units.marks.pop(), units.touched.pop()) else {
+            return;
+        };
+        let Some(parent) = units.touched.last_mut() else {
+            for key in touched {
+                if let Some(seq) = self.lists.get_mut(&key) {
+                    seq.commit();
+                }
+            }
+            units.undo.clear();
+            return;
+        };
+        // A list the enclosing unit had opened merges this unit's changes into its own; a list
+        // it had not is handed over, so the enclosing unit can undo what happened here.
+        let mut merged = HashSet::new();
+        for key in touched {
+            if parent.contains(&key) {
+                if let Some(seq) = self.lists.get_mut(&key) {
+                    seq.commit();
+                }
+                merged.insert(key);
+            } else {
+                parent.insert(key);
+            }
+        }
+        if !merged.is_empty() {
+            let tail = units.undo.split_off(mark);
+            units.undo.extend(
+                tail.into_iter()
+                    .filter(|u| !matches!(u, Undo::Touched(k) if merged.contains(k))),
+            );
+        }
+    }
+
+    /// Ends the innermost unit, undoing its changes.
+    pub fn rollback(&mut self) {
+        self.store.rollback();
+        let (Some(mark), Some(_)) = (self.units.marks.pop(), self.units.touched.pop()) else {
+            return;
+        };
+        while self.units.undo.len() > mark {
+            match self.units.undo.pop() {
+                Some(Undo::CreatedSeq(k)) => {
+                    self.lists.remove(&k);
+                }
+                Some(Undo::DroppedSeq(k, s)) => {
+                    self.lists.insert(k, *s);
+                }
+                Some(Undo::Touched(k)) => {
+                    if let Some(seq) = self.lists.get_mut(&k) {
+                        seq.rollback();
+                    }
+                }
+                Some(Undo::NextSeq(v)) => self.next_seq = v,
+                None => break,
+            }
+        }
+    }
+
+    /// The sequence of a list for writing: created (and logged) if new, and opened for undo.
+    pub(super) fn seq_mut(&mut self, list: ListAt<'_>) -> &mut Sequence {
+        let logging = self.units.logging();
+        if !self.lists.contains_key(&list) {
+            self.lists.insert(list.to_ref(), Sequence::new());
+            if logging {
+                self.units.undo.push(Undo::CreatedSeq(list.to_ref()));
+            }
+        }
+        let opened = self
+            .units
+            .touched
+            .last_mut()
+            .is_some_and(|t| !t.contains(&list) && t.insert(list.to_ref()));
+        let seq = self
+            .lists
+            .get_mut(&list)
+            .expect("the sequence was inserted above");
+        if logging && opened {
+            self.units.undo.push(Undo::Touched(list.to_ref()));
+            seq.begin();
+        }
+        seq
+    }
+
+    /// Drops the metadata of a list whose object was deleted (restored by a rollback).
+    pub(super) fn drop_seq(&mut self, list: PropRef) {
+        if let Some(seq) = self.lists.remove(&list) {
+            if self.units.logging() {
+                self.units.undo.push(Undo::DroppedSeq(list, Box::new(seq)));
+            }
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The client's end of the protocol: [`ClientSession`], a [`Client`] plus what one connection
+//! needs (the identity the server issued, what is half-sent or half-received, progress).
+
+use super::Progress;
+use crate::model::{ClientVersion, ServerVersion};
+use crate::store::{MemoryStore, Store};
+use crate::sync::{Client, Download, DownloadEntry, SyncError, UploadAck};
+use crate::wire::{
+    decode, encode, Action, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorMessage,
+    FileIdent, Ident, Limits, MessageError, Outgoing, Reassembly, ServerMessage, UploadMessage,
+    UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, PROTOCOL_VERSION,
+};
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// What a client keeps between sessions besides its [`Client`]: the identity the server
+/// issued. Persist it when [`ClientEvent::Identified`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The client file's identity.
+    pub file: FileIdent,
+    /// The realm's file identifier.
+    pub server_file: u64,
+}
+
+/// Where the client binds, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The realm's path.
+    pub path: String,
+    /// The token.
+    pub token: String,
+    /// Limits on frames (the server's must be at least as large).
+    pub limits: Limits,
+}
+
+/// What a [`ClientSession`] reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// The server accepted the session; persist the identity.
+    Identified(Identity),
+    /// Downloaded history entries were integrated. A durable client logs the download: its
+    /// local writes, the downloads and the acknowledgements, replayed in order through
+    /// [`Client::write`], [`Client::integrate`] and [`Client::acknowledge`], rebuild it exactly.
+    Integrated(Download),
+    /// The server acknowledged local changesets up to this version.
+    Acknowledged(ClientVersion),
+    /// A MARK was answered: everything the server had when it got the MARK is integrated.
+    MarkReached(u64),
+    /// A PONG arrived for the PING sent at `timestamp`.
+    Pong {
+        /// The PING's timestamp.
+        timestamp: u64,
+    },
+}
+
+/// Why a client session ended.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server sent an ERROR.
+    #[error("server error: {0}")]
+    Server(ErrorMessage),
+    /// The server sent something that breaks the protocol.
+    #[error("protocol violation by the server: {0}")]
+    Protocol(String),
+    /// Downloaded changesets could not be integrated.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The server sent a frame or changeset beyond this client's [`Limits`].
+    #[error("the server sent more than this client accepts: {0}")]
+    TooLarge(MessageError),
+    /// The server knows more of this client's history than the client has: the local realm
+    /// went back (restored from a backup) and must be reset.
+    #[error("the client's history diverged from the server's: {0}")]
+    Diverged(String),
+}
+
+impl ClientError {
+    /// What to do next.
+    pub fn action(&self) -> Action {
+        match self {
+            ClientError::Server(e) => e.action,
+            // A misbehaving server or transport: the history is intact, try again later.
+            ClientError::Protocol(_) => Action::Retry,
+            ClientError::Sync(_) => Action::Fatal,
+            ClientError::Diverged(_) => Action::Reset,
+            ClientError::TooLarge(_) => Action::Fatal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientPhase {
+    Disconnected,
+    AwaitIdent,
+    Active,
+}
+
+/// A client's end of the protocol: a [`Client`] plus what one connection needs.
+#[derive(Debug)]
+pub struct ClientSession<S: Store = MemoryStore> {
+    client: Client<S>,
+    config: ClientConfig,
+    identity: Option<Identity>,
+    latest: ServerVersion,
+    phase: ClientPhase,
+    outbox: VecDeque<Vec<u8>>,
+    /// Every changeset up to this version has been sent in full on this connection.
+    sent: ClientVersion,
+    sending: Option<Outgoing<ClientVersion>>,
+    reported: Option<ServerVersion>,
+    /// MARKs asked for before the server's IDENT, sent once it arrives.
+    marks: Vec<u64>,
+    reassembly: Reassembly<DownloadHead>,
+    sizes: HashMap<ClientVersion, u64>,
+    upload_done: u64,
+    download_done: u64,
+    downloadable: u64,
+    ping: Option<u64>,
+}
+
+impl<S: Store> ClientSession<S> {
+    /// A session around `client`; `identity` is what an earlier session reported (None for a
+    /// client file new to the realm).
+    pub fn new(client: Client<S>, config: ClientConfig, identity: Option<Identity>) -> Self {
+        ClientSession {
+            client,
+            config,
+            identity,
+            latest: ServerVersion(0),
+            phase: ClientPhase::Disconnected,
+            outbox: VecDeque::new(),
+            sent: ClientVersion(0),
+            sending: None,
+            reported: None,
+            marks: Vec::new(),
+            reassembly: Reassembly::default(),
+            sizes: HashMap::new(),
+            upload_done: 0,
+            download_done: 0,
+            downloadable: 0,
+            ping: None,
+        }
+    }
+
+    /// The client (replica, versions, unacknowledged changesets).
+    pub fn client(&self) -> &Client<S> {
+        &self.client
+    }
+
+    /// The client, for local writes ([`Client::write`]); uploads pick them up by themselves.
+    pub fn client_mut(&mut self) -> &mut Client<S> {
+        &mut self.client
+    }
+
+    /// Where and how the client binds.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The identity, once the server issued it.
+    pub fn identity(&self) -> Option<Identity> {
+        self.identity
+    }
+
+    /// The latest server version the client has heard of (persist it with the client).
+    pub fn latest(&self) -> ServerVersion {
+        self.latest
+    }
+
+    /// Sets the latest server version heard of, as persisted by an earlier session.
+    pub fn set_latest(&mut self, latest: ServerVersion) {
+        self.latest = latest;
+    }
+
+    /// Whether the session is bound and syncing.
+    pub fn is_active(&self) -> bool {
+        self.phase == ClientPhase::Active
+    }
+
+    /// A connection is open: queues BIND and IDENT. Whatever a previous connection left
+    /// half-sent is forgotten; uploads resume after the last acknowledged changeset.
+    pub fn connect(&mut self) {
+        self.outbox.clear();
+        self.reassembly.clear();
+        self.sending = None;
+        self.sent = self.client.acknowledged();
+        self.reported = None;
+        self.ping = None;
+        self.phase = ClientPhase::AwaitIdent;
+        let file = self.identity.map_or(
+            FileIdent {
+                peer: self.client.peer(),
+                salt: 0,
+            },
+            |i| i.file,
+        );
+        self.send(ClientMessage::Bind(Bind {
+            protocol_version: PROTOCOL_VERSION,
+            path: self.config.path.clone(),
+            token: self.config.token.clone(),
+            max_message: self.config.limits.max_message as u64,
+        }));
+        self.send(ClientMessage::Ident(Ident {
+            file,
+            server_file: self.identity.map_or(0, |i| i.server_file),
+            download: self.client.cursor(),
+            latest: self.latest.max(self.client.cursor().server),
+            last_version: self.client.last_version(),
+        }));
+    }
+
+    /// The connection dropped (or was closed).
+    pub fn disconnected(&mut self) {
+        self.phase = ClientPhase::Disconnected;
+        self.outbox.clear();
+        self.reassembly.clear();
+        self.sending = None;
+    }
+
+    /// Queues a PING unless one is outstanding; returns whether it did.
+    pub fn ping(&mut self, timestamp: u64) -> bool {
+        if self.phase == ClientPhase::Disconnected || self.ping.is_some() {
+            return false;
+        }
+        self.ping = Some(timestamp);
+        self.send(ClientMessage::Ping { timestamp });
+        true
+    }
+
+    /// Queues a MARK: [`ClientEvent::MarkReached`] reports when everything the server has now
+    /// is integrated here.
+    pub fn mark(&mut self, request: u64) {
+        match self.phase {
+            ClientPhase::Active => self.send(ClientMessage::Mark { request }),
+            // The server takes MARKs only once it has answered the IDENT.
+            ClientPhase::AwaitIdent => self.marks.push(request),
+            ClientPhase::Disconnected => {}
+        }
+    }
+
+    fn send(&mut self, msg: ClientMessage) {
+        self.outbox.push_back(msg.encode());
+    }
+
+    /// Takes one frame from the server. An error ends the session (the caller closes the
+    /// connection and, if the action is [`Action::Retry`], connects again after a backoff).
+    pub fn handle(&mut self, frame: &[u8]) -> Result<Vec<ClientEvent>, ClientError> {
+        let result = self.handle_inner(frame);
+        if result.is_err() {
+            self.disconnected();
+        }
+        result
+    }
+
+    fn handle_inner(&mut self, frame: &[u8]) -> Result<Vec<ClientEvent>, ClientError> {
+        let protocol = |what: String| Err(ClientError::Protocol(what));
+        let msg = match ServerMessage::decode(frame, &self.config.limits) {
+            Ok(msg) => msg,
+            // Waiting will not make a frame or changeset fit this client's limits.
+            Err(e @ MessageError::TooLarge { .. }) => return Err(ClientError::TooLarge(e)),
+            Err(e) => return protocol(e.to_string()),
+        };
+        let mut events = Vec::new();
+        match (self.phase, msg) {
+            (_, ServerMessage::Error(e)) => return Err(ClientError::Server(e)),
+            (ClientPhase::Disconnected, _) => {
+                return protocol("a message while disconnected".into())
+            }
+            (_, ServerMessage::Pong { timestamp }) => {
+                if self.ping.take() != Some(timestamp) {
+                    return protocol(format!("PONG for an unsent PING {timestamp}"));
+                }
+                events.push(ClientEvent::Pong { timestamp });
+            }
+            (ClientPhase::AwaitIdent, ServerMessage::Ident(reply)) => {
+                if reply.file.peer != self.client.peer() {
+                    return protocol(format!("IDENT for another peer {}", reply.file.peer));
+                }
+                let identity = Identity {
+                    file: reply.file,
+                    server_file: reply.server_file,
+                };
+                self.identity = Some(identity);
+                self.latest = self.latest.max(reply.latest);
+                self.phase = ClientPhase::Active;
+                for request in std::mem::take(&mut self.marks) {
+                    self.send(ClientMessage::Mark { request });
+                }
+                events.push(ClientEvent::Identified(identity));
+            }
+            (ClientPhase::Active, ServerMessage::Download(d)) => self.download(d, &mut events)?,
+            (ClientPhase::Active, ServerMessage::Mark { request }) => {
+                events.push(ClientEvent::MarkReached(request));
+            }
+            (_, other) => return protocol(format!("unexpected {}", server_message_name(&other))),
+        }
+        Ok(events)
+    }
+
+    fn download(
+        &mut self,
+        d: DownloadMessage,
+        events: &mut Vec<ClientEvent>,
+    ) -> Result<(), ClientError> {
+        let protocol = |what: String| Err(ClientError::Protocol(what));
+        let before = self.client.cursor();
+        if d.cursor.server < before.server || d.cursor.server > d.latest {
+            return protocol(format!(
+                "DOWNLOAD cursor {} outside {}..={}",
+                d.cursor.server, before.server, d.latest
+            ));
+        }
+        let mut entries: Vec<DownloadEntry> = Vec::new();
+        for chunk in d.chunks {
+            self.download_done += chunk.data.len() as u64;
+            let done = self
+                .reassembly
+                .push(chunk)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let Some((head, bytes)) = done else { continue };
+            let floor = entries.last().map_or(before.server, |e| e.server_version);
+            if head.server_version <= floor
+                || head.server_version > d.cursor.server
+                || head.last_own > d.cursor.own
+            {
+                return protocol(format!(
+                    "entry {} (after own {}) outside {floor}<..={} (own {})",
+                    head.server_version, head.last_own, d.cursor.server, d.cursor.own
+                ));
+            }
+            let changeset = decode(&bytes).map_err(|e| {
+                ClientError::Protocol(format!("server version {}: {e}", head.server_version))
+            })?;
+            entries.push(DownloadEntry {
+                server_version: head.server_version,
+                last_own: head.last_own,
+                changeset,
+            });
+        }
+        let acked = self.client.acknowledged();
+        if d.upload_ack.max(d.cursor.own) > self.client.last_version() {
+            return Err(ClientError::Diverged(format!(
+                "the server has integrated client version {} but the last one written here is {}",
+                d.upload_ack.max(d.cursor.own),
+                self.client.last_version()
+            )));
+        }
+        if d.upload_ack < acked {
+            return protocol(format!(
+                "acknowledgement went back from {acked} to {}",
+                d.upload_ack
+            ));
+        }
+        self.downloadable = d.downloadable;
+        self.latest = self.latest.max(d.latest);
+        self.client.acknowledge(UploadAck {
+            integrated: d.upload_ack,
+        });
+        let download = Download {
+            entries,
+            cursor: d.cursor,
+            latest: d.latest,
+        };
+        let moves = !download.entries.is_empty() || download.cursor.server > before.server;
+        self.client.integrate(download.clone())?;
+        self.note_acknowledged(acked);
+        if moves {
+            events.push(ClientEvent::Integrated(download));
+        }
+        if self.client.acknowledged() > acked {
+            events.push(ClientEvent::Acknowledged(self.client.acknowledged()));
+        }
+        Ok(())
+    }
+
+    /// Moves the sizes of newly acknowledged changesets from pending to transferred.
+    fn note_acknowledged(&mut self, before: ClientVersion) {
+        let now = self.client.acknowledged();
+        if now > before {
+            let mut done = 0;
+            self.sizes.retain(|v, size| {
+                let keep = *v > now;
+                if !keep {
+                    done += *size;
+                }
+                keep
+            });
+            self.upload_done += done;
+        }
+    }
+
+    /// The next frame to send, or `None`. UPLOADs are made here, one message at a time, from
+    /// the changesets not yet sent on this connection.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if let Some(frame) = self.outbox.pop_front() {
+            return Some(frame);
+        }
+        if self.phase != ClientPhase::Active {
+            return None;
+        }
+        let msg = self.upload()?;
+        Some(ClientMessage::Upload(msg).encode())
+    }
+
+    fn upload(&mut self) -> Option<UploadMessage> {
+        let mut budget = self
+            .config
+            .limits
+            .max_message
+            .saturating_sub(MESSAGE_OVERHEAD);
+        let mut chunks = Vec::new();
+        loop {
+            if self.sending.is_none() {
+                let floor = self.sent.max(self.client.acknowledged());
+                let Some(cs) = self
+                    .client
+                    .unacknowledged()
+                    .iter()
+                    .find(|cs| cs.client_version > floor)
+                else {
+                    break;
+                };
+                if budget <= CHUNK_OVERHEAD && !chunks.is_empty() {
+                    break;
+                }
+                let bytes = encode(cs);
+                self.sizes.insert(cs.client_version, bytes.len() as u64);
+                self.sending = Some(Outgoing::new(cs.client_version, bytes.into()));
+            }
+            let Some(out) = &mut self.sending else {
+                break;
+            };
+            chunks.push(out.next_chunk(&mut budget));
+            if !out.is_done() {
+                break;
+            }
+            self.sent = out.head();
+            self.sending = None;
+        }
+        let progress = UploadProgress {
+            client: self.sent,
+            server: self.client.cursor().server,
+        };
+        if chunks.is_empty() && self.reported == Some(progress.server) {
+            return None;
+        }
+        self.reported = Some(progress.server);
+        Some(UploadMessage { progress, chunks })
+    }
+
+    /// Upload progress: bytes of local changesets the server acknowledged, and those plus the
+    /// ones still unacknowledged.
+    pub fn upload_progress(&mut self) -> Progress {
+        let floor = self.client.acknowledged();
+        let mut pending = 0;
+        for cs in self.client.unacknowledged() {
+            if cs.client_version > floor {
+                // Sizes are remembered so that polling progress does not re-encode.
+                pending += *self
+                    .sizes
+                    .entry(cs.client_version)
+                    .or_insert_with(|| encode(cs).len() as u64);
+            }
+        }
+        Progress {
+            transferred: self.upload_done,
+            transferable: self.upload_done + pending,
+        }
+    }
+
+    /// Download progress: bytes of history received, and those plus what the server last said
+    /// remains.
+    pub fn download_progress(&self) -> Progress {
+        Progress {
+            transferred: self.download_done,
+            transferable: self.download_done + self.downloadable,
+        }
+    }
+}
+
+fn server_message_name(m: &ServerMessage) -> &'static str {
+    match m {
+        ServerMessage::Ident(_) => "IDENT",
+        ServerMessage::Download(_) => "DOWNLOAD",
+        ServerMessage::Mark { .. } => "MARK",
+        ServerMessage::Pong { .. } => "PONG",
+        ServerMessage::Error(_) => "ERROR",
+    }
+}

@@ -1,0 +1,206 @@
+//! One realm on the server as the protocol sees it: its [`Server`] plus the client identities
+//! it issued (peer ids with their secret salts) and which of them are bound to a session now.
+
+use crate::model::{Changeset, PeerId};
+use crate::replica::Replica;
+use crate::store::{MemoryStore, Store};
+use crate::sync::{Server, SyncError, Upload};
+use crate::wire::{ErrorCode, ErrorMessage, FileIdent, Ident};
+use hashbrown::HashMap;
+
+/// Peer ids are below 2^63, like every integer of the source documents' protocol.
+const MAX_PEER: u64 = (1 << 63) - 1;
+
+/// What the server knows of a client file in one realm.
+#[derive(Clone, Copy, Debug)]
+struct RealmPeer {
+    salt: u64,
+    bound: bool,
+}
+
+/// One realm on the server: its [`Server`] history plus the client identities the protocol
+/// issued. Its sessions ([`super::ServerSession`]) share it.
+#[derive(Debug)]
+pub struct ServerRealm<S: Store = MemoryStore> {
+    pub(super) server: Server<S>,
+    file_ident: u64,
+    peers: HashMap<PeerId, RealmPeer>,
+}
+
+impl ServerRealm<MemoryStore> {
+    /// An empty realm in memory. `file_ident` (nonzero: 0 is what a client that never saw the
+    /// realm sends; 0 is taken as 1) identifies this history: a realm recreated from scratch or
+    /// restored from a backup must get a new one (the caller draws it at random), so clients
+    /// that knew the old one are told to reset.
+    pub fn new(file_ident: u64) -> Self {
+        ServerRealm::with_replica(file_ident, Replica::new(PeerId(0)))
+    }
+}
+
+fn fail<T>(code: ErrorCode, message: String) -> Result<T, ErrorMessage> {
+    Err(ErrorMessage::new(code, message))
+}
+
+impl<S: Store> ServerRealm<S> {
+    /// An empty realm over an empty replica (`file_ident` as for [`ServerRealm::new`]).
+    pub fn with_replica(file_ident: u64, replica: Replica<S>) -> Self {
+        ServerRealm {
+            server: Server::with_replica(replica),
+            file_ident: file_ident.max(1),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// The history and state.
+    pub fn server(&self) -> &Server<S> {
+        &self.server
+    }
+
+    /// The realm's file identifier.
+    pub fn file_ident(&self) -> u64 {
+        self.file_ident
+    }
+
+    /// Records a client identity (what [`super::ServerEvent::Registered`] reported; used to
+    /// rebuild a realm from its log).
+    pub fn register(&mut self, peer: PeerId, salt: u64) {
+        self.peers.insert(peer, RealmPeer { salt, bound: false });
+    }
+
+    /// Integrates one changeset uploaded by `peer` (what [`super::ServerEvent::Integrated`]
+    /// reported; used to rebuild a realm from its log, which reproduces the history exactly
+    /// since integration is deterministic).
+    pub fn integrate(&mut self, peer: PeerId, changeset: Changeset) -> Result<(), SyncError> {
+        let upload = Upload {
+            changesets: vec![changeset],
+        };
+        self.server.integrate(peer, upload).map(|_| ())
+    }
+
+    /// Checks a client's IDENT and binds its file; returns the identity and whether a salt was
+    /// issued (to be persisted).
+    pub(super) fn check_ident(
+        &mut self,
+        ident: &Ident,
+        fresh_salt: u64,
+    ) -> Result<(FileIdent, bool), ErrorMessage> {
+        let salt = self.check_identity(ident, fresh_salt)?;
+        self.check_position(ident)?;
+        let peer = ident.file.peer;
+        self.peers.insert(peer, RealmPeer { salt, bound: true });
+        Ok((FileIdent { peer, salt }, ident.file.salt == 0))
+    }
+
+    /// Who the client is: a valid peer id, this realm, its salt (or a fresh one on first
+    /// contact), and not bound elsewhere. Returns the salt.
+    fn check_identity(&self, ident: &Ident, fresh_salt: u64) -> Result<u64, ErrorMessage> {
+        let peer = ident.file.peer;
+        if peer.0 == 0 || peer.0 > MAX_PEER {
+            return fail(
+                ErrorCode::BadClientFileIdent,
+                format!("peer id {} is not in 1..2^63", peer.0),
+            );
+        }
+        if ident.server_file != 0 && ident.server_file != self.file_ident {
+            return fail(
+                ErrorCode::BadServerFileIdent,
+                format!(
+                    "the client knew realm file {} but this realm is file {}",
+                    ident.server_file, self.file_ident
+                ),
+            );
+        }
+        let salt = match (self.peers.get(&peer), ident.file.salt) {
+            (Some(known), salt) if salt == known.salt => salt,
+            // The IDENT reply of a first contact can be lost with its connection; until the
+            // peer has uploaded something it can claim the id afresh, and losing that race costs
+            // a rival nothing it could not download again.
+            (Some(_), 0) if self.server.last_integrated(peer).0 == 0 => fresh_salt.max(1),
+            (Some(_), 0) => {
+                return fail(
+                    ErrorCode::BadClientFileIdent,
+                    format!("peer id {peer} is taken: choose another"),
+                )
+            }
+            (Some(_), _) => {
+                return fail(
+                    ErrorCode::BadClientFileIdent,
+                    format!("wrong salt for peer {peer}"),
+                )
+            }
+            (None, 0) => fresh_salt.max(1),
+            (None, _) => {
+                return fail(
+                    ErrorCode::BadClientFileIdent,
+                    format!("peer {peer} is unknown to this realm"),
+                )
+            }
+        };
+        // Only after the salt: whether a file is online is nobody else's business.
+        if self.peers.get(&peer).is_some_and(|p| p.bound) {
+            return fail(
+                ErrorCode::ClientFileBound,
+                format!("peer {peer} is bound in another session"),
+            );
+        }
+        Ok(salt)
+    }
+
+    /// Where the client stands: its versions must fit what the realm has of it.
+    fn check_position(&self, ident: &Ident) -> Result<(), ErrorMessage> {
+        let peer = ident.file.peer;
+        if ident.file.salt == 0 && ident.download.server.0 != 0 {
+            return fail(
+                ErrorCode::BadServerVersion,
+                "a first contact cannot have downloaded anything".to_string(),
+            );
+        }
+        let integrated = self.server.last_integrated(peer);
+        if ident.last_version < integrated {
+            return fail(
+                ErrorCode::BadClientVersion,
+                format!(
+                    "the server has integrated client version {integrated} but the client's \
+                     history ends at {}: it went back (restored from a backup?)",
+                    ident.last_version
+                ),
+            );
+        }
+        let latest = self.server.version();
+        if ident.latest > latest {
+            return fail(
+                ErrorCode::DivergingHistories,
+                format!(
+                    "the client has seen server version {} but the realm ends at {latest}",
+                    ident.latest
+                ),
+            );
+        }
+        if ident.download.server > latest {
+            return fail(
+                ErrorCode::BadServerVersion,
+                format!(
+                    "download cursor {} is beyond the realm's version {latest}",
+                    ident.download.server
+                ),
+            );
+        }
+        let own = self.server.own_at(peer, ident.download.server);
+        if ident.download.own != own {
+            return fail(
+                ErrorCode::BadClientVersion,
+                format!(
+                    "download cursor names client version {} at server version {}, the server has {own}",
+                    ident.download.own, ident.download.server
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn unbind(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.bound = false;
+        }
+    }
+}

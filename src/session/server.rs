@@ -1,0 +1,503 @@
+//! The server's end of one connection: [`ServerSession`], driven by the caller with frames in
+//! and frames out, over the realm the BIND resolved to.
+
+use super::realm::ServerRealm;
+use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion};
+use crate::store::Store;
+use crate::sync::SyncError;
+use crate::wire::{
+    decode, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage, Ident,
+    IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage, UploadMessage,
+    UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// What a server's caller is asked to decide: may this token open this realm?
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindRequest {
+    /// The realm path as sent (the caller resolves `/~/` and checks its form).
+    pub path: String,
+    /// The token.
+    pub token: String,
+}
+
+/// What a bound session may do, as the caller's permission check decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// May download.
+    pub read: bool,
+    /// May upload.
+    pub write: bool,
+}
+
+/// What a [`ServerSession`] reports to its caller.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// A client identity was issued: persist it before sending further frames.
+    Registered {
+        /// The peer.
+        peer: PeerId,
+        /// Its salt.
+        salt: u64,
+    },
+    /// A changeset was integrated: persist it (as uploaded) before any session of the realm
+    /// sends further frames, since the next DOWNLOAD of its uploader acknowledges it and the
+    /// next DOWNLOAD of any other session reveals it.
+    Integrated {
+        /// The uploader.
+        peer: PeerId,
+        /// The changeset as uploaded.
+        changeset: Changeset,
+    },
+    /// The session ended with this error (already queued for the client); close the
+    /// connection once the outgoing frames are sent.
+    Closed(ErrorMessage),
+}
+
+#[derive(Debug)]
+enum ServerPhase {
+    AwaitBind,
+    /// BIND received; the caller has not decided yet.
+    AwaitAccept,
+    /// Accepted; the IDENT is checked at the next `process`.
+    Accepted {
+        access: Access,
+        fresh_salt: u64,
+    },
+    Active {
+        peer: PeerId,
+        access: Access,
+    },
+    Closed,
+}
+
+#[derive(Debug)]
+enum Input {
+    Ident(Ident),
+    Changeset(ClientVersion, Vec<u8>),
+    Progress(UploadProgress),
+    Mark(u64),
+}
+
+/// The server's end of one connection.
+#[derive(Debug)]
+pub struct ServerSession {
+    limits: Limits,
+    /// The largest frame to send: the smaller of ours and the client's.
+    send_limit: usize,
+    /// The last upload progress reported (downloads acknowledged) in this session.
+    progress: ServerVersion,
+    phase: ServerPhase,
+    /// The client file this session holds bound in the realm, until `disconnect`.
+    bound: Option<PeerId>,
+    ident_received: bool,
+    outbox: VecDeque<Vec<u8>>,
+    inbox: VecDeque<Input>,
+    reassembly: Reassembly<ClientVersion>,
+    /// Download position: every entry up to here is sent (or is the client's own).
+    next: ServerVersion,
+    /// The entry being sent in chunks.
+    sending: Option<Outgoing<DownloadHead>>,
+    ack_sent: Option<ClientVersion>,
+    marks: VecDeque<(u64, ServerVersion)>,
+}
+
+impl ServerSession {
+    /// A session for a new connection.
+    pub fn new(limits: Limits) -> Self {
+        ServerSession {
+            limits,
+            send_limit: limits.max_message,
+            progress: ServerVersion(0),
+            phase: ServerPhase::AwaitBind,
+            bound: None,
+            ident_received: false,
+            outbox: VecDeque::new(),
+            inbox: VecDeque::new(),
+            reassembly: Reassembly::default(),
+            next: ServerVersion(0),
+            sending: None,
+            ack_sent: None,
+            marks: VecDeque::new(),
+        }
+    }
+
+    /// The bound peer, once IDENT has been accepted.
+    pub fn peer(&self) -> Option<PeerId> {
+        match self.phase {
+            ServerPhase::Active { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Whether the session has ended (an ERROR is queued or sent).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, ServerPhase::Closed)
+    }
+
+    /// Takes one frame from the client. Returns the BIND for the caller to decide on
+    /// ([`accept`](Self::accept) or [`refuse`](Self::refuse)); any message that needs the realm
+    /// waits for the next [`process`](Self::process). A bad frame ends the session: the ERROR
+    /// is queued and returned.
+    pub fn receive(&mut self, frame: &[u8]) -> Result<Option<BindRequest>, ErrorMessage> {
+        if self.is_closed() {
+            return Ok(None);
+        }
+        let result = self.receive_inner(frame);
+        if let Err(e) = &result {
+            self.close(e.clone());
+        }
+        result
+    }
+
+    fn receive_inner(&mut self, frame: &[u8]) -> Result<Option<BindRequest>, ErrorMessage> {
+        let msg = ClientMessage::decode(frame, &self.limits).map_err(message_error)?;
+        let order = |what: &str| {
+            Err(ErrorMessage::new(
+                ErrorCode::MessageOrder,
+                format!("{what} is not allowed here"),
+            ))
+        };
+        match msg {
+            ClientMessage::Ping { timestamp } => {
+                self.send(ServerMessage::Pong { timestamp });
+                Ok(None)
+            }
+            ClientMessage::Bind(Bind {
+                protocol_version,
+                path,
+                token,
+                max_message,
+            }) => {
+                if !matches!(self.phase, ServerPhase::AwaitBind) {
+                    return order("a second BIND");
+                }
+                if protocol_version != PROTOCOL_VERSION {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::WrongProtocolVersion,
+                        format!(
+                            "the client speaks protocol {protocol_version}, the server {PROTOCOL_VERSION}"
+                        ),
+                    ));
+                }
+                if max_message < MIN_MESSAGE as u64 {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::LimitsExceeded,
+                        format!("the client accepts frames of {max_message} bytes, less than the minimum {MIN_MESSAGE}"),
+                    ));
+                }
+                self.send_limit = self
+                    .limits
+                    .max_message
+                    .min(usize::try_from(max_message).unwrap_or(usize::MAX));
+                self.phase = ServerPhase::AwaitAccept;
+                Ok(Some(BindRequest { path, token }))
+            }
+            ClientMessage::Ident(ident) => {
+                if matches!(self.phase, ServerPhase::AwaitBind) || self.ident_received {
+                    return order("IDENT before BIND or a second IDENT");
+                }
+                self.ident_received = true;
+                self.inbox.push_back(Input::Ident(ident));
+                Ok(None)
+            }
+            ClientMessage::Upload(UploadMessage { progress, chunks }) => {
+                // Nothing is buffered for a client the caller has not accepted.
+                let ServerPhase::Active { access, .. } = self.phase else {
+                    return order("UPLOAD before the server's IDENT");
+                };
+                if !access.write && !chunks.is_empty() {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::PermissionDenied,
+                        "no write access to this realm",
+                    ));
+                }
+                for chunk in chunks {
+                    if let Some((cv, bytes)) = self.reassembly.push(chunk).map_err(message_error)? {
+                        self.inbox.push_back(Input::Changeset(cv, bytes));
+                    }
+                }
+                self.inbox.push_back(Input::Progress(progress));
+                Ok(None)
+            }
+            ClientMessage::Mark { request } => {
+                if !matches!(self.phase, ServerPhase::Active { .. }) {
+                    return order("MARK before the server's IDENT");
+                }
+                self.inbox.push_back(Input::Mark(request));
+                Ok(None)
+            }
+        }
+    }
+
+    /// The caller's answer to a [`BindRequest`]: the session may proceed with `access`
+    /// (refused with permission denied if it cannot even read). `fresh_salt` is a random
+    /// nonzero number, used if the client turns out to be new to the realm.
+    pub fn accept(&mut self, access: Access, fresh_salt: u64) {
+        if !matches!(self.phase, ServerPhase::AwaitAccept) {
+            return;
+        }
+        if !access.read {
+            self.refuse(ErrorCode::PermissionDenied, "no read access to this realm");
+            return;
+        }
+        self.phase = ServerPhase::Accepted { access, fresh_salt };
+    }
+
+    /// The caller's answer to a [`BindRequest`]: refused (bad token, illegal path, no
+    /// permission, ...).
+    pub fn refuse(&mut self, code: ErrorCode, message: impl Into<String>) {
+        if !self.is_closed() {
+            self.close(ErrorMessage::new(code, message));
+        }
+    }
+
+    fn close(&mut self, error: ErrorMessage) {
+        // Frames already queued (an IDENT reply with a new salt, a PONG) still go out first.
+        self.send(ServerMessage::Error(error));
+        self.phase = ServerPhase::Closed;
+        self.inbox.clear();
+        self.reassembly.clear();
+    }
+
+    fn send(&mut self, msg: ServerMessage) {
+        self.outbox.push_back(msg.encode());
+    }
+
+    /// Handles what the received frames asked of the realm (the IDENT check, integration of
+    /// complete changesets, MARKs). Call it after `receive` (with the realm the BIND resolved
+    /// to) and persist the events before transmitting.
+    pub fn process<S: Store>(&mut self, realm: &mut ServerRealm<S>) -> Vec<ServerEvent> {
+        let mut events = Vec::new();
+        if self.is_closed() {
+            // Closed by a bad frame in `receive`, which has no realm to release the file in.
+            self.disconnect(realm);
+            return events;
+        }
+        if let Err(e) = self.process_inner(realm, &mut events) {
+            self.disconnect(realm);
+            self.close(e.clone());
+            events.push(ServerEvent::Closed(e));
+        }
+        events
+    }
+
+    fn process_inner<S: Store>(
+        &mut self,
+        realm: &mut ServerRealm<S>,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), ErrorMessage> {
+        loop {
+            match &self.phase {
+                ServerPhase::Accepted { access, fresh_salt } => {
+                    let (access, fresh_salt) = (*access, *fresh_salt);
+                    let Some(Input::Ident(ident)) = self.inbox.front() else {
+                        return Ok(());
+                    };
+                    let ident = *ident;
+                    self.inbox.pop_front();
+                    let (file, issued) = realm.check_ident(&ident, fresh_salt)?;
+                    if issued {
+                        events.push(ServerEvent::Registered {
+                            peer: file.peer,
+                            salt: file.salt,
+                        });
+                    }
+                    self.phase = ServerPhase::Active {
+                        peer: file.peer,
+                        access,
+                    };
+                    self.bound = Some(file.peer);
+                    self.next = ident.download.server;
+                    self.progress = ident.download.server;
+                    self.send(ServerMessage::Ident(IdentReply {
+                        file,
+                        server_file: realm.file_ident(),
+                        latest: realm.server.version(),
+                    }));
+                }
+                ServerPhase::Active { peer, .. } => {
+                    let peer = *peer;
+                    let Some(input) = self.inbox.pop_front() else {
+                        return Ok(());
+                    };
+                    self.handle_input(realm, peer, input, events)?;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Handles one input of an active session.
+    fn handle_input<S: Store>(
+        &mut self,
+        realm: &mut ServerRealm<S>,
+        peer: PeerId,
+        input: Input,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), ErrorMessage> {
+        match input {
+            Input::Ident(_) => {
+                return Err(ErrorMessage::new(ErrorCode::MessageOrder, "a second IDENT"))
+            }
+            Input::Changeset(cv, bytes) => {
+                if cv.0 == 0 {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::BadClientVersion,
+                        "client versions start at 1",
+                    ));
+                }
+                let cs = decode(&bytes).map_err(|e| {
+                    ErrorMessage::new(ErrorCode::BadChangeset, format!("changeset {cv}: {e}"))
+                })?;
+                if cs.client_version != cv {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::BadChangeset,
+                        format!(
+                            "chunks name client version {cv}, the changeset {}",
+                            cs.client_version
+                        ),
+                    ));
+                }
+                if cv <= realm.server.last_integrated(peer) {
+                    return Ok(());
+                }
+                realm
+                    .integrate(peer, cs.clone())
+                    .map_err(|e| sync_error(&e))?;
+                events.push(ServerEvent::Integrated {
+                    peer,
+                    changeset: cs,
+                });
+            }
+            Input::Progress(p) => {
+                if p.server > realm.server.version() || p.server < self.progress {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::BadServerVersion,
+                        format!(
+                            "upload progress names server version {}, outside {}..={}",
+                            p.server,
+                            self.progress,
+                            realm.server.version()
+                        ),
+                    ));
+                }
+                self.progress = p.server;
+            }
+            Input::Mark(request) => {
+                self.marks.push_back((request, realm.server.version()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame already queued (a PONG, an IDENT reply, an ERROR), without looking at
+    /// the realm: what a caller sends before a BIND has resolved to a realm.
+    pub fn poll_queued(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    /// The next frame to send: queued replies first, then DOWNLOADs while the client is
+    /// behind (one message at a time, so a long history is never copied into a queue), the
+    /// upload acknowledgement, and MARK replies. `None` when there is nothing to send.
+    pub fn poll_transmit<S: Store>(&mut self, realm: &ServerRealm<S>) -> Option<Vec<u8>> {
+        if let Some(frame) = self.poll_queued() {
+            return Some(frame);
+        }
+        let ServerPhase::Active { peer, .. } = self.phase else {
+            return None;
+        };
+        // A MARK is answered as soon as the download has passed its target, even while newer
+        // entries keep coming.
+        if let Some(&(request, target)) = self.marks.front() {
+            // Every entry up to `next` is complete at the client, whatever is under way after.
+            if self.next >= target {
+                self.marks.pop_front();
+                return Some(ServerMessage::Mark { request }.encode());
+            }
+        }
+        let ack = realm.server.last_integrated(peer);
+        let latest = realm.server.version();
+        if self.next < latest || self.sending.is_some() || self.ack_sent != Some(ack) {
+            let msg = self.download(realm, peer);
+            self.ack_sent = Some(ack);
+            return Some(ServerMessage::Download(msg).encode());
+        }
+        None
+    }
+
+    fn download<S: Store>(&mut self, realm: &ServerRealm<S>, peer: PeerId) -> DownloadMessage {
+        let history = realm.server.history();
+        let latest = realm.server.version();
+        let mut budget = self.send_limit.saturating_sub(MESSAGE_OVERHEAD);
+        let mut chunks = Vec::new();
+        loop {
+            if self.sending.is_none() {
+                let next = history.next_for(peer, self.next);
+                let Some((v, bytes)) = next.and_then(|v| Some((v, history.encoded(v)?))) else {
+                    self.next = latest;
+                    break;
+                };
+                if budget <= CHUNK_OVERHEAD && !chunks.is_empty() {
+                    break;
+                }
+                // The client's own entries before `v` need not be sent.
+                self.next = ServerVersion(v.0 - 1);
+                let head = DownloadHead {
+                    server_version: v,
+                    last_own: realm.server.own_at(peer, self.next),
+                };
+                self.sending = Some(Outgoing::new(head, bytes.clone()));
+            }
+            let Some(out) = &mut self.sending else {
+                break;
+            };
+            chunks.push(out.next_chunk(&mut budget));
+            if !out.is_done() {
+                break;
+            }
+            self.next = out.head().server_version;
+            self.sending = None;
+        }
+        let in_flight = self.sending.as_ref().map_or(0, |s| s.sent() as u64);
+        DownloadMessage {
+            cursor: Cursor {
+                server: self.next,
+                own: realm.server.own_at(peer, self.next),
+            },
+            latest,
+            upload_ack: realm.server.last_integrated(peer),
+            downloadable: history
+                .downloadable(peer, self.next)
+                .saturating_sub(in_flight),
+            chunks,
+        }
+    }
+
+    /// The connection is gone (or is being closed): releases the client file so it can bind
+    /// again. Call it once per session, whatever ended it.
+    pub fn disconnect<S: Store>(&mut self, realm: &mut ServerRealm<S>) {
+        if let Some(peer) = self.bound.take() {
+            realm.unbind(peer);
+        }
+        self.phase = ServerPhase::Closed;
+    }
+}
+
+fn message_error(e: MessageError) -> ErrorMessage {
+    ErrorMessage::new(e.code(), e.to_string())
+}
+
+fn sync_error(e: &SyncError) -> ErrorMessage {
+    let code = match e {
+        SyncError::BadServerVersion { .. } => ErrorCode::BadServerVersion,
+        SyncError::BadClientVersion { .. } => ErrorCode::BadClientVersion,
+        SyncError::BadOrigin { .. } => ErrorCode::BadOriginFileIdent,
+        _ if matches!(e.data_error(), Some(Error::SchemaMismatch { .. })) => {
+            ErrorCode::InvalidSchemaChange
+        }
+        _ => ErrorCode::BadChangeset,
+    };
+    ErrorMessage::new(code, e.to_string())
+}

@@ -1,0 +1,138 @@
+//! `Chunked`: the values of one list property in [`super::MemoryStore`], kept in chunks
+//! so that inserting or erasing at a position moves at most one chunk.
+//!
+//! A plain vector makes every insert in the middle of a long list move half of it (a 20,000-element
+//! list edited at random positions spent most of its time in `memmove`). Chunks hold at most
+//! [`Chunked::MAX`] values; a full chunk splits in two, an empty one goes away. Finding a position
+//! walks the chunk lengths, which for lists of realistic size is a short scan over a few hundred
+//! integers at most.
+
+use crate::model::Value;
+use smallvec::SmallVec;
+
+/// A list of values in chunks. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Chunked {
+    /// Never holds an empty chunk. The first chunk is inline: a short list costs one
+    /// allocation, as a plain vector would.
+    chunks: SmallVec<[Vec<Value>; 1]>,
+}
+
+impl Chunked {
+    /// The most values one chunk holds.
+    const MAX: usize = 256;
+
+    pub(super) fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// The chunk holding position `index` and the position within it; an index equal to the
+    /// length resolves to the end of the last chunk.
+    fn locate(&self, mut index: usize) -> (usize, usize) {
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            if index < chunk.len() {
+                return (c, index);
+            }
+            index -= chunk.len();
+        }
+        let last = self.chunks.len().saturating_sub(1);
+        (last, self.chunks.get(last).map_or(0, |c| c.len()) + index)
+    }
+
+    pub(super) fn get_mut(&mut self, index: usize) -> Option<&mut Value> {
+        let (c, i) = self.locate(index);
+        self.chunks.get_mut(c)?.get_mut(i)
+    }
+
+    /// Inserts `value` at `index`; callers check that it is at most the length (a larger one
+    /// appends).
+    pub(super) fn insert(&mut self, index: usize, value: Value) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Vec::new());
+        }
+        let (c, i) = self.locate(index);
+        let chunk = &mut self.chunks[c];
+        chunk.insert(i.min(chunk.len()), value);
+        if chunk.len() > Self::MAX {
+            let tail = chunk.split_off(chunk.len() / 2);
+            self.chunks.insert(c + 1, tail);
+        }
+    }
+
+    /// Removes and returns the value at `index`, if there is one.
+    pub(super) fn remove(&mut self, index: usize) -> Option<Value> {
+        let (c, i) = self.locate(index);
+        let chunk = self.chunks.get_mut(c)?;
+        if i >= chunk.len() {
+            return None;
+        }
+        let value = chunk.remove(i);
+        if chunk.is_empty() {
+            self.chunks.remove(c);
+        }
+        Some(value)
+    }
+
+    /// The values in order.
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = &Value> {
+        self.chunks.iter().flatten()
+    }
+
+    pub(super) fn to_vec(&self) -> Vec<Value> {
+        self.iter().cloned().collect()
+    }
+}
+
+/// Lists are equal when their values are, however they are chunked.
+impl PartialEq for Chunked {
+    fn eq(&self, other: &Chunked) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random inserts and removes agree with a plain vector, across chunk splits and removals.
+    #[test]
+    fn behaves_like_a_vector() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % m as u64) as usize
+        };
+        let (mut c, mut v) = (Chunked::default(), Vec::new());
+        for step in 0..20_000 {
+            if v.is_empty() || next(10) < 6 {
+                let i = next(v.len() + 1);
+                c.insert(i, Value::Int(step));
+                v.insert(i, Value::Int(step));
+            } else {
+                let i = next(v.len());
+                assert_eq!(c.remove(i), Some(v.remove(i)));
+            }
+            assert_eq!(c.len(), v.len());
+        }
+        assert_eq!(c.to_vec(), v);
+        assert!(
+            c.chunks.len() > 1
+                && c.chunks
+                    .iter()
+                    .all(|k| !k.is_empty() && k.len() <= Chunked::MAX)
+        );
+        for i in [0, v.len() / 2, v.len() - 1] {
+            assert_eq!(c.get_mut(i).cloned(), v.get(i).cloned());
+        }
+        assert_eq!(c.get_mut(v.len()), None);
+        assert_eq!(c.remove(v.len()), None);
+        let back: Vec<&Value> = c.iter().rev().collect();
+        assert_eq!(back, v.iter().rev().collect::<Vec<_>>());
+        if let Some(x) = c.get_mut(3) {
+            *x = Value::Int(-1);
+        }
+        assert_eq!(c.to_vec()[3], Value::Int(-1));
+    }
+}

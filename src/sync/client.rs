@@ -1,0 +1,195 @@
+//! A client: a local replica, its unacknowledged changesets, and its versions.
+
+use super::clock::Hlc;
+use super::{Download, SyncError, Upload, UploadAck};
+use crate::merge::merge;
+use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion, Timestamp};
+use crate::replica::Replica;
+use crate::store::{MemoryStore, Store};
+use crate::write::Transaction;
+
+/// A client: a local replica, its unacknowledged changesets, and its versions.
+#[derive(Debug)]
+pub struct Client<S: Store = MemoryStore> {
+    replica: Replica<S>,
+    unacked: Vec<Changeset>,
+    cursor: Cursor,
+    next_version: u64,
+    acked: ClientVersion,
+    failed: Option<SyncError>,
+    clock: Hlc,
+}
+
+impl Client<MemoryStore> {
+    /// A new client with an empty in-memory replica.
+    pub fn new(peer: PeerId) -> Self {
+        Client::with_replica(Replica::new(peer))
+    }
+}
+
+impl<S: Store> Client<S> {
+    /// A client over an existing replica.
+    pub fn with_replica(replica: Replica<S>) -> Self {
+        Client {
+            replica,
+            unacked: Vec::new(),
+            cursor: Cursor::default(),
+            next_version: 1,
+            acked: ClientVersion(0),
+            failed: None,
+            clock: Hlc::new(),
+        }
+    }
+
+    /// A timestamp for the next local transaction from a physical clock reading: never earlier
+    /// than anything this client wrote or integrated (see [`Hlc`]).
+    pub fn stamp(&mut self, physical_now: Timestamp) -> Timestamp {
+        self.clock.stamp(physical_now)
+    }
+
+    /// The peer id.
+    pub fn peer(&self) -> PeerId {
+        self.replica.peer()
+    }
+
+    /// The local replica.
+    pub fn replica(&self) -> &Replica<S> {
+        &self.replica
+    }
+
+    /// Where the download stands.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// The changesets the server has not yet integrated as far as this client knows, plus those
+    /// it integrated after the client's download position (kept for merging).
+    pub fn unacknowledged(&self) -> &[Changeset] {
+        &self.unacked
+    }
+
+    /// The last client version the server has acknowledged.
+    pub fn acknowledged(&self) -> ClientVersion {
+        self.acked
+    }
+
+    /// The client version of the latest local changeset (0 if none).
+    pub fn last_version(&self) -> ClientVersion {
+        ClientVersion(self.next_version - 1)
+    }
+
+    /// The error that stopped this client, if one did.
+    pub fn failure(&self) -> Option<&SyncError> {
+        self.failed.as_ref()
+    }
+
+    /// Runs a local write transaction at `timestamp`. If `f` succeeds the transaction commits
+    /// and, unless it wrote nothing, becomes an unacknowledged changeset; its client version is
+    /// returned. If `f` fails, nothing is changed.
+    pub fn write<T>(
+        &mut self,
+        timestamp: Timestamp,
+        f: impl FnOnce(&mut Transaction<'_, S>) -> Result<T, Error>,
+    ) -> Result<(T, Option<ClientVersion>), Error> {
+        let mut tx = self.replica.transaction(timestamp);
+        let out = f(&mut tx)?;
+        self.clock.observe(timestamp);
+        let mut cs = tx.commit();
+        if cs.ops.is_empty() {
+            return Ok((out, None));
+        }
+        let v = ClientVersion(self.next_version);
+        self.next_version += 1;
+        cs.client_version = v;
+        cs.base_version = self.cursor.server;
+        self.unacked.push(cs);
+        Ok((out, Some(v)))
+    }
+
+    /// Everything the server has not acknowledged, rebased on the last integrated server version.
+    pub fn upload(&self) -> Upload {
+        Upload {
+            changesets: self
+                .unacked
+                .iter()
+                .filter(|cs| cs.client_version > self.acked)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Records the server's acknowledgement of an upload.
+    pub fn acknowledge(&mut self, ack: UploadAck) {
+        self.acked = self.acked.max(ack.integrated);
+    }
+
+    fn drop_integrated(&mut self, own: ClientVersion) {
+        self.unacked.retain(|cs| cs.client_version > own);
+        self.acked = self.acked.max(own);
+    }
+
+    /// Integrates downloaded server changesets: each batch is merged with the local
+    /// unacknowledged changesets it is concurrent with, and applied.
+    pub fn integrate(&mut self, download: Download) -> Result<(), SyncError> {
+        if let Some(f) = &self.failed {
+            return Err(SyncError::Stopped(Box::new(f.clone())));
+        }
+        let result = self.integrate_inner(download);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn integrate_inner(&mut self, download: Download) -> Result<(), SyncError> {
+        if download.cursor.server < self.cursor.server {
+            // A stale or repeated download: everything in it is integrated already.
+            return Ok(());
+        }
+        let from = self.cursor.server;
+        let mut entries = download
+            .entries
+            .into_iter()
+            .filter(|e| e.server_version > from)
+            .peekable();
+        while let Some(first) = entries.next() {
+            // Consecutive entries with the same view of this peer's changesets merge as one
+            // sequence against the same local changesets.
+            let own = first.last_own;
+            let mut batch = vec![first];
+            while let Some(next) = entries.next_if(|e| e.last_own == own) {
+                batch.push(next);
+            }
+            self.drop_integrated(own);
+            let versions: Vec<ServerVersion> = batch.iter().map(|e| e.server_version).collect();
+            let mut incoming: Vec<Changeset> = batch.into_iter().map(|e| e.changeset).collect();
+            merge(
+                &mut incoming,
+                &mut self.unacked,
+                self.replica.store().schema(),
+            )
+            .map_err(|error| SyncError::Integration {
+                server_version: versions[0],
+                error,
+            })?;
+            // A downloaded changeset is not needed once applied: its values move into the
+            // store, and the rest is dropped while still in cache.
+            for (cs, v) in incoming.into_iter().zip(versions) {
+                self.clock.observe(cs.timestamp);
+                self.replica
+                    .apply_changeset_owned(cs)
+                    .map_err(|error| SyncError::Integration {
+                        server_version: v,
+                        error,
+                    })?;
+                self.cursor.server = v;
+            }
+        }
+        self.drop_integrated(download.cursor.own);
+        self.cursor = download.cursor;
+        for cs in &mut self.unacked {
+            cs.base_version = self.cursor.server;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! What clients and the server hand each other: uploads, their acknowledgements and downloads.
+
+use crate::model::{Changeset, ClientVersion, Cursor, ServerVersion};
+use serde::{Deserialize, Serialize};
+
+/// Changesets a client sends to the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The changesets, in client-version order, each based on the client's last integrated
+    /// server version.
+    pub changesets: Vec<Changeset>,
+}
+
+/// The server's acknowledgement of an upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadAck {
+    /// The last client version the server has integrated from this peer.
+    pub integrated: ClientVersion,
+}
+
+/// One server history entry sent to a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DownloadEntry {
+    /// Its server version.
+    pub server_version: ServerVersion,
+    /// The last changeset of the receiving peer the server had integrated before this entry:
+    /// the receiver's changesets up to it are in this entry's past, later ones are concurrent.
+    pub last_own: ClientVersion,
+    /// The entry.
+    pub changeset: Changeset,
+}
+
+/// Server changesets a client has not seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Download {
+    /// Entries from other peers, oldest first.
+    pub entries: Vec<DownloadEntry>,
+    /// Where the client stands once it has integrated them.
+    pub cursor: Cursor,
+    /// The server's latest version when this was made.
+    pub latest: ServerVersion,
+}

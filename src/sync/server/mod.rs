@@ -1,0 +1,248 @@
+//! The server of one realm: its replica, its [`History`], and what it knows of each peer.
+//!
+//! Integrating an upload based on server version `b` merges it with the history entries after
+//! `b` from other peers, each in the form its uploader has seen it (the *reciprocal* form, kept
+//! in the peer's table), validates the result by applying it atomically, and appends it.
+
+mod history;
+mod index;
+mod peers;
+
+pub use history::{History, HistoryEntry};
+
+use super::clock::VectorClock;
+use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
+use crate::merge::merge;
+use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion};
+use crate::replica::Replica;
+use crate::store::{MemoryStore, Store};
+use hashbrown::HashMap;
+use index::Footprint;
+use peers::PeerState;
+
+/// The server of one realm. See the module documentation.
+#[derive(Debug)]
+pub struct Server<S: Store = MemoryStore> {
+    replica: Replica<S>,
+    history: History,
+    peers: HashMap<PeerId, PeerState>,
+}
+
+impl Server<MemoryStore> {
+    /// A new server with an empty in-memory replica.
+    pub fn new() -> Self {
+        Server::with_replica(Replica::new(PeerId(0)))
+    }
+}
+
+impl Default for Server<MemoryStore> {
+    fn default() -> Self {
+        Server::new()
+    }
+}
+
+/// The window an upload is merged with: versions and the changesets as the uploader sees them.
+struct Window {
+    versions: Vec<u64>,
+    changesets: Vec<Changeset>,
+}
+
+impl<S: Store> Server<S> {
+    /// A server over an existing (empty) replica.
+    pub fn with_replica(replica: Replica<S>) -> Self {
+        Server {
+            replica,
+            history: History::default(),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// The server's replica.
+    pub fn replica(&self) -> &Replica<S> {
+        &self.replica
+    }
+
+    /// The latest server version.
+    pub fn version(&self) -> ServerVersion {
+        self.history.latest()
+    }
+
+    /// The history, oldest first.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Integrates an upload from `peer`. Changesets already integrated are skipped. On the first
+    /// changeset that cannot be integrated the upload stops with an error; the ones before it
+    /// stay integrated and nothing of the failing one is applied.
+    pub fn integrate(&mut self, peer: PeerId, upload: Upload) -> Result<UploadAck, SyncError> {
+        for cs in upload.changesets {
+            self.integrate_one(peer, cs)?;
+        }
+        Ok(UploadAck {
+            integrated: self.last_integrated(peer),
+        })
+    }
+
+    fn integrate_one(&mut self, peer: PeerId, cs: Changeset) -> Result<(), SyncError> {
+        if cs.client_version <= self.last_integrated(peer) {
+            return Ok(());
+        }
+        self.check_upload(peer, &cs)?;
+        let (b, client_version) = (cs.base_version, cs.client_version);
+        let reject = |error: Error| SyncError::Rejected {
+            peer,
+            client_version,
+            error,
+        };
+        let mut window = self.window(peer, &cs);
+        let mut incoming = vec![cs];
+        merge(
+            &mut incoming,
+            &mut window.changesets,
+            self.replica.store().schema(),
+        )
+        .map_err(reject)?;
+        let mut integrated = incoming.pop().expect("one changeset");
+        self.replica.apply_changeset(&integrated).map_err(reject)?;
+        integrated.base_version = self.version();
+        let at = self.history.push(HistoryEntry {
+            changeset: integrated,
+            uploaded_base: b,
+        });
+        let seen = window.versions.into_iter().zip(window.changesets);
+        (self.peers.entry(peer).or_default()).integrated(at, client_version, b, seen);
+        Ok(())
+    }
+
+    /// Checks an upload's versions and origin against what the server has of `peer`.
+    fn check_upload(&self, peer: PeerId, cs: &Changeset) -> Result<(), SyncError> {
+        let expected = ClientVersion(self.last_integrated(peer).0 + 1);
+        if cs.client_version != expected {
+            return Err(SyncError::BadClientVersion {
+                peer,
+                version: cs.client_version,
+                expected,
+            });
+        }
+        if cs.origin != peer {
+            return Err(SyncError::BadOrigin {
+                peer,
+                origin: cs.origin,
+            });
+        }
+        let floor = self.peers.get(&peer).map_or(ServerVersion(0), |s| s.base);
+        let latest = self.version();
+        if cs.base_version > latest || cs.base_version < floor {
+            return Err(SyncError::BadServerVersion {
+                peer,
+                version: cs.base_version,
+                latest,
+            });
+        }
+        Ok(())
+    }
+
+    /// The concurrent window of `cs`: entries after its base from other peers, as `peer` sees
+    /// them. Only the entries that touch what `cs` touches can change or be changed; the rest
+    /// commute with it and are left alone, so integrating costs a read of the window.
+    fn window(&self, peer: PeerId, cs: &Changeset) -> Window {
+        let b = cs.base_version;
+        let footprint = Footprint::of(std::slice::from_ref(cs));
+        let reciprocal = self.peers.get(&peer).map(|s| &s.reciprocal);
+        let mut candidates = self.history.candidates(&footprint, b, peer);
+        // Reciprocal forms are looked at whatever the index says: they are what this peer saw,
+        // and the index holds the history's forms.
+        candidates.extend(
+            reciprocal
+                .into_iter()
+                .flat_map(|r| r.range(b.0 + 1..).map(|(v, _)| *v)),
+        );
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut window = Window {
+            versions: Vec::new(),
+            changesets: Vec::new(),
+        };
+        for v in candidates {
+            let Some(entry) = self.history.get(ServerVersion(v)) else {
+                continue;
+            };
+            if entry.changeset.origin == peer {
+                continue;
+            }
+            let seen = reciprocal
+                .and_then(|r| r.get(&v))
+                .unwrap_or(&entry.changeset);
+            if footprint.meets(seen) {
+                window.versions.push(v);
+                window.changesets.push(seen.clone());
+            }
+        }
+        window
+    }
+
+    /// The last client version of `peer` the server has integrated (0 if none).
+    pub fn last_integrated(&self, peer: PeerId) -> ClientVersion {
+        self.peers
+            .get(&peer)
+            .map_or(ClientVersion(0), PeerState::last)
+    }
+
+    /// The last client version of `peer` integrated at or before server version `v`: the `own`
+    /// half of a download cursor at `v`.
+    pub fn own_at(&self, peer: PeerId, v: ServerVersion) -> ClientVersion {
+        self.peers
+            .get(&peer)
+            .map_or(ClientVersion(0), |s| s.own_at(v))
+    }
+
+    /// The vector clock of the state at server version `v`: every peer's last changeset
+    /// included. Costs a binary search per peer.
+    pub fn state_clock(&self, v: ServerVersion) -> VectorClock {
+        let mut clock = VectorClock::new();
+        for (peer, state) in &self.peers {
+            clock.observe(*peer, state.own_at(v).0);
+        }
+        clock
+    }
+
+    /// The vector clock of history entry `v`: its causal past plus itself, as far as the server
+    /// can tell. A changeset its client rebased before uploading names the later base, so
+    /// entries it was merged with count as its past here (spec/semantics.md, open questions).
+    pub fn entry_clock(&self, v: ServerVersion) -> Option<VectorClock> {
+        let e = self.history.get(v)?;
+        let mut clock = self.state_clock(e.uploaded_base);
+        clock.observe(e.changeset.origin, e.changeset.client_version.0);
+        Some(clock)
+    }
+
+    /// What `peer` has not seen after `cursor`: entries from other peers, at most `limit` of
+    /// them (all if `None`).
+    pub fn download(&self, peer: PeerId, cursor: Cursor, limit: Option<usize>) -> Download {
+        let latest = self.version();
+        let mut entries = Vec::new();
+        let mut reached = cursor.server;
+        for (v, entry) in self.history.after(cursor.server) {
+            if entry.changeset.origin != peer {
+                if limit.is_some_and(|l| entries.len() >= l) {
+                    break;
+                }
+                entries.push(DownloadEntry {
+                    server_version: v,
+                    last_own: self.own_at(peer, ServerVersion(v.0 - 1)),
+                    changeset: entry.changeset.clone(),
+                });
+            }
+            reached = v;
+        }
+        Download {
+            entries,
+            cursor: Cursor {
+                server: reached,
+                own: self.own_at(peer, reached),
+            },
+            latest,
+        }
+    }
+}

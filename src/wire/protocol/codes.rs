@@ -1,0 +1,172 @@
+//! The protocol's error codes, numbered after the source documents', each with the [`Action`]
+//! a client takes after it, and the ERROR message that carries them.
+
+use serde::{Deserialize, Serialize};
+
+/// ERROR: why the server ends the session, and what the client should do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    /// The code.
+    pub code: ErrorCode,
+    /// What the client should do. Carried on the wire so a client that does not know a newer
+    /// code still knows.
+    pub action: Action,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ErrorMessage {
+    /// An error with the code's own action.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorMessage {
+            code,
+            action: code.action(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, {}): {}",
+            self.code.name(),
+            self.code.number(),
+            self.action.name(),
+            self.message
+        )
+    }
+}
+
+/// What a client does after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Nothing will change by trying again: a configuration, credential or software fault.
+    Fatal,
+    /// Try again later (with backoff); the cause is expected to pass.
+    Retry,
+    /// The client's history cannot continue with this realm: it must reset (discard or recover
+    /// its local realm and download afresh).
+    Reset,
+}
+
+impl Action {
+    pub(super) fn code(self) -> u8 {
+        match self {
+            Action::Fatal => 0,
+            Action::Retry => 1,
+            Action::Reset => 2,
+        }
+    }
+
+    pub(super) fn from_code(b: u8) -> Option<Action> {
+        Some(match b {
+            0 => Action::Fatal,
+            1 => Action::Retry,
+            2 => Action::Reset,
+            _ => return None,
+        })
+    }
+
+    /// The action's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Fatal => "fatal",
+            Action::Retry => "retry",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $num:literal, $text:literal, $action:ident;)*) => {
+        /// Protocol error codes, numbered after the source documents' (1xx concern the
+        /// connection's messages, 2xx the session's content).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $name,)*
+            /// A code this version does not know; the message's action says what to do.
+            Unknown(u32),
+        }
+
+        impl ErrorCode {
+            /// Every known code.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name),*];
+
+            /// The code's number on the wire.
+            pub fn number(self) -> u32 {
+                match self {
+                    $(ErrorCode::$name => $num,)*
+                    ErrorCode::Unknown(n) => n,
+                }
+            }
+
+            /// The code for a number.
+            pub fn from_number(n: u32) -> ErrorCode {
+                match n {
+                    $($num => ErrorCode::$name,)*
+                    n => ErrorCode::Unknown(n),
+                }
+            }
+
+            /// A short name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => $text,)*
+                    ErrorCode::Unknown(_) => "unknown error",
+                }
+            }
+
+            /// What a client should do after it.
+            pub fn action(self) -> Action {
+                match self {
+                    $(ErrorCode::$name => Action::$action,)*
+                    ErrorCode::Unknown(_) => Action::Fatal,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The server is shutting down or dropping the connection for load: come back later.
+    ConnectionClosed = 100, "connection closed", Retry;
+    /// A frame's tag names no message (or one the receiver never accepts).
+    UnknownMessage = 102, "unknown message", Fatal;
+    /// A message's fields do not decode.
+    MalformedMessage = 103, "malformed message", Fatal;
+    /// A frame, changeset or text exceeds the receiver's [`super::Limits`].
+    LimitsExceeded = 104, "limits exceeded", Fatal;
+    /// BIND names a protocol version the server does not speak.
+    WrongProtocolVersion = 105, "wrong protocol version", Fatal;
+    /// The client file is bound in another live session (perhaps a connection the server has
+    /// not yet seen drop).
+    ClientFileBound = 108, "client file bound in another session", Retry;
+    /// A message came in a state that does not allow it (e.g. UPLOAD before IDENT).
+    MessageOrder = 109, "message out of order", Fatal;
+    /// The token is not valid.
+    BadAuthentication = 203, "bad authentication", Fatal;
+    /// The realm path is not a valid path.
+    IllegalRealmPath = 204, "illegal realm path", Fatal;
+    /// The user may not read (BIND) or write (UPLOAD) this realm.
+    PermissionDenied = 206, "permission denied", Fatal;
+    /// The realm's file identifier is not the one the client knew: the realm was recreated or
+    /// restored from a backup.
+    BadServerFileIdent = 207, "bad server file identifier", Reset;
+    /// The client file's identity is unknown, taken, or its salt is wrong.
+    BadClientFileIdent = 208, "bad client file identifier", Reset;
+    /// A server version the client names is not in the server's history.
+    BadServerVersion = 209, "bad server version", Reset;
+    /// A client version is out of sequence (a changeset would be skipped).
+    BadClientVersion = 210, "bad client version", Reset;
+    /// The client has seen a server history the server no longer has.
+    DivergingHistories = 211, "diverging histories", Reset;
+    /// An uploaded changeset does not decode, or does not apply to the state it is based on.
+    BadChangeset = 212, "bad changeset", Fatal;
+    /// An uploaded changeset claims another origin than the uploading client.
+    BadOriginFileIdent = 216, "bad origin file identifier", Fatal;
+    /// An uploaded changeset changes the schema in a way that conflicts with the realm's.
+    InvalidSchemaChange = 225, "invalid schema change", Fatal;
+}

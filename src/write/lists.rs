@@ -1,0 +1,144 @@
+//! Writer-side list operations: a write names elements by the index its writer sees; the
+//! instruction names them by id, and places new positions in the list's merge tree next to the
+//! writer's visible neighbours (the writer rule of the list metadata), so that receivers with
+//! other concurrent edits put them in the same place.
+
+use super::Transaction;
+use crate::model::{Error, Instruction, Name, ObjKey, ObjRef, OpId, Place, Value};
+use crate::replica::{ListAt, Sequence};
+use crate::store::Store;
+
+impl<S: Store> Transaction<'_, S> {
+    /// The existing object `ty[key]` and the schema's name of its list property `prop`.
+    fn list_of(&self, ty: &str, key: ObjKey, prop: &str) -> Result<(ObjRef, Name), Error> {
+        let obj = self.existing(ty, key)?;
+        let prop = self.prop(&obj, prop)?;
+        self.store().list_len(&obj.ty, &obj.key, &prop)?;
+        Ok((obj, prop))
+    }
+
+    /// The list's merge metadata (`None` while it never held an element).
+    fn sequence(&self, obj: &ObjRef, prop: &Name) -> Option<&Sequence> {
+        self.replica.list(ListAt::new(obj, prop))
+    }
+
+    /// The id of the element at `index`.
+    fn elem_at(&self, obj: &ObjRef, prop: &Name, index: usize) -> Result<OpId, Error> {
+        let seq = self.sequence(obj, prop);
+        seq.and_then(|s| s.elem_at(index))
+            .ok_or_else(|| Error::out_of_range(obj.prop(prop), index, seq.map_or(0, Sequence::len)))
+    }
+
+    /// Inserts a value into a list at `index` (0 ..= length). For a list of links the value may
+    /// be the target's key.
+    pub fn list_insert(
+        &mut self,
+        ty: &str,
+        key: impl Into<ObjKey>,
+        prop: &str,
+        index: usize,
+        value: impl Into<Value>,
+    ) -> Result<(), Error> {
+        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let value = self.value_for(&obj, &prop, value.into());
+        let place = match self.sequence(&obj, &prop) {
+            Some(seq) => seq.place_insert(index),
+            None => (index == 0).then(Place::root),
+        };
+        let place = place.ok_or_else(|| {
+            let len = self.sequence(&obj, &prop).map_or(0, Sequence::len);
+            Error::out_of_range(obj.prop(&prop), index, len)
+        })?;
+        self.atomically(|tx| {
+            let elem = tx.replica.mint();
+            tx.write(Instruction::ListInsert {
+                obj,
+                prop,
+                index: index as u32,
+                value,
+                elem,
+                place,
+            })
+        })
+    }
+
+    /// Replaces the list element at `index`. For a list of links the value may be the target's
+    /// key.
+    pub fn list_set(
+        &mut self,
+        ty: &str,
+        key: impl Into<ObjKey>,
+        prop: &str,
+        index: usize,
+        value: impl Into<Value>,
+    ) -> Result<(), Error> {
+        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let elem = self.elem_at(&obj, &prop, index)?;
+        let value = self.value_for(&obj, &prop, value.into());
+        self.write(Instruction::ListSet {
+            obj,
+            prop,
+            index: index as u32,
+            value,
+            elem,
+        })
+    }
+
+    /// Removes the list element at `index`.
+    pub fn list_erase(
+        &mut self,
+        ty: &str,
+        key: impl Into<ObjKey>,
+        prop: &str,
+        index: usize,
+    ) -> Result<(), Error> {
+        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let elem = self.elem_at(&obj, &prop, index)?;
+        self.write(Instruction::ListErase {
+            obj,
+            prop,
+            index: index as u32,
+            elem,
+        })
+    }
+
+    /// Moves the list element at `from` so that it ends at `to`.
+    pub fn list_move(
+        &mut self,
+        ty: &str,
+        key: impl Into<ObjKey>,
+        prop: &str,
+        from: usize,
+        to: usize,
+    ) -> Result<(), Error> {
+        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let elem = self.elem_at(&obj, &prop, from)?;
+        self.elem_at(&obj, &prop, to)?;
+        let place = (self.sequence(&obj, &prop))
+            .and_then(|s| s.place_move(elem, to))
+            .ok_or_else(|| Error::out_of_range(obj.prop(&prop), to, 0))?;
+        self.atomically(|tx| {
+            let node = tx.replica.mint();
+            tx.write(Instruction::ListMove {
+                obj,
+                prop,
+                from: from as u32,
+                to: to as u32,
+                elem,
+                node,
+                place,
+            })
+        })
+    }
+
+    /// Removes every element of a list.
+    pub fn list_clear(
+        &mut self,
+        ty: &str,
+        key: impl Into<ObjKey>,
+        prop: &str,
+    ) -> Result<(), Error> {
+        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        self.write(Instruction::ListClear { obj, prop })
+    }
+}
