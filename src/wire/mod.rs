@@ -24,7 +24,9 @@ mod error;
 mod protocol;
 mod varint;
 
+pub(crate) use changeset::Encoder;
 pub use changeset::{decode, encode, encode_into, FORMAT_VERSION};
+pub(crate) use varint::Reader;
 pub use error::{DecodeError, MessageError};
 pub use protocol::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,

@@ -158,7 +158,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(super) fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         self.u64(what).map(unzigzag)
     }
 

@@ -9,7 +9,29 @@ use crate::model::{
 use std::sync::Arc;
 
 impl Reader<'_> {
-    fn str(&mut self, what: &'static str) -> Result<Name, DecodeError> {
+    /// Reads a string table (count, then each string); later string references index it.
+    pub(crate) fn table(&mut self) -> Result<(), DecodeError> {
+        let n = self.count(MIN_STRING_BYTES, "string-table entries")?;
+        let mut strings = Vec::with_capacity(n);
+        for _ in 0..n {
+            strings.push(self.table_entry()?);
+        }
+        self.strings = strings;
+        Ok(())
+    }
+
+    /// Fails unless every byte has been read.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.remaining() > 0 {
+            return Err(DecodeError::TrailingBytes {
+                offset: self.pos,
+                count: self.remaining(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn str(&mut self, what: &'static str) -> Result<Name, DecodeError> {
         let start = self.pos;
         let index = self.u64(what)?;
         self.lookup(index, start)
@@ -27,7 +49,7 @@ impl Reader<'_> {
             })
     }
 
-    pub(super) fn op(&mut self) -> Result<Op, DecodeError> {
+    pub(crate) fn op(&mut self) -> Result<Op, DecodeError> {
         let tag_at = self.pos;
         let tag = self.byte("instruction tag")?;
         let kind = tag & KIND_MASK;
@@ -118,7 +140,7 @@ impl Reader<'_> {
         Ok(Op { instr, fate })
     }
 
-    fn object_type(&mut self) -> Result<ObjectType, DecodeError> {
+    pub(crate) fn object_type(&mut self) -> Result<ObjectType, DecodeError> {
         let start = self.pos;
         let name = self.str("type name")?;
         let pk_at = self.pos;
@@ -161,7 +183,7 @@ impl Reader<'_> {
         })
     }
 
-    fn prop_type(&mut self) -> Result<PropType, DecodeError> {
+    pub(crate) fn prop_type(&mut self) -> Result<PropType, DecodeError> {
         let offset = self.pos;
         let byte = self.byte("property type")?;
         let invalid = |reason| DecodeError::InvalidPropertyType {
@@ -191,14 +213,14 @@ impl Reader<'_> {
         Ok(PropType { elem, list })
     }
 
-    fn obj(&mut self) -> Result<ObjRef, DecodeError> {
+    pub(crate) fn obj(&mut self) -> Result<ObjRef, DecodeError> {
         Ok(ObjRef {
             ty: self.str("type name")?,
             key: self.key()?,
         })
     }
 
-    fn key(&mut self) -> Result<ObjKey, DecodeError> {
+    pub(crate) fn key(&mut self) -> Result<ObjKey, DecodeError> {
         let offset = self.pos;
         Ok(match self.byte("key")? {
             KEY_NULL => ObjKey::Null,
@@ -216,14 +238,14 @@ impl Reader<'_> {
         })
     }
 
-    fn op_id(&mut self, what: &'static str) -> Result<OpId, DecodeError> {
+    pub(crate) fn op_id(&mut self, what: &'static str) -> Result<OpId, DecodeError> {
         Ok(OpId {
             peer: PeerId(self.u64(what)?),
             seq: self.u64(what)?,
         })
     }
 
-    fn place(&mut self) -> Result<Place, DecodeError> {
+    pub(crate) fn place(&mut self) -> Result<Place, DecodeError> {
         let offset = self.pos;
         let tag = self.byte("place")?;
         if tag & !(PLACE_RIGHT | PLACE_PARENT) != 0 {
@@ -246,7 +268,7 @@ impl Reader<'_> {
         Ok(Place { parent, side })
     }
 
-    fn value(&mut self) -> Result<Value, DecodeError> {
+    pub(crate) fn value(&mut self) -> Result<Value, DecodeError> {
         let offset = self.pos;
         Ok(match self.byte("value")? {
             VAL_NULL => Value::Null,

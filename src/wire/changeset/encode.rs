@@ -3,48 +3,78 @@
 
 use super::*;
 use crate::model::{
-    DecimalKind, ElemType, Instruction, ObjKey, ObjRef, Op, OpId, Place, PropType, Side, Value,
+    DecimalKind, ElemType, Instruction, Name, ObjKey, ObjRef, ObjectType, Op, OpId, Place,
+    PropType, Side, Value,
 };
 use crate::wire::varint::{put_u128, zigzag};
+use hashbrown::HashMap;
 
-pub(super) struct Encoder<'a> {
-    pub(super) ops: Vec<u8>,
-    pub(super) strings: Vec<&'a str>,
-    pub(super) index: HashMap<&'a str, u64>,
+/// Writes items (instructions, values, keys, types) into a body, interning every string in a
+/// table that the finished encoding puts before the body. Changesets and snapshots are both
+/// written with it.
+#[derive(Default)]
+pub(crate) struct Encoder {
+    body: Vec<u8>,
+    strings: Vec<Name>,
+    index: HashMap<Name, u64>,
 }
 
-impl<'a> Encoder<'a> {
+impl Encoder {
+    /// An encoder whose body starts with room for `capacity` bytes.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Encoder {
+            body: Vec::with_capacity(capacity),
+            ..Encoder::default()
+        }
+    }
+
     /// The string's table index, adding it to the table on first use.
-    fn intern(&mut self, s: &'a str) -> u64 {
-        let next = self.strings.len() as u64;
-        *self.index.entry(s).or_insert_with(|| {
-            self.strings.push(s);
-            next
-        })
+    fn intern(&mut self, s: &Name) -> u64 {
+        if let Some(&i) = self.index.get(&**s) {
+            return i;
+        }
+        let i = self.strings.len() as u64;
+        self.strings.push(s.clone());
+        self.index.insert(s.clone(), i);
+        i
     }
 
-    fn str(&mut self, s: &'a str) {
+    /// Appends the string table (count, then each string) to `out`, then the body.
+    pub(crate) fn finish(self, out: &mut Vec<u8>) {
+        // Only a hint: it counts two bytes per string length.
+        let table_bytes: usize = self.strings.iter().map(|s| s.len() + 2).sum();
+        out.reserve(10 + table_bytes + self.body.len());
+        put_len(out, self.strings.len());
+        for s in &self.strings {
+            put_len(out, s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.extend_from_slice(&self.body);
+    }
+
+    pub(crate) fn str(&mut self, s: &Name) {
         let i = self.intern(s);
-        put_u64(&mut self.ops, i);
+        put_u64(&mut self.body, i);
     }
 
-    fn u64(&mut self, v: u64) {
-        put_u64(&mut self.ops, v);
+    pub(crate) fn u64(&mut self, v: u64) {
+        put_u64(&mut self.body, v);
     }
 
-    fn i64(&mut self, v: i64) {
-        put_u64(&mut self.ops, zigzag(v));
+    pub(crate) fn i64(&mut self, v: i64) {
+        put_u64(&mut self.body, zigzag(v));
     }
 
-    fn count(&mut self, n: usize) {
-        put_len(&mut self.ops, n);
+    pub(crate) fn count(&mut self, n: usize) {
+        put_len(&mut self.body, n);
     }
 
-    fn byte(&mut self, b: u8) {
-        self.ops.push(b);
+    pub(crate) fn byte(&mut self, b: u8) {
+        self.body.push(b);
     }
 
-    pub(super) fn op(&mut self, op: &'a Op) {
+
+    pub(crate) fn op(&mut self, op: &Op) {
         let fate = fate_code(op.fate) << FATE_SHIFT;
         match &op.instr {
             Instruction::AddType(_) | Instruction::AddProperties { .. } => {
@@ -89,24 +119,11 @@ impl<'a> Encoder<'a> {
     }
 
     /// ADD_TYPE and ADD_PROPERTIES.
-    fn schema_instr(&mut self, instr: &'a Instruction, fate: u8) {
+    fn schema_instr(&mut self, instr: &Instruction, fate: u8) {
         match instr {
             Instruction::AddType(def) => {
                 self.byte(ADD_TYPE | fate);
-                self.str(&def.name);
-                match &def.primary_key {
-                    None => self.u64(0),
-                    Some(pk) => {
-                        // The index plus one, so that 0 can mean "no primary key".
-                        let i = self.intern(pk);
-                        self.u64(i + 1);
-                    }
-                }
-                self.count(def.properties.len());
-                for (name, ty) in &def.properties {
-                    self.str(name);
-                    self.prop_type(ty);
-                }
+                self.object_type(def);
             }
             Instruction::AddProperties { ty, properties } => {
                 self.byte(ADD_PROPERTIES | fate);
@@ -121,8 +138,26 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    /// A type definition: its name, its primary key and its properties.
+    pub(crate) fn object_type(&mut self, def: &ObjectType) {
+        self.str(&def.name);
+        match &def.primary_key {
+            None => self.u64(0),
+            Some(pk) => {
+                // The index plus one, so that 0 can mean "no primary key".
+                let i = self.intern(pk);
+                self.u64(i + 1);
+            }
+        }
+        self.count(def.properties.len());
+        for (name, ty) in &def.properties {
+            self.str(name);
+            self.prop_type(ty);
+        }
+    }
+
     /// The list instructions.
-    fn list_instr(&mut self, instr: &'a Instruction, fate: u8) {
+    fn list_instr(&mut self, instr: &Instruction, fate: u8) {
         match instr {
             Instruction::ListInsert {
                 obj,
@@ -193,7 +228,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn prop_type(&mut self, ty: &'a PropType) {
+    pub(crate) fn prop_type(&mut self, ty: &PropType) {
         let list = if ty.list { PT_LIST } else { 0 };
         match &ty.elem {
             ElemType::Scalar { kind, nullable } => {
@@ -207,12 +242,12 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn obj(&mut self, obj: &'a ObjRef) {
+    pub(crate) fn obj(&mut self, obj: &ObjRef) {
         self.str(&obj.ty);
         self.key(&obj.key);
     }
 
-    fn key(&mut self, key: &'a ObjKey) {
+    pub(crate) fn key(&mut self, key: &ObjKey) {
         match key {
             ObjKey::Null => self.byte(KEY_NULL),
             ObjKey::Int(i) => {
@@ -225,7 +260,7 @@ impl<'a> Encoder<'a> {
             }
             ObjKey::ObjectId(oid) => {
                 self.byte(KEY_OBJECT_ID);
-                self.ops.extend_from_slice(&oid.0);
+                self.body.extend_from_slice(&oid.0);
             }
             ObjKey::Engine(id) => {
                 self.byte(KEY_ENGINE);
@@ -234,12 +269,12 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn op_id(&mut self, id: &OpId) {
+    pub(crate) fn op_id(&mut self, id: &OpId) {
         self.u64(id.peer.0);
         self.u64(id.seq);
     }
 
-    fn place(&mut self, place: &Place) {
+    pub(crate) fn place(&mut self, place: &Place) {
         let side = match place.side {
             Side::Left => 0,
             Side::Right => PLACE_RIGHT,
@@ -253,7 +288,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn value(&mut self, value: &'a Value) {
+    pub(crate) fn value(&mut self, value: &Value) {
         match value {
             Value::Null => self.byte(VAL_NULL),
             Value::Int(i) => {
@@ -270,11 +305,11 @@ impl<'a> Encoder<'a> {
             }
             Value::Float(f) => {
                 self.byte(VAL_FLOAT);
-                self.ops.extend_from_slice(&f.to_bits().to_le_bytes());
+                self.body.extend_from_slice(&f.to_bits().to_le_bytes());
             }
             Value::Double(d) => {
                 self.byte(VAL_DOUBLE);
-                self.ops.extend_from_slice(&d.to_bits().to_le_bytes());
+                self.body.extend_from_slice(&d.to_bits().to_le_bytes());
             }
             Value::Date(ms) => {
                 self.byte(VAL_DATE);
@@ -283,11 +318,11 @@ impl<'a> Encoder<'a> {
             Value::Data(bytes) => {
                 self.byte(VAL_DATA);
                 self.count(bytes.len());
-                self.ops.extend_from_slice(bytes);
+                self.body.extend_from_slice(bytes);
             }
             Value::ObjectId(oid) => {
                 self.byte(VAL_OBJECT_ID);
-                self.ops.extend_from_slice(&oid.0);
+                self.body.extend_from_slice(&oid.0);
             }
             Value::Decimal(d) => {
                 self.byte(VAL_DECIMAL);
@@ -302,7 +337,7 @@ impl<'a> Encoder<'a> {
                         } else {
                             DEC_FINITE
                         });
-                        put_u128(&mut self.ops, coefficient);
+                        put_u128(&mut self.body, coefficient);
                         self.i64(i64::from(exponent));
                     }
                     DecimalKind::Infinity { negative: false } => self.byte(DEC_INFINITY),

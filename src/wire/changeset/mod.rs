@@ -156,8 +156,7 @@ mod encode;
 use super::varint::{put_len, put_u64, Reader};
 use super::DecodeError;
 use crate::model::{Changeset, ClientVersion, Fate, PeerId, ScalarKind, ServerVersion};
-use encode::Encoder;
-use hashbrown::HashMap;
+pub(crate) use encode::Encoder;
 
 /// The format version this module writes and the only one it reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -253,30 +252,18 @@ pub fn encode(cs: &Changeset) -> Vec<u8> {
 pub fn encode_into(cs: &Changeset, out: &mut Vec<u8>) {
     // The string table precedes the ops but is only known once every op has been seen, so the
     // ops go to a scratch buffer while strings are interned, and are copied after the table.
-    let mut enc = Encoder {
-        ops: Vec::with_capacity(cs.ops.len().saturating_mul(12)),
-        strings: Vec::new(),
-        index: HashMap::new(),
-    };
+    let mut enc = Encoder::with_capacity(cs.ops.len().saturating_mul(12) + 10);
+    enc.count(cs.ops.len());
     for op in &cs.ops {
         enc.op(op);
     }
-    // Only a hint: it counts two bytes per string length and the worst case for other varints.
-    let table_bytes: usize = enc.strings.iter().map(|s| s.len() + 2).sum();
-    out.reserve(MAGIC.len() + 1 + 6 * 10 + table_bytes + enc.ops.len());
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     put_u64(out, cs.origin.0);
     put_u64(out, cs.timestamp);
     put_u64(out, cs.client_version.0);
     put_u64(out, cs.base_version.0);
-    put_len(out, enc.strings.len());
-    for s in &enc.strings {
-        put_len(out, s.len());
-        out.extend_from_slice(s.as_bytes());
-    }
-    put_len(out, cs.ops.len());
-    out.extend_from_slice(&enc.ops);
+    enc.finish(out);
 }
 
 /// Decodes a changeset, refusing anything that is not one well-formed encoding with nothing
@@ -313,24 +300,13 @@ pub fn decode(bytes: &[u8]) -> Result<Changeset, DecodeError> {
     let client_version = ClientVersion(r.u64("client version")?);
     let base_version = ServerVersion(r.u64("base version")?);
 
-    let n = r.count(MIN_STRING_BYTES, "string-table entries")?;
-    let mut strings = Vec::with_capacity(n);
-    for _ in 0..n {
-        strings.push(r.table_entry()?);
-    }
-    r.strings = strings;
-
+    r.table()?;
     let n = r.count(MIN_OP_BYTES, "instructions")?;
     let mut ops = Vec::with_capacity(n);
     for _ in 0..n {
         ops.push(r.op()?);
     }
-    if r.remaining() > 0 {
-        return Err(DecodeError::TrailingBytes {
-            offset: r.pos,
-            count: r.remaining(),
-        });
-    }
+    r.finish()?;
     Ok(Changeset {
         origin,
         timestamp,

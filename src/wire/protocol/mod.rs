@@ -323,7 +323,7 @@ impl ClientMessage {
             },
             tag => return Err(MessageError::UnknownMessage { tag }),
         };
-        finish(&r)?;
+        r.finish()?;
         Ok(msg)
     }
 }
@@ -421,7 +421,7 @@ impl ServerMessage {
             }
             tag => return Err(MessageError::UnknownMessage { tag }),
         };
-        finish(&r)?;
+        r.finish()?;
         Ok(msg)
     }
 }
@@ -433,17 +433,6 @@ fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), MessageError> {
             size: bytes.len() as u64,
             limit: limits.max_message as u64,
         });
-    }
-    Ok(())
-}
-
-fn finish(r: &Reader<'_>) -> Result<(), MessageError> {
-    if r.remaining() > 0 {
-        return Err(DecodeError::TrailingBytes {
-            offset: r.pos(),
-            count: r.remaining(),
-        }
-        .into());
     }
     Ok(())
 }
