@@ -29,7 +29,9 @@ fn pair(schema: Vec<ObjectType>) -> (Server, Client, Client) {
     .expect("schema");
     let ack = server.integrate(a.peer(), a.upload()).expect("upload");
     a.acknowledge(ack);
-    let d = server.download(b.peer(), b.cursor(), None);
+    let d = server
+        .download(b.peer(), b.cursor(), None)
+        .expect("the history is whole");
     b.integrate(d).expect("download");
     (server, a, b)
 }
@@ -42,7 +44,9 @@ fn scenario(schema: Vec<ObjectType>, work: impl Fn(&mut Client)) -> (Client, Dow
     work(&mut b);
     let ack = server.integrate(a.peer(), a.upload()).expect("upload");
     a.acknowledge(ack);
-    let d = server.download(b.peer(), b.cursor(), None);
+    let d = server
+        .download(b.peer(), b.cursor(), None)
+        .expect("the history is whole");
     (b, d)
 }
 
@@ -182,11 +186,15 @@ fn hot_list(c: &mut Criterion) {
                 (rng % m as u64) as usize
             };
             let mut receiver = receiver;
-            let d = server.download(receiver.peer(), receiver.cursor(), None);
+            let d = server
+                .download(receiver.peer(), receiver.cursor(), None)
+                .expect("the history is whole");
             receiver.integrate(d).expect("the list");
             let mut writers: Vec<Client> = (3..k + 2).map(|p| Client::new(PeerId(p))).collect();
             for w in &mut writers {
-                let d = server.download(w.peer(), w.cursor(), None);
+                let d = server
+                    .download(w.peer(), w.cursor(), None)
+                    .expect("the history is whole");
                 w.integrate(d).expect("the list");
             }
             writers.push(receiver);
@@ -201,7 +209,9 @@ fn hot_list(c: &mut Criterion) {
             for w in &mut writers {
                 server.integrate(w.peer(), w.upload()).expect("upload");
             }
-            let d = server.download(receiver.peer(), receiver.cursor(), None);
+            let d = server
+                .download(receiver.peer(), receiver.cursor(), None)
+                .expect("the history is whole");
             (receiver, d)
         };
         measure(&mut g, BenchmarkId::from_parameter(n), setup);

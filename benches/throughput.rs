@@ -97,7 +97,9 @@ fn thousand_clients(n: u64) -> (Server, Vec<(PeerId, Upload)>) {
     let uploads = (2..n + 2)
         .map(|p| {
             let mut c = Client::new(PeerId(p));
-            let d = server.download(c.peer(), c.cursor(), None);
+            let d = server
+                .download(c.peer(), c.cursor(), None)
+                .expect("the history is whole");
             c.integrate(d).expect("base");
             for t in 0..3 {
                 c.write(10 + t, |tx| {

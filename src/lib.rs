@@ -20,6 +20,7 @@
 mod merge;
 mod model;
 mod replica;
+mod snapshot;
 mod write;
 
 pub mod json;
@@ -36,6 +37,7 @@ pub use model::{
     ScalarKind, Schema, SchemaConflict, ServerVersion, Side, Timestamp, Value, MAX_NAME_LEN,
 };
 pub use replica::{ElemState, Replica, Sequence};
+pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use store::{MemoryStore, Store};
 pub use sync::{Client, Hlc, Server, VectorClock};
 pub use write::Transaction;

@@ -32,7 +32,9 @@ fn setup(n: u64) -> (Server, Vec<Client>) {
     let ack = server.integrate(PeerId(1), clients[0].upload()).unwrap();
     clients[0].acknowledge(ack);
     for c in &mut clients {
-        let d = server.download(c.peer(), c.cursor(), None);
+        let d = server
+            .download(c.peer(), c.cursor(), None)
+            .expect("the history is whole");
         c.integrate(d).unwrap();
     }
     (server, clients)
@@ -91,10 +93,14 @@ fn partial_downloads_end_where_a_single_download_ends() {
         write(&mut fresh[0], 5, 100);
         fresh.remove(0)
     };
-    let d = server.download(whole.peer(), whole.cursor(), None);
+    let d = server
+        .download(whole.peer(), whole.cursor(), None)
+        .expect("the history is whole");
     whole.integrate(d).unwrap();
     loop {
-        let d = server.download(piecewise.peer(), piecewise.cursor(), Some(1));
+        let d = server
+            .download(piecewise.peer(), piecewise.cursor(), Some(1))
+            .expect("the history is whole");
         if d.entries.is_empty() {
             piecewise.integrate(d).unwrap();
             break;
@@ -108,7 +114,9 @@ fn partial_downloads_end_where_a_single_download_ends() {
         cl.acknowledge(ack);
     }
     for cl in [&mut whole, &mut piecewise] {
-        let d = server.download(cl.peer(), cl.cursor(), None);
+        let d = server
+            .download(cl.peer(), cl.cursor(), None)
+            .expect("the history is whole");
         cl.integrate(d).unwrap();
     }
     assert_eq!(state(&whole), server_state(&server));
@@ -133,17 +141,23 @@ fn interleaved_uploads_from_many_clients_converge() {
             c[k].acknowledge(ack);
         }
         let k = round as usize % 4;
-        let d = server.download(c[k].peer(), c[k].cursor(), Some(2));
+        let d = server
+            .download(c[k].peer(), c[k].cursor(), Some(2))
+            .expect("the history is whole");
         c[k].integrate(d).unwrap();
     }
     for cl in c.iter_mut() {
-        let d = server.download(cl.peer(), cl.cursor(), None);
+        let d = server
+            .download(cl.peer(), cl.cursor(), None)
+            .expect("the history is whole");
         cl.integrate(d).unwrap();
         let ack = server.integrate(cl.peer(), cl.upload()).unwrap();
         cl.acknowledge(ack);
     }
     for cl in c.iter_mut() {
-        let d = server.download(cl.peer(), cl.cursor(), None);
+        let d = server
+            .download(cl.peer(), cl.cursor(), None)
+            .expect("the history is whole");
         cl.integrate(d).unwrap();
         assert!(cl.unacknowledged().is_empty());
         assert_eq!(state(cl), server_state(&server));
@@ -209,7 +223,9 @@ fn vector_clocks_of_history_entries_tell_concurrency() {
     write(&mut c[2], 11, 2);
     let ack = server.integrate(PeerId(3), c[2].upload()).unwrap();
     c[2].acknowledge(ack);
-    let d = server.download(PeerId(3), c[2].cursor(), None);
+    let d = server
+        .download(PeerId(3), c[2].cursor(), None)
+        .expect("the history is whole");
     c[2].integrate(d).unwrap();
     write(&mut c[2], 12, 3); // causally after client 2's write
     let ack = server.integrate(PeerId(3), c[2].upload()).unwrap();
@@ -227,7 +243,9 @@ fn the_client_clock_stamps_after_everything_it_saw() {
     c[1].write(5_000, |tx| tx.set("T", 1, "v", 1)).unwrap();
     let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
     c[1].acknowledge(ack);
-    let d = server.download(PeerId(1), c[0].cursor(), None);
+    let d = server
+        .download(PeerId(1), c[0].cursor(), None)
+        .expect("the history is whole");
     c[0].integrate(d).unwrap();
     // Client 1's physical clock is behind: its next write is still stamped later, so it wins.
     let t = c[0].stamp(1_000);
@@ -244,7 +262,9 @@ fn integrating_the_same_download_twice_changes_nothing() {
     write(&mut c[1], 10, 5);
     let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
     c[1].acknowledge(ack);
-    let d = server.download(PeerId(1), c[0].cursor(), None);
+    let d = server
+        .download(PeerId(1), c[0].cursor(), None)
+        .expect("the history is whole");
     c[0].integrate(d.clone()).unwrap();
     let once = state(&c[0]);
     c[0].integrate(d).unwrap();

@@ -125,8 +125,12 @@ fn objsync(plan: &[ClientPlan]) -> Res<(Vec<i64>, Measured)> {
         let mut clients = Vec::with_capacity(plan.len());
         for k in 0..plan.len() {
             let mut c = Client::new(PeerId(k as u64 + 1));
-            c.integrate(server.download(c.peer(), c.cursor(), None))
-                .map_err(fail("objsync: base download"))?;
+            c.integrate(
+                server
+                    .download(c.peer(), c.cursor(), None)
+                    .map_err(fail("objsync: download"))?,
+            )
+            .map_err(fail("objsync: base download"))?;
             clients.push(c);
         }
         meter.time(|| -> Res<()> {
@@ -146,7 +150,9 @@ fn objsync(plan: &[ClientPlan]) -> Res<(Vec<i64>, Measured)> {
                 c.acknowledge(ack);
             }
             for c in &mut clients {
-                let d = server.download(c.peer(), c.cursor(), None);
+                let d = server
+                    .download(c.peer(), c.cursor(), None)
+                    .map_err(fail("objsync: download"))?;
                 c.integrate(d).map_err(fail("objsync: client integrate"))?;
             }
             Ok(())

@@ -94,7 +94,7 @@ const QUICK: Sizes = Sizes {
 const SEED: u64 = 0x6f62_6a73_796e_6321;
 
 fn run(sizes: &Sizes, only: Option<Workload>) -> Res<Vec<Row>> {
-    let wanted = |w: Workload| only.is_none_or(|o| o == w);
+    let wanted = |w: Workload| only.map_or(true, |o| o == w);
     let mut rows = Vec::new();
     let writer_counts = if wanted(Workload::Writers) {
         sizes.writers

@@ -153,8 +153,12 @@ fn objsync(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<(State, Mea
         let mut clients = Vec::with_capacity(p.clients);
         for k in 0..p.clients {
             let mut c = Client::new(PeerId(k as u64 + 1));
-            c.integrate(server.download(c.peer(), c.cursor(), None))
-                .map_err(fail("objsync: base download"))?;
+            c.integrate(
+                server
+                    .download(c.peer(), c.cursor(), None)
+                    .map_err(fail("objsync: download"))?,
+            )
+            .map_err(fail("objsync: base download"))?;
             clients.push(c);
         }
         meter.time(|| -> Res<()> {
@@ -174,7 +178,9 @@ fn objsync(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<(State, Mea
                 c.acknowledge(ack);
             }
             for c in &mut clients {
-                let d = server.download(c.peer(), c.cursor(), None);
+                let d = server
+                    .download(c.peer(), c.cursor(), None)
+                    .map_err(fail("objsync: download"))?;
                 c.integrate(d).map_err(fail("objsync: client integrate"))?;
             }
             Ok(())

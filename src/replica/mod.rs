@@ -19,6 +19,7 @@ mod apply;
 mod check;
 mod list;
 mod lists;
+mod snapshot;
 mod units;
 
 pub use list::{ElemState, Sequence};

@@ -5,8 +5,12 @@ use super::{Download, SyncError, Upload, UploadAck};
 use crate::merge::merge;
 use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion, Timestamp};
 use crate::replica::Replica;
+use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::write::Transaction;
+
+/// Smallest encoded changeset in a snapshot (header varints and an op count).
+const MIN_CHANGESET_BYTES: usize = 5;
 
 /// A client: a local replica, its unacknowledged changesets, and its versions.
 #[derive(Debug)]
@@ -27,7 +31,94 @@ impl Client<MemoryStore> {
     }
 }
 
+impl Client<MemoryStore> {
+    /// Loads a client saved with [`Client::save`], with an in-memory store.
+    ///
+    /// ```
+    /// use objsync::sync::Client;
+    /// use objsync::{ObjectType, PeerId, PropType, Property};
+    ///
+    /// let mut client = Client::new(PeerId(3));
+    /// client.write(10, |tx| {
+    ///     tx.add_type(ObjectType::new("T", Some("id"), [Property::new("id", PropType::parse("int")?)])?)?;
+    ///     tx.insert("T", 1)
+    /// })?;
+    /// let restarted = Client::load(&client.save())?;
+    /// assert_eq!(restarted.upload(), client.upload());
+    /// assert_eq!(restarted.last_version(), client.last_version());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Client::load_into(MemoryStore::new(), bytes)
+    }
+}
+
 impl<S: Store> Client<S> {
+    /// A snapshot of this client: its replica, its unacknowledged changesets, its cursor, its
+    /// version counters and its clock (spec/snapshot.md). A client that stopped after an error
+    /// is saved without the error: loaded, it tries again, and an error that lies in its data
+    /// (a download it cannot integrate) stops it again.
+    pub fn save(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::Client);
+        self.replica.write_state(w.items());
+        let e = w.items();
+        e.u64(self.cursor.server.0);
+        e.u64(self.cursor.own.0);
+        e.u64(self.next_version);
+        e.u64(self.acked.0);
+        e.u64(self.clock.last());
+        e.count(self.unacked.len());
+        for cs in &self.unacked {
+            w.changeset(cs);
+        }
+        w.finish()
+    }
+
+    /// Loads a client saved with [`Client::save`] into `store`, which must be empty.
+    pub fn load_into(store: S, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut r = SnapshotReader::open(bytes, Kind::Client)?;
+        let replica = Replica::read_state(store, r.items())?;
+        let i = r.items();
+        let cursor = Cursor {
+            server: ServerVersion(i.u64("cursor server version")?),
+            own: ClientVersion(i.u64("cursor client version")?),
+        };
+        let next_version = i.u64("next client version")?;
+        let acked = ClientVersion(i.u64("acknowledged version")?);
+        let mut clock = Hlc::new();
+        clock.observe(i.u64("clock")?);
+        let n = r.count(MIN_CHANGESET_BYTES, "unacknowledged changesets")?;
+        let mut unacked: Vec<Changeset> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let cs = r.changeset()?;
+            let after_previous = unacked
+                .last()
+                .map_or(true, |p| p.client_version < cs.client_version);
+            if cs.origin != replica.peer() || !after_previous || cs.client_version.0 >= next_version
+            {
+                return Err(SnapshotError::Inconsistent(
+                    "the unacknowledged changesets do not follow the client's versions",
+                ));
+            }
+            unacked.push(cs);
+        }
+        r.finish()?;
+        if next_version == 0 || acked.0 >= next_version || cursor.own.0 >= next_version {
+            return Err(SnapshotError::Inconsistent(
+                "the client's versions contradict each other",
+            ));
+        }
+        Ok(Client {
+            replica,
+            unacked,
+            cursor,
+            next_version,
+            acked,
+            failed: None,
+            clock,
+        })
+    }
+
     /// A client over an existing replica.
     pub fn with_replica(replica: Replica<S>) -> Self {
         Client {

@@ -56,6 +56,16 @@ pub enum SyncError {
         /// The origin it claimed.
         origin: PeerId,
     },
+    /// The server has forgotten the history before `horizon` (it was trimmed), and this
+    /// upload or download needs it from `needed` on: the client must start again from the
+    /// server's state.
+    #[error("the server's history starts after version {horizon}, but version {needed} is needed: reset required")]
+    ResetRequired {
+        /// The last version the server has forgotten.
+        horizon: ServerVersion,
+        /// The version the upload was based on, or the download's cursor.
+        needed: ServerVersion,
+    },
     /// The client already failed and refuses to sync further.
     #[error("the client stopped syncing after an earlier error: {0}")]
     Stopped(Box<SyncError>),

@@ -41,7 +41,7 @@
 //!     client.acknowledge(ack);
 //! }
 //! for client in [&mut alice, &mut bob] {
-//!     let download = server.download(client.peer(), client.cursor(), None);
+//!     let download = server.download(client.peer(), client.cursor(), None)?;
 //!     client.integrate(download)?;
 //! }
 //! // Bob's write is later: everybody ends with "Bo".

@@ -26,10 +26,10 @@ mod varint;
 
 pub(crate) use changeset::Encoder;
 pub use changeset::{decode, encode, encode_into, FORMAT_VERSION};
-pub(crate) use varint::Reader;
 pub use error::{DecodeError, MessageError};
 pub use protocol::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
     FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, UploadMessage,
     UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
 };
+pub(crate) use varint::Reader;

@@ -4,6 +4,7 @@
 //!   `cargo run --release --example scenario -- FILE` and the scenario tests;
 //! - [`fuzz`]: the logic of every fuzz target, shared by the cargo-fuzz crate in `fuzz/` and by
 //!   the test that replays the committed seed corpora;
+//! - [`history`]: random multi-client histories for property tests;
 //! - [`cases`]: how many cases a property test runs.
 //!
 //! It depends on the library's public API only; the library never depends on it.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fuzz;
+pub mod history;
 pub mod scenario;
 
 /// The number of property-test cases: `OBJSYNC_CASES` if set, else `default`.

@@ -57,8 +57,11 @@
 //! (48 for the node itself, the rest mostly the id map, whose load varies); element values are not
 //! stored here.
 
+mod document;
 mod order;
 mod tree;
+
+pub(crate) use document::{DocNode, DocRole};
 
 use crate::model::{ListProblem, OpId, PeerId, Place, Side, Timestamp};
 use hashbrown::HashMap;

@@ -4,9 +4,11 @@
 //! `b` from other peers, each in the form its uploader has seen it (the *reciprocal* form, kept
 //! in the peer's table), validates the result by applying it atomically, and appends it.
 
+mod compact;
 mod history;
 mod index;
 mod peers;
+mod snapshot;
 
 pub use history::{History, HistoryEntry};
 
@@ -131,6 +133,13 @@ impl<S: Store> Server<S> {
                 origin: cs.origin,
             });
         }
+        let horizon = self.history.horizon();
+        if cs.base_version < horizon {
+            return Err(SyncError::ResetRequired {
+                horizon,
+                needed: cs.base_version,
+            });
+        }
         let floor = self.peers.get(&peer).map_or(ServerVersion(0), |s| s.base);
         let latest = self.version();
         if cs.base_version > latest || cs.base_version < floor {
@@ -218,8 +227,21 @@ impl<S: Store> Server<S> {
     }
 
     /// What `peer` has not seen after `cursor`: entries from other peers, at most `limit` of
-    /// them (all if `None`).
-    pub fn download(&self, peer: PeerId, cursor: Cursor, limit: Option<usize>) -> Download {
+    /// them (all if `None`). A cursor before the history's horizon needs entries the server no
+    /// longer has: [`SyncError::ResetRequired`].
+    pub fn download(
+        &self,
+        peer: PeerId,
+        cursor: Cursor,
+        limit: Option<usize>,
+    ) -> Result<Download, SyncError> {
+        let horizon = self.history.horizon();
+        if cursor.server < horizon {
+            return Err(SyncError::ResetRequired {
+                horizon,
+                needed: cursor.server,
+            });
+        }
         let latest = self.version();
         let mut entries = Vec::new();
         let mut reached = cursor.server;
@@ -236,13 +258,28 @@ impl<S: Store> Server<S> {
             }
             reached = v;
         }
-        Download {
+        Ok(Download {
             entries,
             cursor: Cursor {
                 server: reached,
                 own: self.own_at(peer, reached),
             },
             latest,
+        })
+    }
+
+    /// Forgets the history up to `horizon` (at most the latest version). The state stays; an
+    /// upload based before the horizon, or a download from before it, is then refused with
+    /// [`SyncError::ResetRequired`], and a new client starts from the state
+    /// ([`Server::save`] or a bootstrap).
+    pub fn trim(&mut self, horizon: ServerVersion) {
+        let horizon = horizon.min(self.version());
+        if horizon <= self.history.horizon() {
+            return;
+        }
+        self.history.trim(horizon);
+        for state in self.peers.values_mut() {
+            state.forget(horizon);
         }
     }
 }

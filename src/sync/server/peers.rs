@@ -31,6 +31,14 @@ impl PeerState {
             .map_or(ClientVersion(0), |i| self.integrated[i].1)
     }
 
+    /// Forgets what only the history up to `horizon` needed: reciprocal forms at or before it,
+    /// and integrations before the last one at or before it (which `own_at` still needs).
+    pub(super) fn forget(&mut self, horizon: ServerVersion) {
+        self.reciprocal = self.reciprocal.split_off(&(horizon.0 + 1));
+        let keep = self.integrated.partition_point(|e| e.0 <= horizon);
+        self.integrated.drain(..keep.saturating_sub(1));
+    }
+
     /// Records the integration of client version `cv` at server version `at`, based on `base`,
     /// with the window entries `seen` in the form the merge left them for this peer.
     pub(super) fn integrated(

@@ -73,7 +73,6 @@ impl Encoder {
         self.body.push(b);
     }
 
-
     pub(crate) fn op(&mut self, op: &Op) {
         let fate = fate_code(op.fate) << FATE_SHIFT;
         match &op.instr {

@@ -111,7 +111,8 @@ fn upload(server: &mut Server, c: &mut Client) {
 }
 
 fn download(server: &Server, c: &mut Client, limit: Option<usize>) {
-    let mut d = server.download(c.peer(), c.cursor(), limit);
+    let mut d = (server.download(c.peer(), c.cursor(), limit))
+        .unwrap_or_else(|e| panic!("the server refused peer {}'s download: {e}", c.peer()));
     for e in &mut d.entries {
         e.changeset = wire(&e.changeset);
     }

@@ -623,7 +623,8 @@ impl Harness {
             let d = self
                 .realm
                 .server()
-                .download(model.peer(), model.cursor(), None);
+                .download(model.peer(), model.cursor(), None)
+                .expect("the realm's history is never trimmed here");
             // Hostile entries the realm accepted may not merge here; the model then stops
             // following, which only makes its later uploads stale.
             let _ = model.integrate(d);

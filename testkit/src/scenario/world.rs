@@ -89,9 +89,12 @@ impl World {
             return false;
         }
         let c = &mut self.clients[client - 1];
-        let d = self.server.download(c.peer(), c.cursor(), count);
-        let moved = !d.entries.is_empty();
-        if let Err(e) = c.integrate(d) {
+        let result = (self.server.download(c.peer(), c.cursor(), count)).and_then(|d| {
+            let moved = !d.entries.is_empty();
+            c.integrate(d).map(|()| moved)
+        });
+        let moved = *result.as_ref().unwrap_or(&false);
+        if let Err(e) = result {
             self.errors
                 .push((client, error_name(&e).to_string(), e.to_string()));
         }

@@ -1,0 +1,436 @@
+//! A replica's state in a snapshot: its peer and id counter, the schema, every object with its
+//! values (through the [`Store`] trait, so any store can be saved and loaded), and the merge
+//! metadata of every list, its nodes in document order with their ids and positions
+//! delta-encoded (typed text costs about two bytes a character).
+//!
+//! Loading rebuilds the store through the same calls every write makes, so the schema and every
+//! value are checked, and each list's metadata through [`Sequence::from_document`], which checks
+//! the tree; a list's metadata must then agree with its values.
+
+use super::list::{DocNode, DocRole};
+use super::{ElemState, Replica, Sequence};
+use crate::model::{
+    ListProblem, Name, ObjKey, ObjRef, ObjectType, OpId, PeerId, PropRef, Property, Side, Value,
+};
+use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
+use crate::store::{MemoryStore, Store};
+use crate::wire::{Encoder, Reader};
+
+// The flags byte of a node.
+const NODE_RIGHT: u8 = 0x01;
+const NODE_MOVE: u8 = 0x02;
+const NODE_CURRENT: u8 = 0x04;
+const NODE_STATE_SHIFT: u8 = 3; // two bits: visible, hidden, erased
+const NODE_SAME_PEER: u8 = 0x20;
+const NODE_NEXT_SEQ: u8 = 0x40;
+const NODE_SAME_TS: u8 = 0x80;
+
+/// Smallest encoded sizes, for bounding counts by the input left.
+const MIN_TYPE_BYTES: usize = 3;
+const MIN_OBJECT_BYTES: usize = 1;
+const MIN_LIST_BYTES: usize = 4;
+const MIN_NODE_BYTES: usize = 2;
+const MIN_VALUE_BYTES: usize = 1;
+
+impl Replica<MemoryStore> {
+    /// Loads a snapshot made by [`Replica::save`] into a new in-memory store.
+    ///
+    /// ```
+    /// use objsync::{ObjectType, PeerId, PropType, Property, Replica, Store};
+    ///
+    /// let mut replica = Replica::new(PeerId(1));
+    /// let mut tx = replica.transaction(1);
+    /// tx.add_type(ObjectType::new("T", Some("id"), [Property::new("id", PropType::parse("int")?)])?)?;
+    /// tx.insert("T", 1)?;
+    /// tx.commit();
+    /// let loaded = Replica::load(&replica.save())?;
+    /// assert_eq!(loaded.store().objects("T")?, replica.store().objects("T")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Replica::load_into(MemoryStore::new(), bytes)
+    }
+}
+
+impl<S: Store> Replica<S> {
+    /// A snapshot of this replica: its store's state and its lists' merge metadata (the format
+    /// is in spec/snapshot.md). A replica loaded from it behaves exactly as this one: same state,
+    /// same future merges.
+    pub fn save(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::Replica);
+        self.write_state(w.items());
+        w.finish()
+    }
+
+    /// Loads a snapshot made by [`Replica::save`] into `store`, which must be empty.
+    pub fn load_into(store: S, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut r = SnapshotReader::open(bytes, Kind::Replica)?;
+        let replica = Replica::read_state(store, r.items())?;
+        r.finish()?;
+        Ok(replica)
+    }
+
+    /// Writes the replica's state (the part of every snapshot that holds one).
+    pub(crate) fn write_state(&self, e: &mut Encoder) {
+        e.u64(self.peer.0);
+        e.u64(self.next_seq);
+        let schema = self.store.schema();
+        e.count(schema.types().count());
+        for def in schema.types() {
+            e.object_type(def);
+        }
+        for def in schema.types() {
+            let keys = self.store.objects(&def.name).unwrap_or_default();
+            e.count(keys.len());
+            for key in &keys {
+                e.key(key);
+                self.write_values(e, def, key);
+            }
+        }
+        let mut lists: Vec<(&PropRef, &Sequence)> = self.lists.iter().collect();
+        // A fixed order, so that equal replicas save to equal bytes.
+        lists.sort_by(|a, b| a.0.cmp(b.0));
+        e.count(lists.len());
+        for (list, seq) in lists {
+            e.str(&list.obj.ty);
+            e.key(&list.obj.key);
+            e.str(&list.prop);
+            write_nodes(e, &seq.document());
+        }
+    }
+
+    /// Every property of an object but its primary key, in schema order.
+    fn write_values(&self, e: &mut Encoder, def: &ObjectType, key: &ObjKey) {
+        for (prop, pt) in &def.properties {
+            if def.primary_key.as_ref() == Some(prop) {
+                continue;
+            }
+            if pt.list {
+                let values = self.store.list(&def.name, key, prop).unwrap_or_default();
+                e.count(values.len());
+                values.iter().for_each(|v| e.value(v));
+            } else {
+                e.value(&self.store.get(&def.name, key, prop).unwrap_or(Value::Null));
+            }
+        }
+    }
+
+    /// Reads a replica's state into `store` (which must be empty).
+    pub(crate) fn read_state(mut store: S, r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
+        let peer = PeerId(r.u64("peer id")?);
+        let next_seq = r.u64("id counter")?;
+        let n = r.count(MIN_TYPE_BYTES, "types")?;
+        let mut types = Vec::with_capacity(n);
+        for _ in 0..n {
+            types.push(r.object_type()?);
+        }
+        load_schema(&mut store, &types)?;
+        let mut values = Vec::new();
+        for def in &types {
+            let n = r.count(MIN_OBJECT_BYTES, "objects")?;
+            for _ in 0..n {
+                let key = r.key()?;
+                store
+                    .create(&def.name, &key)
+                    .map_err(SnapshotError::State)?;
+                values.push((def, key, read_values(r, def)?));
+            }
+        }
+        // Values only once every object exists: links may point at any of them.
+        for (def, key, props) in values {
+            for (prop, value) in props {
+                write_value(&mut store, def, &key, prop, value)?;
+            }
+        }
+        let mut replica = Replica::with_store(peer, store);
+        replica.next_seq = next_seq;
+        let n = r.count(MIN_LIST_BYTES, "lists")?;
+        for _ in 0..n {
+            let list = PropRef {
+                obj: ObjRef {
+                    ty: r.str("type name")?,
+                    key: r.key()?,
+                },
+                prop: r.str("property name")?,
+            };
+            let nodes = read_nodes(r)?;
+            replica.load_sequence(list, &nodes)?;
+        }
+        replica.check_lists_have_metadata(&types)?;
+        Ok(replica)
+    }
+
+    /// Rebuilds one list's metadata, which must agree with the list's values.
+    fn load_sequence(&mut self, list: PropRef, nodes: &[DocNode]) -> Result<(), SnapshotError> {
+        let bad = |list: &PropRef, problem| SnapshotError::List {
+            list: list.clone(),
+            problem,
+        };
+        let seq = Sequence::from_document(nodes).map_err(|p| bad(&list, p))?;
+        let len = (self.store)
+            .list_len(&list.obj.ty, &list.obj.key, &list.prop)
+            .map_err(SnapshotError::State)?;
+        if seq.len() != len {
+            return Err(bad(&list, ListProblem::Inconsistent { index: len as u64 }));
+        }
+        if self.lists.insert(list.clone(), seq).is_some() {
+            return Err(SnapshotError::Inconsistent(
+                "a list's metadata appears twice",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every list that holds values has merge metadata.
+    fn check_lists_have_metadata(&self, types: &[ObjectType]) -> Result<(), SnapshotError> {
+        for def in types {
+            let lists: Vec<&Name> = (def.properties.iter())
+                .filter(|(_, pt)| pt.list)
+                .map(|(n, _)| n)
+                .collect();
+            if lists.is_empty() {
+                continue;
+            }
+            for key in self
+                .store
+                .objects(&def.name)
+                .map_err(SnapshotError::State)?
+            {
+                for prop in &lists {
+                    let len = (self.store.list_len(&def.name, &key, prop))
+                        .map_err(SnapshotError::State)?;
+                    let list = ObjRef::new(&def.name, key.clone()).prop(prop);
+                    if len > 0 && !self.lists.contains_key(&list) {
+                        return Err(SnapshotError::List {
+                            list,
+                            problem: ListProblem::Inconsistent { index: 0 },
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds the types: each with the longest prefix of its properties whose links point at types
+/// already added, then the rest in order, once every type exists. Properties keep their order,
+/// and a link can point at a type added after its own (by an `add_properties`).
+fn load_schema<S: Store>(store: &mut S, types: &[ObjectType]) -> Result<(), SnapshotError> {
+    let state = SnapshotError::State;
+    let mut rests = Vec::with_capacity(types.len());
+    for def in types {
+        let known = |p: &Property| {
+            p.ty.link_target()
+                .map_or(true, |t| *t == def.name || store.schema().contains(t))
+        };
+        let props: Vec<Property> = (def.properties.iter())
+            .map(|(name, ty)| Property {
+                name: name.clone(),
+                ty: ty.clone(),
+            })
+            .collect();
+        let cut = props.iter().position(|p| !known(p)).unwrap_or(props.len());
+        let first = ObjectType::new(&def.name, def.primary_key.as_deref(), props[..cut].to_vec());
+        store.add_type(&first.map_err(state)?).map_err(state)?;
+        rests.push(props[cut..].to_vec());
+    }
+    for (def, rest) in types.iter().zip(rests) {
+        if !rest.is_empty() {
+            store.add_properties(&def.name, &rest).map_err(state)?;
+        }
+    }
+    if store.schema().types().count() != types.len() {
+        return Err(SnapshotError::Inconsistent("a type appears twice"));
+    }
+    Ok(())
+}
+
+/// An object's values, as [`Replica::write_values`] wrote them: `(property, value)` for
+/// scalars, and one per element for lists (in order).
+fn read_values<'d>(
+    r: &mut Reader<'_>,
+    def: &'d ObjectType,
+) -> Result<Vec<(&'d Name, PropValue)>, SnapshotError> {
+    let mut out = Vec::new();
+    for (prop, pt) in &def.properties {
+        if def.primary_key.as_ref() == Some(prop) {
+            continue;
+        }
+        if pt.list {
+            let n = r.count(MIN_VALUE_BYTES, "list values")?;
+            let mut values = Vec::with_capacity(n);
+            for _ in 0..n {
+                values.push(r.value()?);
+            }
+            out.push((prop, PropValue::List(values)));
+        } else {
+            out.push((prop, PropValue::Scalar(r.value()?)));
+        }
+    }
+    Ok(out)
+}
+
+/// A property's saved value.
+enum PropValue {
+    Scalar(Value),
+    List(Vec<Value>),
+}
+
+fn write_value<S: Store>(
+    store: &mut S,
+    def: &ObjectType,
+    key: &ObjKey,
+    prop: &Name,
+    value: PropValue,
+) -> Result<(), SnapshotError> {
+    let state = SnapshotError::State;
+    match value {
+        // A new object's fields are at their defaults already; writing only the others keeps
+        // loading a sparse object cheap.
+        PropValue::Scalar(v) => {
+            let default = def.properties.get(prop).map(|pt| pt.default_value());
+            if default.as_ref() != Some(&v) {
+                store.set(&def.name, key, prop, v).map_err(state)?;
+            }
+        }
+        PropValue::List(values) => {
+            for (i, v) in values.into_iter().enumerate() {
+                store
+                    .list_insert(&def.name, key, prop, i, v)
+                    .map_err(state)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a list's nodes in document order, each relative to the one before it.
+fn write_nodes(e: &mut Encoder, nodes: &[DocNode]) {
+    e.count(nodes.len());
+    let mut prev = OpId {
+        peer: PeerId(0),
+        seq: 0,
+    };
+    let mut prev_ts = 0;
+    for (i, d) in nodes.iter().enumerate() {
+        let mut flags = 0;
+        if d.side == Side::Right {
+            flags |= NODE_RIGHT;
+        }
+        if d.current {
+            flags |= NODE_CURRENT;
+        }
+        match d.role {
+            DocRole::Origin(state) => flags |= state_code(state) << NODE_STATE_SHIFT,
+            DocRole::Move(_) => flags |= NODE_MOVE,
+        }
+        if d.id.peer == prev.peer {
+            flags |= NODE_SAME_PEER;
+        }
+        if d.id.seq == prev.seq.wrapping_add(1) {
+            flags |= NODE_NEXT_SEQ;
+        }
+        if d.ts == prev_ts {
+            flags |= NODE_SAME_TS;
+        }
+        e.byte(flags);
+        if flags & NODE_SAME_PEER == 0 {
+            e.u64(d.id.peer.0);
+        }
+        if flags & NODE_NEXT_SEQ == 0 {
+            e.u64(d.id.seq);
+        }
+        if flags & NODE_SAME_TS == 0 {
+            e.i64(d.ts.wrapping_sub(prev_ts) as i64);
+        }
+        // The parent as a distance back from this node (1: the node just before, -1 the one just
+        // after); 0, which no node is from itself, is the root.
+        let parent = d.parent.map_or(0, |p| i as i64 - i64::from(p));
+        e.i64(parent);
+        if let DocRole::Move(origin) = d.role {
+            e.i64(i as i64 - i64::from(origin));
+        }
+        prev = d.id;
+        prev_ts = d.ts;
+    }
+}
+
+/// Reads what [`write_nodes`] wrote; positions are checked by [`Sequence::from_document`].
+fn read_nodes(r: &mut Reader<'_>) -> Result<Vec<DocNode>, SnapshotError> {
+    let n = r.count(MIN_NODE_BYTES, "list nodes")?;
+    let mut nodes = Vec::with_capacity(n);
+    let mut prev = OpId {
+        peer: PeerId(0),
+        seq: 0,
+    };
+    let mut prev_ts: u64 = 0;
+    let position = |i: usize, delta: i64| -> Result<u32, SnapshotError> {
+        u32::try_from(i as i64 - delta)
+            .map_err(|_| SnapshotError::Inconsistent("a list node refers outside its list"))
+    };
+    for i in 0..n {
+        let at = r.pos();
+        let flags = r.byte("list node flags")?;
+        let peer = match flags & NODE_SAME_PEER {
+            0 => PeerId(r.u64("list node peer")?),
+            _ => prev.peer,
+        };
+        let seq = match flags & NODE_NEXT_SEQ {
+            0 => r.u64("list node counter")?,
+            _ => prev.seq.wrapping_add(1),
+        };
+        let ts = match flags & NODE_SAME_TS {
+            0 => prev_ts.wrapping_add(r.i64("list node timestamp")? as u64),
+            _ => prev_ts,
+        };
+        let parent = match r.i64("list node parent")? {
+            0 => None,
+            d => Some(position(i, d)?),
+        };
+        let role = if flags & NODE_MOVE != 0 {
+            DocRole::Move(position(i, r.i64("moved element")?)?)
+        } else {
+            DocRole::Origin(state_from_code((flags >> NODE_STATE_SHIFT) & 0x03).ok_or(
+                crate::wire::DecodeError::UnknownTag {
+                    offset: at,
+                    what: "list node state",
+                    tag: flags,
+                },
+            )?)
+        };
+        let id = OpId { peer, seq };
+        nodes.push(DocNode {
+            id,
+            ts,
+            parent,
+            side: if flags & NODE_RIGHT != 0 {
+                Side::Right
+            } else {
+                Side::Left
+            },
+            role,
+            current: flags & NODE_CURRENT != 0,
+        });
+        prev = id;
+        prev_ts = ts;
+    }
+    Ok(nodes)
+}
+
+fn state_code(state: ElemState) -> u8 {
+    match state {
+        ElemState::Visible => 0,
+        ElemState::Hidden => 1,
+        ElemState::Erased => 2,
+    }
+}
+
+fn state_from_code(code: u8) -> Option<ElemState> {
+    Some(match code {
+        0 => ElemState::Visible,
+        1 => ElemState::Hidden,
+        2 => ElemState::Erased,
+        _ => return None,
+    })
+}

@@ -1,0 +1,156 @@
+//! A server in a snapshot: its replica, its history (horizon and entries) and every peer's
+//! table. The history index and the byte counts are derived, and rebuilt when loading.
+
+use super::history::{History, HistoryEntry};
+use super::peers::PeerState;
+use super::Server;
+use crate::model::{ClientVersion, ServerVersion};
+use crate::replica::Replica;
+use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
+use crate::store::{MemoryStore, Store};
+use hashbrown::HashMap;
+
+/// Smallest encoded sizes, for bounding counts by the input left.
+const MIN_ENTRY_BYTES: usize = 6;
+const MIN_PEER_BYTES: usize = 4;
+const MIN_PAIR_BYTES: usize = 2;
+
+impl Server<MemoryStore> {
+    /// Loads a server saved with [`Server::save`], with an in-memory store.
+    ///
+    /// ```
+    /// use objsync::sync::{Client, Server};
+    /// use objsync::{ObjectType, PeerId, PropType, Property};
+    ///
+    /// let mut server = Server::new();
+    /// let mut client = Client::new(PeerId(1));
+    /// client.write(1, |tx| {
+    ///     tx.add_type(ObjectType::new("T", Some("id"), [Property::new("id", PropType::parse("int")?)])?)?;
+    ///     tx.insert("T", 1)
+    /// })?;
+    /// server.integrate(client.peer(), client.upload())?;
+    /// let restarted = Server::load(&server.save())?;
+    /// assert_eq!(restarted.history(), server.history());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Server::load_into(MemoryStore::new(), bytes)
+    }
+}
+
+impl<S: Store> Server<S> {
+    /// A snapshot of this server: state, history and peer tables (spec/snapshot.md). A server
+    /// loaded from it integrates every future upload, and serves every download, exactly as
+    /// this one would.
+    pub fn save(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::Server);
+        self.write_state(&mut w);
+        w.finish()
+    }
+
+    /// Loads a server saved with [`Server::save`] into `store`, which must be empty.
+    pub fn load_into(store: S, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut r = SnapshotReader::open(bytes, Kind::Server)?;
+        let server = Server::read_state(store, &mut r)?;
+        r.finish()?;
+        Ok(server)
+    }
+
+    /// Writes the server's state (also the inner part of a realm's snapshot).
+    pub(crate) fn write_state(&self, w: &mut SnapshotWriter) {
+        self.replica.write_state(w.items());
+        w.items().u64(self.history.horizon().0);
+        w.items().count(self.history.len());
+        for (_, entry) in self.history.iter() {
+            w.items().u64(entry.uploaded_base.0);
+            w.changeset(&entry.changeset);
+        }
+        let mut peers: Vec<_> = self.peers.iter().collect();
+        peers.sort_by_key(|(p, _)| **p);
+        w.items().count(peers.len());
+        for (peer, state) in peers {
+            let e = w.items();
+            e.u64(peer.0);
+            e.u64(state.base.0);
+            e.count(state.integrated.len());
+            for (sv, cv) in &state.integrated {
+                e.u64(sv.0);
+                e.u64(cv.0);
+            }
+            e.count(state.reciprocal.len());
+            for (v, cs) in &state.reciprocal {
+                w.items().u64(*v);
+                w.changeset(cs);
+            }
+        }
+    }
+
+    /// Reads what [`Server::write_state`] wrote, checking that the history and the peer
+    /// tables fit each other.
+    pub(crate) fn read_state(store: S, r: &mut SnapshotReader<'_>) -> Result<Self, SnapshotError> {
+        let inconsistent = SnapshotError::Inconsistent;
+        let replica = Replica::read_state(store, r.items())?;
+        let horizon = ServerVersion(r.items().u64("history horizon")?);
+        let mut history = History::starting_at(horizon);
+        let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
+        for _ in 0..n {
+            let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);
+            let changeset = r.changeset()?;
+            if changeset.base_version != history.latest() || uploaded_base > history.latest() {
+                return Err(inconsistent(
+                    "a history entry names versions it cannot have",
+                ));
+            }
+            history.push(HistoryEntry {
+                changeset,
+                uploaded_base,
+            });
+        }
+        let mut peers = HashMap::new();
+        let n = r.count(MIN_PEER_BYTES, "peers")?;
+        for _ in 0..n {
+            let peer = crate::model::PeerId(r.items().u64("peer id")?);
+            let mut state = PeerState {
+                base: ServerVersion(r.items().u64("peer base")?),
+                ..PeerState::default()
+            };
+            let m = r.count(MIN_PAIR_BYTES, "integrations")?;
+            for _ in 0..m {
+                let sv = ServerVersion(r.items().u64("integrated server version")?);
+                let cv = ClientVersion(r.items().u64("integrated client version")?);
+                let fits = history.get(sv).map_or(true, |e| {
+                    e.changeset.origin == peer && e.changeset.client_version == cv
+                });
+                let ordered = state
+                    .integrated
+                    .last()
+                    .map_or(true, |l| l.0 < sv && l.1 < cv);
+                if !fits || !ordered || sv > history.latest() {
+                    return Err(inconsistent(
+                        "a peer's integrations do not match the history",
+                    ));
+                }
+                state.integrated.push((sv, cv));
+            }
+            let m = r.count(MIN_ENTRY_BYTES, "reciprocal forms")?;
+            for _ in 0..m {
+                let v = r.items().u64("reciprocal version")?;
+                let cs = r.changeset()?;
+                if v <= state.base.0 || v > history.latest().0 {
+                    return Err(inconsistent(
+                        "a reciprocal form is outside its peer's window",
+                    ));
+                }
+                state.reciprocal.insert(v, cs);
+            }
+            if state.base > history.latest() || peers.insert(peer, state).is_some() {
+                return Err(inconsistent("a peer's table is invalid or appears twice"));
+            }
+        }
+        Ok(Server {
+            replica,
+            history,
+            peers,
+        })
+    }
+}

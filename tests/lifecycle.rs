@@ -1,0 +1,139 @@
+//! The history lifecycle, proven by property tests on random histories
+//! (`objsync_testkit::history`):
+//!
+//! - **Restart.** Saving and loading every client and the server after any step changes
+//!   nothing: the run ends in exactly the state, history and downloads of the run without
+//!   restarts, and a loaded replica saves to the same bytes.
+//! - **Compaction.** Compacting the server after any step changes nothing for anyone: the same
+//!   end state on every replica. After the history, a late upload from a new client based on any
+//!   server version integrates into the compacted and the uncompacted server alike, and a new
+//!   client downloading either ends equal.
+//!
+//! `OBJSYNC_CASES` sets the number of random histories (default 1,000 each).
+
+use objsync::sync::{Client, Server};
+use objsync::{PeerId, Replica};
+use objsync_testkit::cases;
+use objsync_testkit::history::{history, intent, run, run_intent, run_with, state, Intent, Run};
+use proptest::prelude::*;
+
+fn restart(run: &mut Run) {
+    for c in run.clients.iter_mut() {
+        let bytes = c.save();
+        *c = Client::load(&bytes).expect("a saved client loads");
+        assert_eq!(c.save(), bytes, "a loaded client saves to the same bytes");
+    }
+    let bytes = run.server.save();
+    run.server = Server::load(&bytes).expect("a saved server loads");
+    assert_eq!(
+        run.server.save(),
+        bytes,
+        "a loaded server saves to the same bytes"
+    );
+}
+
+/// Everything a run ends with: every replica's state and the server's history.
+fn outcome(run: &Run) -> (Vec<String>, String, Vec<u8>) {
+    let states = run.clients.iter().map(|c| state(c.replica())).collect();
+    let history = format!("{:?}", run.server.history().iter().collect::<Vec<_>>());
+    (states, history, run.server.replica().save())
+}
+
+/// The server's state, and a new client's state once it downloaded everything.
+fn served(server: &Server) -> (String, String) {
+    let mut fresh = Client::new(PeerId(99));
+    let d = server
+        .download(fresh.peer(), fresh.cursor(), None)
+        .expect("whole");
+    fresh.integrate(d).expect("a download integrates");
+    (state(server.replica()), state(fresh.replica()))
+}
+
+/// A new client that downloaded the first `base` entries of `server`.
+fn behind(server: &Server, base: usize) -> Client {
+    let mut late = Client::new(PeerId(77));
+    let d = server
+        .download(late.peer(), late.cursor(), Some(base))
+        .expect("whole");
+    late.integrate(d).expect("a download integrates");
+    late
+}
+
+/// A new client that downloaded the first `base` entries of `before` (the history before
+/// compaction), writes `intents` and uploads to `server`; returns what the server then holds
+/// and serves, and what the client holds once it downloaded the rest from `server`.
+fn late_upload(
+    before: &Server,
+    server: &mut Server,
+    base: usize,
+    time: u64,
+    intents: &[Intent],
+) -> (String, String, String) {
+    let mut late = behind(before, base);
+    late.write(time, |tx| {
+        for i in intents {
+            run_intent(tx, i);
+        }
+        Ok(())
+    })
+    .expect("writes");
+    server
+        .integrate(late.peer(), late.upload())
+        .expect("integrates");
+    let d = server
+        .download(late.peer(), late.cursor(), None)
+        .expect("whole");
+    late.integrate(d).expect("the rest integrates");
+    let (held, fresh) = served(server);
+    (held, fresh, state(late.replica()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(1000), max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn restarting_anyone_anywhere_changes_nothing((n, steps) in history(4), at in any::<u64>()) {
+        let order: Vec<usize> = (0..n).collect();
+        let plain = run(n, &steps, &order);
+        let every = run_with(n, &steps, &order, |r, _| restart(r));
+        prop_assert_eq!(outcome(&every), outcome(&plain));
+        let once = run_with(n, &steps, &order, |r, i| if i as u64 == at % steps.len() as u64 { restart(r) });
+        prop_assert_eq!(outcome(&once), outcome(&plain));
+        let bytes = plain.server.replica().save();
+        prop_assert_eq!(Replica::load(&bytes).expect("loads").save(), bytes);
+    }
+
+    #[test]
+    fn compaction_changes_nothing_anyone_can_tell(
+        (n, steps) in history(4),
+        at in any::<u64>(),
+        base in any::<u64>(),
+        time in 0u64..50,
+        late in prop::collection::vec(intent(), 1..8),
+    ) {
+        let order: Vec<usize> = (0..n).collect();
+        let plain = run(n, &steps, &order);
+        let at = at % steps.len() as u64;
+        let compacted = run_with(n, &steps, &order, |r, i| if i as u64 == at { r.server.compact(); });
+        prop_assert_eq!(outcome(&compacted).0, outcome(&plain).0);
+        prop_assert_eq!(served(&compacted.server), served(&plain.server));
+        // A late upload from a new client based on any version meets the compacted history as it
+        // meets the whole one.
+        let mut whole = Server::load(&plain.server.save()).expect("loads");
+        let mut small = Server::load(&plain.server.save()).expect("loads");
+        small.compact();
+        let base = (base % (whole.version().0 + 1)) as usize;
+        prop_assert_eq!(
+            late_upload(&plain.server, &mut small, base, time, &late),
+            late_upload(&plain.server, &mut whole, base, time, &late)
+        );
+        // A client that downloaded part of the history before compaction and the rest after it
+        // ends where everyone else does.
+        let mut resumed = behind(&plain.server, base);
+        let mut small = Server::load(&plain.server.save()).expect("loads");
+        small.compact();
+        let d = small.download(resumed.peer(), resumed.cursor(), None).expect("whole");
+        resumed.integrate(d).expect("the rest integrates");
+        prop_assert_eq!(state(resumed.replica()), state(plain.server.replica()));
+    }
+}
