@@ -12,7 +12,7 @@
 //! `OBJSYNC_CASES` sets the number of random histories (default 1,000 each).
 
 use objsync::sync::{Client, Server};
-use objsync::{PeerId, Replica};
+use objsync::{Error, MemoryStore, PeerId, Replica, ServerVersion, Transaction};
 use objsync_testkit::cases;
 use objsync_testkit::history::{history, intent, run, run_intent, run_with, state, Intent, Run};
 use proptest::prelude::*;
@@ -136,4 +136,93 @@ proptest! {
         resumed.integrate(d).expect("the rest integrates");
         prop_assert_eq!(state(resumed.replica()), state(plain.server.replica()));
     }
+}
+
+type Write = dyn Fn(&mut Transaction<'_, MemoryStore>) -> Result<(), Error>;
+
+/// Commits `f` on `client` at `time` and uploads it to `server`.
+fn commit(server: &mut Server, client: &mut Client, time: u64, f: &Write) {
+    client.write(time, f).expect("writes");
+    let ack = server
+        .integrate(client.peer(), client.upload())
+        .expect("integrates");
+    client.acknowledge(ack);
+}
+
+/// The kinds of the instructions the server's history holds, entry by entry.
+fn kinds(server: &Server) -> Vec<Vec<objsync::Kind>> {
+    server
+        .history()
+        .iter()
+        .map(|(_, e)| e.changeset.ops.iter().map(|op| op.instr.kind()).collect())
+        .collect()
+}
+
+#[test]
+fn compaction_drops_superseded_sets_and_writes_to_deleted_objects_and_keeps_the_rest() {
+    use objsync::{Kind, ObjectType, PropType, Property};
+    let mut server = Server::new();
+    let mut client = Client::new(PeerId(1));
+    commit(&mut server, &mut client, 1, &|tx| {
+        tx.add_type(ObjectType::new(
+            "A",
+            Some("id"),
+            [
+                Property::new("id", PropType::parse("int")?),
+                Property::new("v", PropType::parse("int")?),
+                Property::new("n", PropType::parse("int")?),
+            ],
+        )?)?;
+        tx.insert("A", 1)?;
+        tx.set("A", 1, "v", 1)
+    });
+    commit(&mut server, &mut client, 2, &|tx| tx.set("A", 1, "v", 2));
+    commit(&mut server, &mut client, 3, &|tx| {
+        tx.add_int("A", 1, "n", 1)?;
+        tx.add_int("A", 1, "n", 2)
+    });
+    commit(&mut server, &mut client, 4, &|tx| {
+        tx.insert("A", 2)?;
+        tx.set("A", 2, "v", 5)
+    });
+    commit(&mut server, &mut client, 5, &|tx| tx.delete("A", 2));
+    let before = state(server.replica());
+    let mut fresh_before = Client::new(PeerId(2));
+    fresh_before
+        .integrate(
+            server
+                .download(PeerId(2), fresh_before.cursor(), None)
+                .expect("whole"),
+        )
+        .expect("integrates");
+
+    // The first set of A 1's v (superseded by the second), the set of A 2's v (its object is
+    // deleted later) go, and the two add_ints of one changeset become one.
+    assert_eq!(server.compact(), 3);
+    assert_eq!(
+        kinds(&server),
+        vec![
+            vec![Kind::AddType, Kind::Insert],
+            vec![Kind::Set],
+            vec![Kind::AddInt],
+            vec![Kind::Insert],
+            vec![Kind::Delete],
+        ]
+    );
+    assert_eq!(
+        server.version(),
+        ServerVersion(5),
+        "entries keep their versions"
+    );
+    assert_eq!(state(server.replica()), before);
+    let mut fresh = Client::new(PeerId(3));
+    fresh
+        .integrate(
+            server
+                .download(PeerId(3), fresh.cursor(), None)
+                .expect("whole"),
+        )
+        .expect("integrates");
+    assert_eq!(state(fresh.replica()), state(fresh_before.replica()));
+    assert_eq!(server.compact(), 0, "compaction is idempotent");
 }
