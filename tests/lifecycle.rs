@@ -39,9 +39,14 @@ fn outcome(run: &Run) -> (Vec<String>, String, Vec<u8>) {
     (states, history, run.server.replica().save())
 }
 
-/// The server's state, and a new client's state once it downloaded everything.
+/// The server's state, and a new client's state once it downloaded everything (starting from
+/// the server's state if the history was trimmed).
 fn served(server: &Server) -> (String, String) {
-    let mut fresh = Client::new(PeerId(99));
+    let mut fresh = if server.history().horizon() > ServerVersion(0) {
+        Client::bootstrap(PeerId(99), &server.state_snapshot()).expect("a state loads")
+    } else {
+        Client::new(PeerId(99))
+    };
     let d = server
         .download(fresh.peer(), fresh.cursor(), None)
         .expect("whole");
@@ -59,17 +64,14 @@ fn behind(server: &Server, base: usize) -> Client {
     late
 }
 
-/// A new client that downloaded the first `base` entries of `before` (the history before
-/// compaction), writes `intents` and uploads to `server`; returns what the server then holds
-/// and serves, and what the client holds once it downloaded the rest from `server`.
+/// `late` writes `intents` and uploads to `server`; returns what the server then holds and
+/// serves, and what the client holds once it downloaded the rest from `server`.
 fn late_upload(
-    before: &Server,
+    mut late: Client,
     server: &mut Server,
-    base: usize,
     time: u64,
     intents: &[Intent],
 ) -> (String, String, String) {
-    let mut late = behind(before, base);
     late.write(time, |tx| {
         for i in intents {
             run_intent(tx, i);
@@ -124,8 +126,8 @@ proptest! {
         small.compact();
         let base = (base % (whole.version().0 + 1)) as usize;
         prop_assert_eq!(
-            late_upload(&plain.server, &mut small, base, time, &late),
-            late_upload(&plain.server, &mut whole, base, time, &late)
+            late_upload(behind(&plain.server, base), &mut small, time, &late),
+            late_upload(behind(&plain.server, base), &mut whole, time, &late)
         );
         // A client that downloaded part of the history before compaction and the rest after it
         // ends where everyone else does.
@@ -135,6 +137,37 @@ proptest! {
         let d = small.download(resumed.peer(), resumed.cursor(), None).expect("whole");
         resumed.integrate(d).expect("the rest integrates");
         prop_assert_eq!(state(resumed.replica()), state(plain.server.replica()));
+    }
+
+    #[test]
+    fn starting_from_the_state_is_downloading_the_history(
+        (n, steps) in history(4),
+        at in any::<u64>(),
+        time in 0u64..50,
+        late in prop::collection::vec(intent(), 1..8),
+    ) {
+        let order: Vec<usize> = (0..n).collect();
+        let at = (at % steps.len() as u64) as usize;
+        let mut joined = None;
+        let end = run_with(n, &steps, &order, |r, i| {
+            if i == at {
+                joined = Some((r.server.state_snapshot(), behind(&r.server, usize::MAX)));
+            }
+        });
+        let (snapshot, downloaded) = joined.expect("the step was run");
+        let booted = Client::bootstrap(downloaded.peer(), &snapshot).expect("a state loads");
+        prop_assert_eq!(booted.cursor(), downloaded.cursor());
+        prop_assert_eq!(state(booted.replica()), state(downloaded.replica()));
+        prop_assert!(booted.replica().save() == downloaded.replica().save(), "the same merge metadata");
+        // The two write the same late changeset: the server that forgot everything before the
+        // bootstrap integrates it as the whole one does.
+        let mut whole = Server::load(&end.server.save()).expect("loads");
+        let mut trimmed = Server::load(&end.server.save()).expect("loads");
+        trimmed.trim(booted.cursor().server);
+        prop_assert_eq!(
+            late_upload(booted, &mut trimmed, time, &late),
+            late_upload(downloaded, &mut whole, time, &late)
+        );
     }
 }
 

@@ -70,6 +70,32 @@ impl<S: Store> Replica<S> {
         Ok(replica)
     }
 
+    /// Makes a replica loaded from another peer's snapshot this peer's own, for a client that
+    /// starts from a server's state: ids it mints from now on are its own, and after every id
+    /// of `peer` the state holds (so that even a peer that wrote before never mints an id
+    /// twice while its objects or list elements exist).
+    pub(crate) fn adopt(&mut self, peer: PeerId) {
+        let mut last = 0;
+        let mut note = |id: OpId| {
+            if id.peer == peer {
+                last = last.max(id.seq);
+            }
+        };
+        let schema = self.store.schema();
+        for def in schema.types() {
+            for key in self.store.objects(&def.name).unwrap_or_default() {
+                if let ObjKey::Engine(id) = key {
+                    note(id);
+                }
+            }
+        }
+        for seq in self.lists.values() {
+            seq.document().iter().for_each(|n| note(n.id));
+        }
+        self.peer = peer;
+        self.next_seq = last + 1;
+    }
+
     /// Writes the replica's state (the part of every snapshot that holds one).
     pub(crate) fn write_state(&self, e: &mut Encoder) {
         e.u64(self.peer.0);

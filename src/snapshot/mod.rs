@@ -39,6 +39,7 @@ pub(crate) enum Kind {
     Client = 2,
     Server = 3,
     Realm = 4,
+    State = 5,
 }
 
 impl Kind {
@@ -48,6 +49,7 @@ impl Kind {
             Kind::Client => "a client",
             Kind::Server => "a server",
             Kind::Realm => "a realm",
+            Kind::State => "a server's state",
         }
     }
 }
@@ -184,10 +186,16 @@ impl<'a> SnapshotReader<'a> {
         }
         let found = r.byte("snapshot kind")?;
         if found != kind as u8 {
-            let found = [Kind::Replica, Kind::Client, Kind::Server, Kind::Realm]
-                .into_iter()
-                .find(|k| *k as u8 == found)
-                .map_or("an unknown kind", Kind::name);
+            let found = [
+                Kind::Replica,
+                Kind::Client,
+                Kind::Server,
+                Kind::Realm,
+                Kind::State,
+            ]
+            .into_iter()
+            .find(|k| *k as u8 == found)
+            .map_or("an unknown kind", Kind::name);
             return Err(SnapshotError::Kind {
                 expected: kind.name(),
                 found,

@@ -51,6 +51,11 @@ impl Client<MemoryStore> {
     pub fn load(bytes: &[u8]) -> Result<Self, SnapshotError> {
         Client::load_into(MemoryStore::new(), bytes)
     }
+
+    /// [`Client::bootstrap_into`] an in-memory store.
+    pub fn bootstrap(peer: PeerId, snapshot: &[u8]) -> Result<Self, SnapshotError> {
+        Client::bootstrap_into(MemoryStore::new(), peer, snapshot)
+    }
 }
 
 impl<S: Store> Client<S> {
@@ -72,6 +77,24 @@ impl<S: Store> Client<S> {
             w.changeset(cs);
         }
         w.finish()
+    }
+
+    /// A new client for `peer` that starts from a server's state
+    /// ([`Server::state_snapshot`](crate::sync::Server::state_snapshot)) instead of downloading
+    /// the history before it, into `store`, which must be empty. It is then exactly the client
+    /// that has downloaded everything up to the snapshot's version and written nothing: same
+    /// state, same cursor, same future merges; its clock is past every timestamp in the state.
+    pub fn bootstrap_into(store: S, peer: PeerId, snapshot: &[u8]) -> Result<Self, SnapshotError> {
+        let mut r = SnapshotReader::open(snapshot, Kind::State)?;
+        let version = ServerVersion(r.items().u64("server version")?);
+        let timestamp = r.items().u64("latest timestamp")?;
+        let mut replica = Replica::read_state(store, r.items())?;
+        r.finish()?;
+        replica.adopt(peer);
+        let mut client = Client::with_replica(replica);
+        client.cursor.server = version;
+        client.clock.observe(timestamp);
+        Ok(client)
     }
 
     /// Loads a client saved with [`Client::save`] into `store`, which must be empty.

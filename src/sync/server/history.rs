@@ -7,7 +7,7 @@
 //! after its *horizon* only, and versions keep their numbers.
 
 use super::index::{Footprint, HistoryIndex};
-use crate::model::{Changeset, PeerId, ServerVersion};
+use crate::model::{Changeset, PeerId, ServerVersion, Timestamp};
 use crate::wire::encode;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ pub struct History {
     bytes_through: Vec<u64>,
     /// Per origin: (server version, that origin's bytes through it), one per entry it wrote.
     own_bytes: HashMap<PeerId, Vec<(ServerVersion, u64)>>,
+    /// The latest changeset timestamp ever appended, forgotten entries included: a client that
+    /// starts from the state must stamp its writes after it, as one that downloaded would.
+    latest_timestamp: Timestamp,
 }
 
 impl Default for History {
@@ -49,7 +52,9 @@ impl Default for History {
 impl PartialEq for History {
     /// Two histories are equal when their horizons and entries are (the rest is derived).
     fn eq(&self, other: &History) -> bool {
-        self.horizon == other.horizon && self.entries == other.entries
+        self.horizon == other.horizon
+            && self.entries == other.entries
+            && self.latest_timestamp == other.latest_timestamp
     }
 }
 
@@ -63,6 +68,7 @@ impl History {
             index: HistoryIndex::default(),
             bytes_through: vec![0],
             own_bytes: HashMap::new(),
+            latest_timestamp: 0,
         }
     }
 
@@ -74,6 +80,17 @@ impl History {
     /// The last version forgotten: entries up to it are no longer held (0 if none is).
     pub fn horizon(&self) -> ServerVersion {
         self.horizon
+    }
+
+    /// The latest timestamp of any changeset ever appended (0 if none was), including those
+    /// trimmed away.
+    pub fn latest_timestamp(&self) -> Timestamp {
+        self.latest_timestamp
+    }
+
+    /// Takes note of a timestamp of a changeset that is no longer held (when loading).
+    pub(super) fn observe_timestamp(&mut self, t: Timestamp) {
+        self.latest_timestamp = self.latest_timestamp.max(t);
     }
 
     /// The number of entries held.
@@ -161,6 +178,7 @@ impl History {
     pub(super) fn push(&mut self, entry: HistoryEntry) -> ServerVersion {
         let v = ServerVersion(self.latest().0 + 1);
         let bytes: Arc<[u8]> = encode(&entry.changeset).into();
+        self.observe_timestamp(entry.changeset.timestamp);
         self.account(v, &entry.changeset, bytes.len() as u64);
         self.entries.push(entry);
         self.encoded.push(bytes);

@@ -48,6 +48,38 @@ impl<S: Store> Server<S> {
         w.finish()
     }
 
+    /// The server's state at its latest version, for a client that has never downloaded:
+    /// [`Client::bootstrap`](crate::sync::Client::bootstrap) starts from it instead of
+    /// downloading the history (spec/snapshot.md, section "state"). Its size follows the state,
+    /// not the history's length, and a trimmed history still has it.
+    ///
+    /// ```
+    /// use objsync::sync::{Client, Server};
+    /// use objsync::{ObjectType, PeerId, PropType, Property};
+    ///
+    /// let mut server = Server::new();
+    /// let mut writer = Client::new(PeerId(1));
+    /// writer.write(1, |tx| {
+    ///     tx.add_type(ObjectType::new("T", Some("id"), [Property::new("id", PropType::parse("int")?)])?)?;
+    ///     tx.insert("T", 1)
+    /// })?;
+    /// server.integrate(writer.peer(), writer.upload())?;
+    /// server.trim(server.version());
+    ///
+    /// let joined = Client::bootstrap(PeerId(2), &server.state_snapshot())?;
+    /// assert_eq!(joined.cursor().server, server.version());
+    /// assert_eq!(joined.replica().store().objects("T")?, server.replica().store().objects("T")?);
+    /// # use objsync::Store;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn state_snapshot(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::State);
+        w.items().u64(self.version().0);
+        w.items().u64(self.history.latest_timestamp());
+        self.replica.write_state(w.items());
+        w.finish()
+    }
+
     /// Loads a server saved with [`Server::save`] into `store`, which must be empty.
     pub fn load_into(store: S, bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut r = SnapshotReader::open(bytes, Kind::Server)?;
@@ -60,6 +92,7 @@ impl<S: Store> Server<S> {
     pub(crate) fn write_state(&self, w: &mut SnapshotWriter) {
         self.replica.write_state(w.items());
         w.items().u64(self.history.horizon().0);
+        w.items().u64(self.history.latest_timestamp());
         w.items().count(self.history.len());
         for (_, entry) in self.history.iter() {
             w.items().u64(entry.uploaded_base.0);
@@ -92,6 +125,7 @@ impl<S: Store> Server<S> {
         let replica = Replica::read_state(store, r.items())?;
         let horizon = ServerVersion(r.items().u64("history horizon")?);
         let mut history = History::starting_at(horizon);
+        history.observe_timestamp(r.items().u64("latest timestamp")?);
         let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
         for _ in 0..n {
             let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);
