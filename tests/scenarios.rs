@@ -125,3 +125,60 @@ fn an_op_file_applies_as_one_transaction() {
         assert!(parse_ops(bad).is_err(), "{bad}");
     }
 }
+
+/// The clients a step names (all of them for `"sync": "all"`).
+fn named(step: &serde_json::Value, clients: u64) -> Vec<u64> {
+    let one = |key: &str| step.get(key).and_then(|v| v.as_u64());
+    if let Some(k) = one("client").or(one("upload")).or(one("download")) {
+        return vec![k];
+    }
+    match step.get("sync") {
+        Some(serde_json::Value::Array(ks)) => ks.iter().filter_map(|k| k.as_u64()).collect(),
+        Some(_) => (1..=clients).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// spec/scenario-format.md: inserting `restart`, `compact` or `bootstrap` steps anywhere in a
+/// valid scenario does not change its outcome in the slightest. Every spec scenario, with each
+/// kind of step inserted at every position (a bootstrap only where its client has not yet
+/// written or downloaded).
+#[test]
+fn lifecycle_steps_anywhere_change_nothing() {
+    use serde_json::json;
+    let mut runs = 0;
+    for f in files("spec/scenarios") {
+        let text = std::fs::read_to_string(&f).expect("readable scenario");
+        let plain = run(&text);
+        let scenario: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let steps = scenario["steps"].as_array().expect("steps").clone();
+        let clients = scenario["clients"].as_u64().expect("clients");
+        for at in 0..=steps.len() {
+            let k = at as u64 % clients + 1;
+            let mut inserts = vec![
+                json!({"restart": "server"}),
+                json!({"restart": k}),
+                json!({"compact": "server"}),
+            ];
+            for k in 1..=clients {
+                if !steps[..at].iter().any(|s| named(s, clients).contains(&k)) {
+                    inserts.push(json!({"bootstrap": k}));
+                }
+            }
+            for step in inserts {
+                let mut changed = scenario.clone();
+                let list = changed["steps"].as_array_mut().expect("steps");
+                list.insert(at, step.clone());
+                runs += 1;
+                assert_eq!(
+                    run(&changed.to_string()),
+                    plain,
+                    "{}: {step} before step {}",
+                    f.display(),
+                    at + 1
+                );
+            }
+        }
+    }
+    assert!(runs > 1000, "only {runs} variations ran");
+}

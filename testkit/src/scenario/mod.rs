@@ -11,7 +11,7 @@ mod expect;
 mod parse;
 mod world;
 
-pub use parse::{parse, Scenario, Step, EXPECTABLE_ERRORS};
+pub use parse::{parse, Scenario, Step, Who, EXPECTABLE_ERRORS};
 
 use objsync::json::{canonical, state_json};
 use objsync::Store;
@@ -88,6 +88,11 @@ fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Mal
                     world.download(*k, None);
                 }
             }
+            Step::Restart(who) => world.restart(*who),
+            Step::Compact => {
+                world.server.compact();
+            }
+            Step::Bootstrap(k) => world.bootstrap(*k)?,
         }
     }
     // The closing full sync: bounded, since every round that moves something integrates at

@@ -47,6 +47,21 @@ pub enum Step {
     },
     /// Upload each client in order, then download each in order.
     Sync(Vec<usize>),
+    /// Save a replica, drop it, and load it from those bytes only.
+    Restart(Who),
+    /// The server compacts its history.
+    Compact,
+    /// A client that has neither written nor downloaded starts from the server's state.
+    Bootstrap(usize),
+}
+
+/// A client (1-based) or the server, for steps that may name either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// Client k.
+    Client(usize),
+    /// The server.
+    Server,
 }
 
 /// The error names "expect_error" accepts.
@@ -193,6 +208,21 @@ fn parse_step(json: &Json, what: &str, clients: usize) -> Result<Step, Malformed
         let client = f.client(c, clients)?;
         return Ok(Step::Download { client, count });
     }
+    if let Some(w) = obj.get("restart") {
+        return match w {
+            Json::String(s) if s == "server" => Ok(Step::Restart(Who::Server)),
+            w => Ok(Step::Restart(Who::Client(f.client(w, clients)?))),
+        };
+    }
+    if let Some(w) = obj.get("compact") {
+        return match w {
+            Json::String(s) if s == "server" => Ok(Step::Compact),
+            _ => malformed(format!("{what}: \"compact\" must be \"server\"")),
+        };
+    }
+    if let Some(c) = obj.get("bootstrap") {
+        return Ok(Step::Bootstrap(f.client(c, clients)?));
+    }
     match obj.get("sync") {
         Some(Json::String(s)) if s == "all" => Ok(Step::Sync((1..=clients).collect())),
         Some(Json::Array(items)) => Ok(Step::Sync(
@@ -204,7 +234,7 @@ fn parse_step(json: &Json, what: &str, clients: usize) -> Result<Step, Malformed
             "{what}: \"sync\" must be \"all\" or an array of clients"
         )),
         None => malformed(format!(
-            "{what}: a step needs \"client\"/\"tx\", \"upload\", \"download\" or \"sync\""
+            "{what}: a step needs \"client\"/\"tx\", \"upload\", \"download\", \"sync\", \"restart\", \"compact\" or \"bootstrap\""
         )),
     }
 }

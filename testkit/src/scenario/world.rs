@@ -1,7 +1,7 @@
 //! The replicas of one run: the clients and the server, exchanging changesets in process, and
 //! the errors they hit.
 
-use super::{malformed, Malformed, Scenario};
+use super::{malformed, Malformed, Scenario, Who};
 use objsync::json::WriteOp;
 use objsync::sync::{Client, Server, SyncError};
 use objsync::{Error, PeerId};
@@ -12,6 +12,8 @@ pub(super) struct World {
     pub(super) server: Server,
     /// Errors hit so far, by name ("schema_mismatch", ...), with the client that hit them.
     pub(super) errors: Vec<(usize, String, String)>,
+    /// Per client: whether its first download starts from the server's state.
+    bootstrapping: Vec<bool>,
 }
 
 fn error_name(e: &SyncError) -> &'static str {
@@ -29,6 +31,7 @@ impl World {
                 .collect(),
             server: Server::new(),
             errors: Vec::new(),
+            bootstrapping: vec![false; clients],
         }
     }
 
@@ -64,6 +67,60 @@ impl World {
         }
     }
 
+    /// Saves a replica, drops it and loads it from the saved bytes. A snapshot that does not
+    /// load is an error of the run (it fails), and the replica stays as it was.
+    pub(super) fn restart(&mut self, who: Who) {
+        let result = match who {
+            Who::Server => Server::load(&self.server.save()).map(|s| self.server = s),
+            Who::Client(k) => {
+                Client::load(&self.clients[k - 1].save()).map(|c| self.clients[k - 1] = c)
+            }
+        };
+        if let Err(e) = result {
+            let k = match who {
+                Who::Server => 0,
+                Who::Client(k) => k,
+            };
+            self.errors
+                .push((k, "snapshot_error".to_string(), e.to_string()));
+        }
+    }
+
+    /// Client k will start from the server's state instead of downloading the history;
+    /// malformed if it has written or downloaded anything.
+    pub(super) fn bootstrap(&mut self, k: usize) -> Result<(), Malformed> {
+        let c = &self.clients[k - 1];
+        if c.last_version().0 > 0 || c.cursor().server.0 > 0 {
+            return malformed(format!(
+                "bootstrap {k}: client {k} has already written or downloaded"
+            ));
+        }
+        self.bootstrapping[k - 1] = true;
+        Ok(())
+    }
+
+    /// The download of a bootstrapping client (spec/scenario-format.md): the server's state
+    /// when that is what downloading would give, that is when the client has still written
+    /// nothing and would download the whole history (`None` otherwise, and it downloads as any
+    /// other client). Returns whether anything was received.
+    fn start_from_state(&mut self, client: usize, count: Option<usize>) -> Option<bool> {
+        let c = &self.clients[client - 1];
+        if !std::mem::take(&mut self.bootstrapping[client - 1]) || c.last_version().0 > 0 {
+            return None;
+        }
+        let whole = (self.server.download(c.peer(), c.cursor(), None).ok())?;
+        if count.is_some_and(|m| m < whole.entries.len()) {
+            return None;
+        }
+        match Client::bootstrap(c.peer(), &self.server.state_snapshot()) {
+            Ok(c) => self.clients[client - 1] = c,
+            Err(e) => self
+                .errors
+                .push((client, "snapshot_error".to_string(), e.to_string())),
+        }
+        Some(!whole.entries.is_empty())
+    }
+
     /// Uploads; returns whether anything was sent.
     pub(super) fn upload(&mut self, client: usize) -> bool {
         if self.stopped(client) {
@@ -87,6 +144,9 @@ impl World {
     pub(super) fn download(&mut self, client: usize, count: Option<usize>) -> bool {
         if self.stopped(client) {
             return false;
+        }
+        if let Some(moved) = self.start_from_state(client, count) {
+            return moved;
         }
         let c = &mut self.clients[client - 1];
         let result = (self.server.download(c.peer(), c.cursor(), count)).and_then(|d| {
