@@ -7,6 +7,26 @@ use super::instruction::{Fate, Op};
 use serde::{Deserialize, Serialize};
 
 /// The instructions of one write transaction and where they came from.
+///
+/// A transaction's [`commit`](crate::Transaction::commit) returns one; the sync layer numbers
+/// it and sends it, and every receiver replays the same instructions, merged against what it
+/// has seen concurrently.
+///
+/// ```
+/// use objsync::{Kind, ObjectType, PeerId, PropType, Property, Replica};
+///
+/// let mut replica = Replica::new(PeerId(1));
+/// let mut tx = replica.transaction(1_000);
+/// let id = Property::new("id", PropType::parse("int")?);
+/// tx.add_type(ObjectType::new("Tag", Some("id"), [id])?)?;
+/// tx.insert("Tag", 1)?;
+/// let cs = tx.commit();
+/// assert_eq!((cs.origin, cs.timestamp), (PeerId(1), 1_000));
+/// let kinds: Vec<Kind> = cs.ops.iter().map(|op| op.instr.kind()).collect();
+/// assert_eq!(kinds, [Kind::AddType, Kind::Insert]);
+/// assert_eq!(cs.to_json()["ops"][1]["instr"]["type"], "INSERT");
+/// # Ok::<(), objsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Changeset {
     /// The peer that wrote it.
@@ -36,6 +56,17 @@ impl Changeset {
 
     /// The ordering key: (timestamp, origin). Of two concurrent changesets, the one with the
     /// greater key is "later".
+    ///
+    /// Timestamps come from the writers' clocks and may tie; the peer id breaks the tie, so every
+    /// replica picks the same winner without coordinating.
+    ///
+    /// ```
+    /// use objsync::{Changeset, PeerId};
+    ///
+    /// let early = Changeset::new(PeerId(9), 1_000);
+    /// assert!(Changeset::new(PeerId(1), 2_000).key() > early.key());
+    /// assert!(Changeset::new(PeerId(10), 1_000).key() > early.key());
+    /// ```
     pub fn key(&self) -> Key {
         Key {
             timestamp: self.timestamp,

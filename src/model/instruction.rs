@@ -94,6 +94,27 @@ impl fmt::Display for PropRef {
 }
 
 /// One operation of a write transaction.
+///
+/// Instructions name objects by type and key, never by position, so a receiver can apply one
+/// that was written against a different state; [`Instruction::kind`] and
+/// [`Instruction::object`] are what the merge rules look at first.
+///
+/// ```
+/// use objsync::{Instruction, Kind, ObjRef, Value};
+///
+/// let set = Instruction::Set {
+///     obj: ObjRef::new("Person", 1),
+///     prop: "name".into(),
+///     value: Value::from("Ada"),
+///     default: false,
+/// };
+/// assert_eq!(set.kind(), Kind::Set);
+/// assert_eq!(set.kind().name(), "SET");
+/// assert_eq!(set.object(), Some(&ObjRef::new("Person", 1)));
+/// assert_eq!(set.value(), Some(&Value::from("Ada")));
+/// let clear = Instruction::Clear { ty: "Person".into(), objects: vec![] };
+/// assert_eq!(clear.object(), None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Instruction {

@@ -101,6 +101,22 @@ impl PropType {
 
     /// Parses the scenario format's type strings: `int`, `string?`, `link<T>`, `list<X>` with X a
     /// scalar type string (with or without `?`) or `link<T>`.
+    ///
+    /// `Display` writes the same text back, so a type survives a round trip through the scenario
+    /// format and error messages show types as they were declared.
+    ///
+    /// ```
+    /// use objsync::{PropType, ScalarKind};
+    ///
+    /// let age = PropType::parse("int?")?;
+    /// assert_eq!((age.kind(), age.nullable()), (ScalarKind::Int, true));
+    /// let friends = PropType::parse("list<link<Person>>")?;
+    /// assert!(friends.list);
+    /// assert_eq!(friends.link_target().map(|t| &**t), Some("Person"));
+    /// assert_eq!(friends.to_string(), "list<link<Person>>");
+    /// assert!(PropType::parse("list<list<int>>").is_err());
+    /// # Ok::<(), objsync::Error>(())
+    /// ```
     pub fn parse(text: &str) -> Result<PropType, Error> {
         let bad = |reason: &'static str| Error::InvalidPropertyType {
             text: text.to_string(),
@@ -151,6 +167,19 @@ impl PropType {
 
     /// The value a required scalar property of a new object starts with (null for nullable
     /// properties and links). Lists start empty and have no default value.
+    ///
+    /// An object is created with every property at its default, so a newly inserted object
+    /// reads the same on every replica before anyone has set anything.
+    ///
+    /// ```
+    /// use objsync::{PropType, Value};
+    ///
+    /// assert_eq!(PropType::parse("int")?.default_value(), Value::Int(0));
+    /// assert_eq!(PropType::parse("string")?.default_value(), Value::from(""));
+    /// assert_eq!(PropType::parse("int?")?.default_value(), Value::Null);
+    /// assert_eq!(PropType::parse("link<Person>")?.default_value(), Value::Null);
+    /// # Ok::<(), objsync::Error>(())
+    /// ```
     pub fn default_value(&self) -> Value {
         if self.nullable() {
             return Value::Null;
@@ -247,6 +276,23 @@ pub struct ObjectType {
 
 impl ObjectType {
     /// Builds a type definition, checking names, the primary key and the property list.
+    ///
+    /// The primary key must be one of the properties and an int, string or object id: it is the
+    /// object's identity on every replica, so it has to be a value that compares exactly.
+    ///
+    /// ```
+    /// use objsync::{ObjectType, PropType, Property};
+    ///
+    /// let id = Property::new("id", PropType::parse("int")?);
+    /// let person = ObjectType::new("Person", Some("id"), [id.clone()])?;
+    /// assert_eq!(person.primary_key_type(), Some(&id.ty));
+    /// assert!(ObjectType::new("Person", Some("email"), [id]).is_err());
+    /// let x = Property::new("x", PropType::parse("double")?);
+    /// assert!(ObjectType::new("Point", Some("x"), [x.clone()]).is_err());
+    /// // Without a primary key, objects get engine ids from `Transaction::create`.
+    /// assert_eq!(ObjectType::new("Point", None, [x])?.primary_key, None);
+    /// # Ok::<(), objsync::Error>(())
+    /// ```
     pub fn new(
         name: &str,
         primary_key: Option<&str>,
@@ -361,6 +407,26 @@ impl ObjectType {
 }
 
 /// The set of object types of a realm.
+///
+/// A schema only grows, so that replicas that changed it offline can always merge: adding a
+/// type again merges its new properties in, and a definition that contradicts the existing one
+/// is refused rather than migrated.
+///
+/// ```
+/// use objsync::{Error, ObjectType, PropType, Property, Schema};
+///
+/// let id = Property::new("id", PropType::parse("int")?);
+/// let name = Property::new("name", PropType::parse("string")?);
+/// let mut schema = Schema::new();
+/// schema.add_type(&ObjectType::new("Person", Some("id"), [id.clone()])?)?;
+/// let added = schema.add_type(&ObjectType::new("Person", Some("id"), [id, name])?)?;
+/// assert_eq!(added.len(), 1);
+/// let text_id = Property::new("id", PropType::parse("string")?);
+/// let err = schema.add_type(&ObjectType::new("Person", Some("id"), [text_id])?).unwrap_err();
+/// assert!(matches!(err, Error::SchemaMismatch { .. }));
+/// assert_eq!(schema.get("Person")?.properties.len(), 2);
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     types: IndexMap<Name, ObjectType, DefaultHashBuilder>,

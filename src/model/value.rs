@@ -43,6 +43,20 @@ impl fmt::Display for ObjectId {
 }
 
 /// The identity of an object within its type.
+///
+/// Writes take `impl Into<ObjKey>`, so a plain int or string names an object by its primary key;
+/// engine ids are minted by [`Transaction::create`](crate::Transaction::create) for types
+/// without one.
+///
+/// ```
+/// use objsync::{ObjKey, ScalarKind, Value};
+///
+/// assert_eq!(ObjKey::from(7), ObjKey::Int(7));
+/// assert_eq!(ObjKey::from("ada"), ObjKey::String("ada".into()));
+/// // Only values that can be primary keys or link targets convert back.
+/// assert_eq!(ObjKey::try_from(&Value::from(7)), Ok(ObjKey::Int(7)));
+/// assert_eq!(ObjKey::try_from(&Value::from(true)), Err(ScalarKind::Bool));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ObjKey {
     /// The null value of a nullable primary key.
@@ -60,6 +74,19 @@ pub enum ObjKey {
 impl ObjKey {
     /// The key rendered as the state JSON renders it: "1", "abc", 24 hex digits, "null", or
     /// "peer:seq" for engine ids.
+    ///
+    /// This is the form object keys take in state JSON and in the scenario format; `Display`
+    /// quotes strings instead, so that `Person["1"]` and `Person[1]` stay apart in messages.
+    ///
+    /// ```
+    /// use objsync::{ObjKey, OpId, PeerId};
+    ///
+    /// assert_eq!(ObjKey::from("1").render(), "1");
+    /// assert_eq!(ObjKey::from("1").to_string(), r#""1""#);
+    /// let engine = ObjKey::from(OpId { peer: PeerId(3), seq: 1 });
+    /// assert_eq!(engine.render(), "3:1");
+    /// assert_eq!(ObjKey::parse_engine("3:1"), Some(engine));
+    /// ```
     pub fn render(&self) -> String {
         match self {
             ObjKey::Null => "null".to_string(),
@@ -256,6 +283,16 @@ impl Value {
     }
 
     /// The link target, if this is a link.
+    ///
+    /// A link holds only the target's key: its type comes from the property's schema. A bare key
+    /// written to a link property becomes a link, but a string value is never a link by itself.
+    ///
+    /// ```
+    /// use objsync::{ObjKey, Value};
+    ///
+    /// assert_eq!(Value::link("ada").as_link(), Some(&ObjKey::from("ada")));
+    /// assert_eq!(Value::from("ada").as_link(), None);
+    /// ```
     pub fn as_link(&self) -> Option<&ObjKey> {
         match self {
             Value::Link(k) => Some(k),

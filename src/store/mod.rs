@@ -32,6 +32,30 @@ pub enum Unlinked {
 }
 
 /// The primitive operations of a store. See the module documentation.
+///
+/// Applications write through a [`Transaction`](crate::Transaction), which records what it
+/// does for syncing, and read through this trait on [`Replica::store`](crate::Replica::store).
+/// The trait must be in scope for the reads.
+///
+/// ```
+/// use objsync::{ObjKey, ObjectType, PeerId, PropType, Property, Replica, Store, Value};
+///
+/// let mut replica = Replica::new(PeerId(1));
+/// let mut tx = replica.transaction(1);
+/// tx.add_type(ObjectType::new("Person", Some("id"), [
+///     Property::new("id", PropType::parse("int")?),
+///     Property::new("tags", PropType::parse("list<string>")?),
+/// ])?)?;
+/// tx.insert("Person", 1)?;
+/// tx.list_insert("Person", 1, "tags", 0, "math")?;
+/// tx.commit();
+/// let (store, ada) = (replica.store(), ObjKey::from(1));
+/// assert_eq!(store.get("Person", &ada, "id")?, Value::Int(1));
+/// assert_eq!(store.list("Person", &ada, "tags")?, [Value::from("math")]);
+/// assert_eq!(store.objects("Person")?, [ada.clone()]);
+/// assert!(store.get("Person", &ada, "age").is_err());
+/// # Ok::<(), objsync::Error>(())
+/// ```
 pub trait Store {
     /// The current schema.
     fn schema(&self) -> &Schema;

@@ -31,6 +31,29 @@ impl<S: Store> Transaction<'_, S> {
 
     /// Inserts a value into a list at `index` (0 ..= length). For a list of links the value may
     /// be the target's key.
+    ///
+    /// The index is only what this writer sees: the instruction places the new element next to a
+    /// visible neighbour by that neighbour's id, so a replica that has inserted into the same
+    /// list concurrently still puts it next to the same element.
+    ///
+    /// ```
+    /// use objsync::{ObjectType, PeerId, PropType, Property, Replica, Store, Value};
+    ///
+    /// let mut replica = Replica::new(PeerId(1));
+    /// let mut tx = replica.transaction(1);
+    /// tx.add_type(ObjectType::new("Person", Some("id"), [
+    ///     Property::new("id", PropType::parse("int")?),
+    ///     Property::new("tags", PropType::parse("list<string>")?),
+    /// ])?)?;
+    /// tx.insert("Person", 1)?;
+    /// tx.list_insert("Person", 1, "tags", 0, "b")?;
+    /// tx.list_insert("Person", 1, "tags", 0, "a")?;
+    /// tx.list_insert("Person", 1, "tags", 2, "c")?; // index == length appends
+    /// let tags = tx.store().list("Person", &1.into(), "tags")?;
+    /// assert_eq!(tags, ["a", "b", "c"].map(Value::from));
+    /// assert!(tx.list_insert("Person", 1, "tags", 9, "z").is_err());
+    /// # Ok::<(), objsync::Error>(())
+    /// ```
     pub fn list_insert(
         &mut self,
         ty: &str,

@@ -238,6 +238,27 @@ impl<S: Store> Transaction<'_, S> {
     }
 
     /// Sets a scalar property. For a link property the value may be the target's key.
+    ///
+    /// The value is checked against the property's declared type before anything changes, so a
+    /// wrong value is an error here rather than a surprise on another replica. `None` is null.
+    ///
+    /// ```
+    /// use objsync::{Error, ObjectType, PeerId, PropType, Property, Replica, Store, Value};
+    ///
+    /// let mut replica = Replica::new(PeerId(1));
+    /// let mut tx = replica.transaction(1);
+    /// tx.add_type(ObjectType::new("Person", Some("id"), [
+    ///     Property::new("id", PropType::parse("int")?),
+    ///     Property::new("age", PropType::parse("int?")?),
+    /// ])?)?;
+    /// tx.insert("Person", 1)?;
+    /// tx.set("Person", 1, "age", 36)?;
+    /// assert!(matches!(tx.set("Person", 1, "age", "old"), Err(Error::TypeMismatch { .. })));
+    /// assert_eq!(tx.store().get("Person", &1.into(), "age")?, Value::Int(36));
+    /// tx.set("Person", 1, "age", None::<i64>)?;
+    /// assert_eq!(tx.store().get("Person", &1.into(), "age")?, Value::Null);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn set(
         &mut self,
         ty: &str,
@@ -261,6 +282,27 @@ impl<S: Store> Transaction<'_, S> {
     }
 
     /// Adds to an int property (a counter).
+    ///
+    /// Use it rather than reading and setting the sum: it is recorded as the increment, so
+    /// increments made concurrently on several replicas all count, where concurrent sets would
+    /// keep only the last one.
+    ///
+    /// ```
+    /// use objsync::{Instruction, ObjectType, PeerId, PropType, Property, Replica, Store, Value};
+    ///
+    /// let mut replica = Replica::new(PeerId(1));
+    /// let mut tx = replica.transaction(1);
+    /// tx.add_type(ObjectType::new("Post", Some("id"), [
+    ///     Property::new("id", PropType::parse("int")?),
+    ///     Property::new("likes", PropType::parse("int")?),
+    /// ])?)?;
+    /// tx.insert("Post", 1)?;
+    /// tx.add_int("Post", 1, "likes", 1)?;
+    /// tx.add_int("Post", 1, "likes", 2)?;
+    /// assert_eq!(tx.store().get("Post", &1.into(), "likes")?, Value::Int(3));
+    /// assert!(matches!(tx.ops()[3].instr, Instruction::AddInt { delta: 2, .. }));
+    /// # Ok::<(), objsync::Error>(())
+    /// ```
     pub fn add_int(
         &mut self,
         ty: &str,
@@ -274,6 +316,26 @@ impl<S: Store> Transaction<'_, S> {
     }
 
     /// Deletes an object (which must exist); links to it become null and it leaves every list.
+    ///
+    /// Deleting cleans up the links at once, so no replica ever holds a link to a missing object.
+    ///
+    /// ```
+    /// use objsync::{Error, ObjectType, PeerId, PropType, Property, Replica, Store, Value};
+    ///
+    /// let mut replica = Replica::new(PeerId(1));
+    /// let mut tx = replica.transaction(1);
+    /// tx.add_type(ObjectType::new("Person", Some("id"), [
+    ///     Property::new("id", PropType::parse("int")?),
+    ///     Property::new("friend", PropType::parse("link<Person>")?),
+    /// ])?)?;
+    /// tx.insert("Person", 1)?;
+    /// tx.insert("Person", 2)?;
+    /// tx.set("Person", 2, "friend", 1)?;
+    /// tx.delete("Person", 1)?;
+    /// assert_eq!(tx.store().get("Person", &2.into(), "friend")?, Value::Null);
+    /// assert!(matches!(tx.delete("Person", 1), Err(Error::MissingObject { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn delete(&mut self, ty: &str, key: impl Into<ObjKey>) -> Result<(), Error> {
         let obj = self.existing(ty, key.into())?;
         self.write(Instruction::Delete { obj })

@@ -191,6 +191,19 @@ impl Decimal128 {
     /// A [`DecimalError`] saying what is wrong. Nothing is ever rounded: more than 34
     /// significant digits is [`DecimalError::TooManyDigits`] even when the trailing ones are
     /// zeros, since dropping them would change the representation.
+    ///
+    /// ```
+    /// use objsync::Decimal128;
+    ///
+    /// let price = Decimal128::parse("1.50")?;
+    /// assert_eq!(price.to_string(), "1.50");
+    /// assert_ne!(price, Decimal128::parse("1.5")?);
+    /// assert!(price.numeric_eq(&Decimal128::parse("1.5")?));
+    /// assert_eq!(Decimal128::parse("15e2")?.to_string(), "1.5E+3");
+    /// assert!(Decimal128::parse(&"1".repeat(35)).is_err());
+    /// assert!(Decimal128::parse(" 1").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parse(s: &str) -> Result<Self, DecimalError> {
         let (negative, body_start) = match s.as_bytes().first() {
             None => return Err(DecimalError::Empty),

@@ -40,6 +40,25 @@ struct Table {
 }
 
 /// An in-memory store. See the module documentation.
+///
+/// It is the default store of a [`Replica`](crate::Replica). Used on its own it has no merge
+/// metadata and records nothing for syncing, which suits tests of a store adapter: the same calls
+/// must give the same results on any [`Store`].
+///
+/// ```
+/// use objsync::{MemoryStore, ObjKey, ObjectType, PropType, Property, Store};
+///
+/// let mut store = MemoryStore::new();
+/// let name = Property::new("name", PropType::parse("string")?);
+/// store.add_type(&ObjectType::new("Tag", Some("name"), [name])?)?;
+/// let red = ObjKey::from("red");
+/// store.begin();
+/// assert!(store.create("Tag", &red)?);
+/// assert!(!store.create("Tag", &red)?);
+/// store.rollback();
+/// assert!(!store.exists("Tag", &red)?);
+/// # Ok::<(), objsync::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     schema: Schema,
