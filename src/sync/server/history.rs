@@ -3,6 +3,11 @@
 //! counts that make download progress cheap. Nothing outside this module indexes entries by
 //! position.
 //!
+//! The encoded bytes and their counts are built when something first asks for them (a session
+//! serving a download) and then kept up to date: a server that only integrates in process (a
+//! benchmark, a test, a caller with its own transport) never encodes, and one that serves
+//! encodes each entry once.
+//!
 //! A history may have forgotten its beginning: after [`History::trim`] it holds the entries
 //! after its *horizon* only, and versions keep their numbers.
 
@@ -11,7 +16,7 @@ use crate::model::{Changeset, PeerId, ServerVersion, Timestamp};
 use crate::wire::encode;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One entry of the server's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,22 +30,69 @@ pub struct HistoryEntry {
 
 /// The history of one realm, oldest first. See the module documentation.
 ///
-/// Entries are encoded once, when they are appended, and every download sends those same
-/// bytes; the running byte counts give any client's downloadable bytes without re-encoding.
+/// Entries are encoded once, and every download sends those same bytes; the running byte
+/// counts give any client's downloadable bytes without re-encoding.
 #[derive(Debug)]
 pub struct History {
     /// Every version up to here is forgotten; `entries[i]` has version `horizon + i + 1`.
     horizon: ServerVersion,
     entries: Vec<HistoryEntry>,
-    encoded: Vec<Arc<[u8]>>,
     index: HistoryIndex,
-    /// `bytes_through[i]`: encoded bytes of the first `i` entries held.
-    bytes_through: Vec<u64>,
-    /// Per origin: (server version, that origin's bytes through it), one per entry it wrote.
-    own_bytes: HashMap<PeerId, Vec<(ServerVersion, u64)>>,
+    /// Built at the first need (see the module documentation).
+    encoded: OnceLock<Encoded>,
     /// The latest changeset timestamp ever appended, forgotten entries included: a client that
     /// starts from the state must stamp its writes after it, as one that downloaded would.
     latest_timestamp: Timestamp,
+}
+
+/// The encoded entries held, and their running byte counts.
+#[derive(Debug, Default)]
+struct Encoded {
+    bytes: Vec<Arc<[u8]>>,
+    /// `through[i]`: encoded bytes of the first `i` entries held.
+    through: Vec<u64>,
+    /// Per origin: (server version, that origin's bytes through it), one per entry it wrote.
+    own: HashMap<PeerId, Vec<(ServerVersion, u64)>>,
+}
+
+impl Encoded {
+    fn of(history: &History) -> Encoded {
+        let mut encoded = Encoded {
+            through: vec![0],
+            ..Encoded::default()
+        };
+        for (v, e) in history.iter() {
+            encoded.push(v, &e.changeset);
+        }
+        encoded
+    }
+
+    fn push(&mut self, v: ServerVersion, cs: &Changeset) {
+        self.push_bytes(v, cs.origin, encode(cs).into());
+    }
+
+    fn push_bytes(&mut self, v: ServerVersion, origin: PeerId, bytes: Arc<[u8]>) {
+        let size = bytes.len() as u64;
+        self.bytes.push(bytes);
+        let through = self.through.last().copied().unwrap_or(0);
+        self.through.push(through + size);
+        let own = self.own.entry(origin).or_default();
+        let own_through = own.last().map_or(0, |e| e.1) + size;
+        own.push((v, own_through));
+    }
+
+    /// Rebuilds the counts from `bytes` (one per entry of `history`), after entries were
+    /// forgotten or rewritten.
+    fn recount(history: &History, bytes: Vec<Arc<[u8]>>) -> Encoded {
+        let mut encoded = Encoded {
+            through: vec![0],
+            ..Encoded::default()
+        };
+        for ((v, e), b) in history.iter().zip(bytes) {
+            encoded.push_bytes(v, e.changeset.origin, b);
+        }
+        encoded
+    }
 }
 
 impl Default for History {
@@ -64,10 +116,8 @@ impl History {
         History {
             horizon,
             entries: Vec::new(),
-            encoded: Vec::new(),
             index: HistoryIndex::default(),
-            bytes_through: vec![0],
-            own_bytes: HashMap::new(),
+            encoded: OnceLock::new(),
             latest_timestamp: 0,
         }
     }
@@ -120,9 +170,13 @@ impl History {
         self.slot(v).map(|i| &self.entries[i])
     }
 
+    fn bytes(&self) -> &Encoded {
+        self.encoded.get_or_init(|| Encoded::of(self))
+    }
+
     /// The encoded form of entry `v`, as downloads send it.
     pub fn encoded(&self, v: ServerVersion) -> Option<&Arc<[u8]>> {
-        self.slot(v).map(|i| &self.encoded[i])
+        self.slot(v).map(|i| &self.bytes().bytes[i])
     }
 
     /// The entries held after version `after`, oldest first, with their versions.
@@ -152,9 +206,10 @@ impl History {
 
     /// Bytes of history after `after` that `peer` has yet to download (entries of others).
     pub fn downloadable(&self, peer: PeerId, after: ServerVersion) -> u64 {
-        let through = |v: ServerVersion| self.bytes_through[self.held_through(v)];
+        let bytes = self.bytes();
+        let through = |v: ServerVersion| bytes.through[self.held_through(v)];
         let own_through = |v: ServerVersion| {
-            self.own_bytes.get(&peer).map_or(0, |own| {
+            bytes.own.get(&peer).map_or(0, |own| {
                 let n = own.partition_point(|e| e.0 <= v);
                 n.checked_sub(1).map_or(0, |i| own[i].1)
             })
@@ -177,31 +232,24 @@ impl History {
     /// Appends an integrated entry and returns its version.
     pub(super) fn push(&mut self, entry: HistoryEntry) -> ServerVersion {
         let v = ServerVersion(self.latest().0 + 1);
-        let bytes: Arc<[u8]> = encode(&entry.changeset).into();
         self.observe_timestamp(entry.changeset.timestamp);
-        self.account(v, &entry.changeset, bytes.len() as u64);
+        self.index.add(v.0, &entry.changeset);
+        if let Some(encoded) = self.encoded.get_mut() {
+            encoded.push(v, &entry.changeset);
+        }
         self.entries.push(entry);
-        self.encoded.push(bytes);
         v
-    }
-
-    /// Adds entry `v`'s bytes to the running counts and its touches to the index.
-    fn account(&mut self, v: ServerVersion, cs: &Changeset, size: u64) {
-        let through = self.bytes_through.last().copied().unwrap_or(0);
-        self.bytes_through.push(through + size);
-        let own = self.own_bytes.entry(cs.origin).or_default();
-        let own_through = own.last().map_or(0, |e| e.1) + size;
-        own.push((v, own_through));
-        self.index.add(v.0, cs);
     }
 
     /// Forgets every entry up to `horizon` (which must not be past the latest version).
     pub(super) fn trim(&mut self, horizon: ServerVersion) {
         let cut = self.held_through(horizon);
         self.entries.drain(..cut);
-        self.encoded.drain(..cut);
         self.horizon = ServerVersion(self.horizon.0 + cut as u64);
-        self.reindex();
+        self.reindex(|mut bytes, _| {
+            bytes.drain(..cut);
+            bytes
+        });
     }
 
     /// Lets `rewrite` change the changesets of the entries held (compaction), keeping their
@@ -211,25 +259,30 @@ impl History {
         mut rewrite: impl FnMut(ServerVersion, &mut Changeset) -> bool,
     ) {
         let horizon = self.horizon.0;
-        for (i, (entry, bytes)) in self.entries.iter_mut().zip(&mut self.encoded).enumerate() {
-            if rewrite(ServerVersion(horizon + i as u64 + 1), &mut entry.changeset) {
-                *bytes = encode(&entry.changeset).into();
+        let changed: Vec<usize> = (self.entries.iter_mut().enumerate())
+            .filter_map(|(i, e)| {
+                rewrite(ServerVersion(horizon + i as u64 + 1), &mut e.changeset).then_some(i)
+            })
+            .collect();
+        self.reindex(|mut bytes, entries| {
+            for i in changed {
+                bytes[i] = encode(&entries[i].changeset).into();
             }
-        }
-        self.reindex();
+            bytes
+        });
     }
 
-    /// Rebuilds the byte counts and the index from the entries held.
-    fn reindex(&mut self) {
-        self.bytes_through = vec![0];
-        self.own_bytes.clear();
-        self.index = HistoryIndex::default();
-        let horizon = self.horizon.0;
-        let entries = std::mem::take(&mut self.entries);
-        for (i, e) in entries.iter().enumerate() {
-            let size = self.encoded[i].len() as u64;
-            self.account(ServerVersion(horizon + i as u64 + 1), &e.changeset, size);
+    /// Rebuilds the index from the entries held, and the byte counts (if built) from the
+    /// encoded entries `bytes` makes of the old ones.
+    fn reindex(&mut self, bytes: impl FnOnce(Vec<Arc<[u8]>>, &[HistoryEntry]) -> Vec<Arc<[u8]>>) {
+        let mut index = HistoryIndex::default();
+        for (v, e) in self.iter() {
+            index.add(v.0, &e.changeset);
         }
-        self.entries = entries;
+        self.index = index;
+        if let Some(old) = self.encoded.take() {
+            let encoded = Encoded::recount(self, bytes(old.bytes, &self.entries));
+            self.encoded = OnceLock::from(encoded);
+        }
     }
 }
