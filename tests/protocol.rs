@@ -7,7 +7,7 @@ use objsync::sync::Cursor;
 use objsync::wire::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
     FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
-    UploadMessage, UploadProgress,
+    StatePosition, UploadMessage, UploadProgress,
 };
 use objsync::{ClientVersion, PeerId, ServerVersion};
 use proptest::prelude::*;
@@ -61,9 +61,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             version(),
             cursor(),
             version(),
-            version()
+            version(),
+            prop::option::of((version(), version()))
         )
-            .prop_map(|(peer, salt, server_file, download, latest, last)| {
+            .prop_map(|(peer, salt, server_file, download, latest, last, state)| {
                 ClientMessage::Ident(Ident {
                     file: FileIdent {
                         peer: PeerId(peer),
@@ -73,6 +74,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                     download,
                     latest: ServerVersion(latest),
                     last_version: ClientVersion(last),
+                    state: state.map(|(v, offset)| StatePosition {
+                        version: ServerVersion(v),
+                        offset,
+                    }),
                 })
             }),
         (
@@ -124,6 +129,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 })
             }
         ),
+        chunks(version().prop_map(ServerVersion))
+            .prop_filter_map("one piece", |mut c| c.pop().map(ServerMessage::State)),
         version().prop_map(|request| ServerMessage::Mark { request }),
         version().prop_map(|timestamp| ServerMessage::Pong { timestamp }),
         (code, action, ".{0,30}").prop_map(|(code, action, message)| {

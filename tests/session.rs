@@ -8,17 +8,21 @@ use objsync::session::{
     Access, ClientConfig, ClientError, ClientEvent, ClientSession, ServerEvent, ServerRealm,
     ServerSession,
 };
-use objsync::sync::Client;
+use objsync::sync::{Client, Cursor};
 use objsync::wire::{
-    Action, ClientMessage, ErrorCode, Limits, ServerMessage, UploadMessage, UploadProgress,
+    Action, Bind, ClientMessage, ErrorCode, FileIdent, Ident, Limits, ServerMessage, StatePosition,
+    UploadMessage, UploadProgress, PROTOCOL_VERSION,
 };
-use objsync::{json, Error, ObjectType, PeerId, PropType, Property, Replica};
+use objsync::{
+    json, ClientVersion, Error, ObjectType, PeerId, PropType, Property, Replica, ServerVersion,
+};
 
 fn config(limits: Limits) -> ClientConfig {
     ClientConfig {
         path: "/realm".into(),
         token: "t".into(),
         limits,
+        start_from_state: false,
     }
 }
 
@@ -1009,4 +1013,167 @@ fn a_mark_asked_before_the_server_ident_waits_for_it() {
     assert!(w.peers[1].error.is_none(), "{:?}", w.peers[1].error);
     assert!(w.peers[1].events.contains(&ClientEvent::MarkReached(7)));
     w.assert_converged();
+}
+
+/// A realm with a long history (`n` transactions by two writers) and a third, new client that
+/// asks for the state.
+fn realm_with_history(n: i64, limits: Limits) -> World {
+    let mut w = World::new(3, limits);
+    for i in 0..2usize {
+        for k in 0..n {
+            write(w.client(i), 10 + k as u64, |tx| {
+                tx.insert("Doc", k % 7)?;
+                tx.set("Doc", k % 7, "body", format!("{i}-{k}"))?;
+                tx.list_insert("Doc", k % 7, "tags", 0, format!("t{i}{k}"))
+            });
+        }
+        w.connect(i);
+        w.settle();
+    }
+    w.peers[2].session = ClientSession::new(
+        Client::new(PeerId(3)),
+        ClientConfig {
+            start_from_state: true,
+            ..config(limits)
+        },
+        None,
+    );
+    w
+}
+
+#[test]
+fn a_new_client_starts_from_the_state_in_pieces_and_then_syncs_as_any_other() {
+    let mut w = realm_with_history(40, small_limits());
+    let version = w.realm.server().version();
+    let history_bytes: usize = (1..=version.0)
+        .map(|v| {
+            w.realm
+                .server()
+                .history()
+                .encoded(ServerVersion(v))
+                .map_or(0, |b| b.len())
+        })
+        .sum();
+    w.connect(2);
+    w.settle();
+    w.assert_converged();
+    let p = &w.peers[2];
+    assert!(p.events.contains(&ClientEvent::StartedFromState(version)));
+    // It received the state, not the history: nothing was downloaded as entries.
+    assert!(!p
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Integrated(d) if !d.entries.is_empty())));
+    let progress = p.session.download_progress();
+    assert!(progress.is_complete());
+    let state_bytes = w.realm.server().state_snapshot().len() as u64;
+    assert_eq!(progress.transferred, state_bytes);
+    assert!(
+        state_bytes < history_bytes as u64,
+        "{state_bytes} vs {history_bytes}"
+    );
+    // Its writes are merged like anyone's, both ways.
+    write(w.client(2), 5, |tx| {
+        tx.list_insert("Doc", 1, "tags", 1, "from the new one")
+    });
+    write(w.client(0), 6, |tx| tx.set("Doc", 1, "body", "after"));
+    w.settle();
+    w.assert_converged();
+    assert!(state(w.realm.server().replica()).contains("from the new one"));
+}
+
+#[test]
+fn a_state_transfer_cut_anywhere_resumes_where_it_stopped() {
+    let mut w = realm_with_history(30, small_limits());
+    let total = w.realm.server().state_snapshot().len() as u64;
+    for cut in [2usize, 1, 2, 1, 2] {
+        w.connect(2);
+        w.upstream(2, usize::MAX);
+        w.downstream(2, cut);
+        w.drop_connection(2);
+    }
+    let before = w.peers[2].session.download_progress().transferred;
+    assert!(before > 0 && before < total, "{before} of {total}");
+    w.connect(2);
+    w.settle();
+    w.assert_converged();
+    // Nothing was sent twice: the resumed transfer started at the offset the client held.
+    assert_eq!(w.peers[2].session.download_progress().transferred, total);
+    assert!(w.peers[2]
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::StartedFromState(_))));
+}
+
+#[test]
+fn a_state_that_moved_on_during_a_dropped_connection_starts_again() {
+    let mut w = realm_with_history(30, small_limits());
+    w.connect(2);
+    w.upstream(2, usize::MAX);
+    w.downstream(2, 3);
+    w.drop_connection(2);
+    write(w.client(0), 500, |tx| tx.set("Doc", 2, "body", "newer"));
+    w.settle();
+    let version = w.realm.server().version();
+    w.connect(2);
+    w.settle();
+    w.assert_converged();
+    assert!(w.peers[2]
+        .events
+        .contains(&ClientEvent::StartedFromState(version)));
+}
+
+#[test]
+fn writing_during_a_state_transfer_falls_back_to_the_history_and_loses_nothing() {
+    let mut w = realm_with_history(20, small_limits());
+    w.connect(2);
+    w.upstream(2, usize::MAX);
+    w.downstream(2, 2);
+    write(w.client(2), 900, |tx| {
+        tx.insert("Doc", 3)?;
+        tx.set("Doc", 3, "body", "mine")
+    });
+    w.settle();
+    assert_eq!(w.peers[2].error, Some(ClientError::StateAbandoned));
+    assert_eq!(ClientError::StateAbandoned.action(), Action::Retry);
+    w.connect(2);
+    w.settle();
+    w.assert_converged();
+    assert!(state(w.realm.server().replica()).contains("mine"));
+}
+
+#[test]
+fn only_a_new_client_may_ask_for_the_state() {
+    let mut w = realm_with_history(3, Limits::default());
+    let ident = Ident {
+        file: FileIdent {
+            peer: PeerId(9),
+            salt: 0,
+        },
+        server_file: 0,
+        download: Cursor::default(),
+        latest: ServerVersion(0),
+        last_version: ClientVersion(4),
+        state: Some(StatePosition::default()),
+    };
+    let mut conn = ServerSession::new(Limits::default());
+    let bind = ClientMessage::Bind(Bind {
+        protocol_version: PROTOCOL_VERSION,
+        path: "/realm".into(),
+        token: "t".into(),
+        max_message: 1 << 20,
+    });
+    assert!(conn.receive(&bind.encode()).expect("a BIND").is_some());
+    conn.accept(w.access, 1);
+    conn.receive(&ClientMessage::Ident(ident).encode())
+        .expect("an IDENT");
+    conn.process(&mut w.realm);
+    let mut last = None;
+    while let Some(frame) = conn.poll_transmit(&w.realm) {
+        last = Some(frame);
+    }
+    match ServerMessage::decode(&last.expect("an ERROR"), &Limits::default()) {
+        Ok(ServerMessage::Error(e)) => assert_eq!(e.code, ErrorCode::BadStateRequest),
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
 }

@@ -456,6 +456,7 @@ fn server_killed_mid_upload_loses_nothing_acknowledged() {
         path: path.to_string(),
         token: String::new(),
         limits: Limits::default(),
+        start_from_state: false,
     };
     let (acknowledged, peer) = {
         let local = Local::open(&alice, config_of(path)).expect("alice's local realm");

@@ -142,7 +142,39 @@ impl<S: Store> Replica<S> {
     }
 
     /// Reads a replica's state into `store` (which must be empty).
-    pub(crate) fn read_state(mut store: S, r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
+    pub(crate) fn read_state(store: S, r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
+        let mut replica = Replica::with_store(PeerId(0), store);
+        replica.read_in_place(r)?;
+        Ok(replica)
+    }
+
+    /// Replaces this replica, which must hold nothing, with what `read` reads (a replica's
+    /// state and whatever follows it). On any error the replica is left exactly as it was.
+    pub(crate) fn replace_with(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<(), SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        if self.store.schema().types().next().is_some() || !self.lists.is_empty() {
+            return Err(SnapshotError::NotEmpty);
+        }
+        let (peer, next_seq) = (self.peer, self.next_seq);
+        self.store.begin();
+        match read(self) {
+            Ok(()) => {
+                self.store.commit();
+                Ok(())
+            }
+            Err(e) => {
+                self.store.rollback();
+                self.lists.clear();
+                (self.peer, self.next_seq) = (peer, next_seq);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads a replica's state into this replica's store (which must be empty).
+    pub(crate) fn read_in_place(&mut self, r: &mut Reader<'_>) -> Result<(), SnapshotError> {
         let peer = PeerId(r.u64("peer id")?);
         let next_seq = r.u64("id counter")?;
         let n = r.count(MIN_TYPE_BYTES, "types")?;
@@ -150,7 +182,8 @@ impl<S: Store> Replica<S> {
         for _ in 0..n {
             types.push(r.object_type()?);
         }
-        load_schema(&mut store, &types)?;
+        let store = &mut self.store;
+        load_schema(store, &types)?;
         let mut values = Vec::new();
         for def in &types {
             let n = r.count(MIN_OBJECT_BYTES, "objects")?;
@@ -165,11 +198,10 @@ impl<S: Store> Replica<S> {
         // Values only once every object exists: links may point at any of them.
         for (def, key, props) in values {
             for (prop, value) in props {
-                write_value(&mut store, def, &key, prop, value)?;
+                write_value(store, def, &key, prop, value)?;
             }
         }
-        let mut replica = Replica::with_store(peer, store);
-        replica.next_seq = next_seq;
+        (self.peer, self.next_seq) = (peer, next_seq);
         let n = r.count(MIN_LIST_BYTES, "lists")?;
         for _ in 0..n {
             let list = PropRef {
@@ -180,10 +212,9 @@ impl<S: Store> Replica<S> {
                 prop: r.str("property name")?,
             };
             let nodes = read_nodes(r)?;
-            replica.load_sequence(list, &nodes)?;
+            self.load_sequence(list, &nodes)?;
         }
-        replica.check_lists_have_metadata(&types)?;
-        Ok(replica)
+        self.check_lists_have_metadata(&types)
     }
 
     /// Rebuilds one list's metadata, which must agree with the list's values.

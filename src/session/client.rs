@@ -2,13 +2,14 @@
 //! needs (the identity the server issued, what is half-sent or half-received, progress).
 
 use super::Progress;
-use crate::model::{ClientVersion, ServerVersion};
+use crate::model::{ClientVersion, Cursor, ServerVersion};
 use crate::store::{MemoryStore, Store};
 use crate::sync::{Client, Download, DownloadEntry, SyncError, UploadAck};
 use crate::wire::{
-    decode, encode, Action, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorMessage,
-    FileIdent, Ident, Limits, MessageError, Outgoing, Reassembly, ServerMessage, UploadMessage,
-    UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, PROTOCOL_VERSION,
+    decode, encode, Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage,
+    ErrorMessage, FileIdent, Ident, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
+    StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
+    PROTOCOL_VERSION,
 };
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,13 @@ pub struct ClientConfig {
     pub path: String,
     /// The token.
     pub token: String,
-    /// Limits on frames (the server's must be at least as large).
+    /// Limits on frames (the server's must be at least as large). A state is bounded by
+    /// `max_changeset`, as one changeset is.
     pub limits: Limits,
+    /// Whether a new client (nothing written, nothing downloaded) asks for the server's state
+    /// instead of its history (a bootstrap, spec/protocol.md section 11): what a new device
+    /// wants, since it costs the state's size, not the history's.
+    pub start_from_state: bool,
 }
 
 /// What a [`ClientSession`] reports.
@@ -48,6 +54,9 @@ pub enum ClientEvent {
     Acknowledged(ClientVersion),
     /// A MARK was answered: everything the server had when it got the MARK is integrated.
     MarkReached(u64),
+    /// The client now holds the server's state at this version instead of the history
+    /// before it: a durable client saves itself ([`Client::save`]) before anything else.
+    StartedFromState(ServerVersion),
     /// A PONG arrived for the PING sent at `timestamp`.
     Pong {
         /// The PING's timestamp.
@@ -75,6 +84,12 @@ pub enum ClientError {
     /// went back (restored from a backup) and must be reset.
     #[error("the client's history diverged from the server's: {0}")]
     Diverged(String),
+    /// The client wrote while it was receiving the server's state, so the state no longer
+    /// fits it: the next connection downloads the history instead (nothing is lost).
+    #[error(
+        "the client wrote while receiving the server's state; reconnect to download the history"
+    )]
+    StateAbandoned,
 }
 
 impl ClientError {
@@ -87,6 +102,7 @@ impl ClientError {
             ClientError::Sync(_) => Action::Fatal,
             ClientError::Diverged(_) => Action::Reset,
             ClientError::TooLarge(_) => Action::Fatal,
+            ClientError::StateAbandoned => Action::Retry,
         }
     }
 }
@@ -119,6 +135,18 @@ pub struct ClientSession<S: Store = MemoryStore> {
     download_done: u64,
     downloadable: u64,
     ping: Option<u64>,
+    /// The server's state being received, kept across connections so a dropped one resumes.
+    state: Option<PartialState>,
+    /// Whether this connection's IDENT asked for the state, and it has not all arrived.
+    awaiting_state: bool,
+}
+
+/// The part of the server's state received so far.
+#[derive(Debug)]
+struct PartialState {
+    version: ServerVersion,
+    total: u64,
+    bytes: Vec<u8>,
 }
 
 impl<S: Store> ClientSession<S> {
@@ -142,7 +170,17 @@ impl<S: Store> ClientSession<S> {
             download_done: 0,
             downloadable: 0,
             ping: None,
+            state: None,
+            awaiting_state: false,
         }
+    }
+
+    /// Whether this connection asks for the server's state: the configuration wants it and
+    /// the client is still new.
+    fn wants_state(&self) -> bool {
+        self.config.start_from_state
+            && self.client.last_version().0 == 0
+            && self.client.cursor() == Cursor::default()
     }
 
     /// The client (replica, versions, unacknowledged changesets).
@@ -203,12 +241,22 @@ impl<S: Store> ClientSession<S> {
             token: self.config.token.clone(),
             max_message: self.config.limits.max_message as u64,
         }));
+        self.awaiting_state = self.wants_state();
+        let state = self.awaiting_state.then(|| {
+            self.state
+                .as_ref()
+                .map_or(StatePosition::default(), |p| StatePosition {
+                    version: p.version,
+                    offset: p.bytes.len() as u64,
+                })
+        });
         self.send(ClientMessage::Ident(Ident {
             file,
             server_file: self.identity.map_or(0, |i| i.server_file),
             download: self.client.cursor(),
             latest: self.latest.max(self.client.cursor().server),
             last_version: self.client.last_version(),
+            state,
         }));
     }
 
@@ -290,6 +338,12 @@ impl<S: Store> ClientSession<S> {
                     self.send(ClientMessage::Mark { request });
                 }
                 events.push(ClientEvent::Identified(identity));
+            }
+            (ClientPhase::Active, ServerMessage::State(chunk)) if self.awaiting_state => {
+                self.state_piece(chunk, &mut events)?;
+            }
+            (ClientPhase::Active, ServerMessage::Download(_)) if self.awaiting_state => {
+                return protocol("DOWNLOAD before the state it was asked for".into());
             }
             (ClientPhase::Active, ServerMessage::Download(d)) => self.download(d, &mut events)?,
             (ClientPhase::Active, ServerMessage::Mark { request }) => {
@@ -373,6 +427,65 @@ impl<S: Store> ClientSession<S> {
         if self.client.acknowledged() > acked {
             events.push(ClientEvent::Acknowledged(self.client.acknowledged()));
         }
+        Ok(())
+    }
+
+    /// Takes a piece of the server's state: a new state from offset 0 (the server's moved on
+    /// since a dropped connection, or this is the first piece), or the continuation of the one
+    /// held. The last piece makes the client start from it.
+    fn state_piece(
+        &mut self,
+        chunk: Chunk<ServerVersion>,
+        events: &mut Vec<ClientEvent>,
+    ) -> Result<(), ClientError> {
+        let fresh = chunk.offset == 0;
+        let held = self
+            .state
+            .as_ref()
+            .filter(|p| !fresh || p.version == chunk.head);
+        let continues = held.map_or(fresh, |p| {
+            p.version == chunk.head
+                && p.total == chunk.total
+                && p.bytes.len() as u64 == chunk.offset
+        });
+        if !continues || chunk.total > self.config.limits.max_changeset {
+            return Err(ClientError::Protocol(format!(
+                "state piece {}..+{} of {} at version {} does not continue what was received",
+                chunk.offset,
+                chunk.data.len(),
+                chunk.total,
+                chunk.head
+            )));
+        }
+        let state = self.state.get_or_insert_with(|| PartialState {
+            version: chunk.head,
+            total: chunk.total,
+            bytes: Vec::new(),
+        });
+        if fresh {
+            *state = PartialState {
+                version: chunk.head,
+                total: chunk.total,
+                bytes: Vec::new(),
+            };
+        }
+        state.bytes.extend_from_slice(&chunk.data);
+        self.download_done += chunk.data.len() as u64;
+        self.downloadable = state.total - state.bytes.len() as u64;
+        if (state.bytes.len() as u64) < state.total {
+            return Ok(());
+        }
+        let Some(state) = self.state.take() else {
+            return Ok(());
+        };
+        self.awaiting_state = false;
+        if !self.wants_state() {
+            return Err(ClientError::StateAbandoned);
+        }
+        (self.client.start_from_state(&state.bytes))
+            .map_err(|e| ClientError::Protocol(format!("the server's state: {e}")))?;
+        self.latest = self.latest.max(state.version);
+        events.push(ClientEvent::StartedFromState(state.version));
         Ok(())
     }
 
@@ -488,5 +601,6 @@ fn server_message_name(m: &ServerMessage) -> &'static str {
         ServerMessage::Mark { .. } => "MARK",
         ServerMessage::Pong { .. } => "PONG",
         ServerMessage::Error(_) => "ERROR",
+        ServerMessage::State(_) => "STATE",
     }
 }

@@ -34,6 +34,7 @@
 //!     path: "/notes".into(),
 //!     token: "t".into(),
 //!     limits: Limits::default(),
+//!     start_from_state: false,
 //! };
 //! let mut device = ClientSession::new(Client::new(PeerId(7)), config, None);
 //! device.client_mut().write(1, |tx| {

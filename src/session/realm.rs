@@ -1,12 +1,13 @@
 //! One realm on the server as the protocol sees it: its [`Server`] plus the client identities
 //! it issued (peer ids with their secret salts) and which of them are bound to a session now.
 
-use crate::model::{Changeset, PeerId};
+use crate::model::{Changeset, Cursor, PeerId, ServerVersion};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store};
 use crate::sync::{Server, SyncError, Upload};
 use crate::wire::{ErrorCode, ErrorMessage, FileIdent, Ident};
 use hashbrown::HashMap;
+use std::sync::Arc;
 
 /// Peer ids are below 2^63, like every integer of the source documents' protocol.
 const MAX_PEER: u64 = (1 << 63) - 1;
@@ -25,6 +26,8 @@ pub struct ServerRealm<S: Store = MemoryStore> {
     pub(super) server: Server<S>,
     file_ident: u64,
     peers: HashMap<PeerId, RealmPeer>,
+    /// The state at one version, made once for every new client that asks for it then.
+    state: Option<(ServerVersion, Arc<[u8]>)>,
 }
 
 impl ServerRealm<MemoryStore> {
@@ -48,6 +51,7 @@ impl<S: Store> ServerRealm<S> {
             server: Server::with_replica(replica),
             file_ident: file_ident.max(1),
             peers: HashMap::new(),
+            state: None,
         }
     }
 
@@ -77,6 +81,20 @@ impl<S: Store> ServerRealm<S> {
         self.server.integrate(peer, upload).map(|_| ())
     }
 
+    /// The server's state at its latest version ([`Server::state_snapshot`]), shared by every
+    /// session that sends it until the version moves on.
+    pub(super) fn state(&mut self) -> (ServerVersion, Arc<[u8]>) {
+        let v = self.server.version();
+        match &self.state {
+            Some((at, bytes)) if *at == v => (v, bytes.clone()),
+            _ => {
+                let bytes: Arc<[u8]> = self.server.state_snapshot().into();
+                self.state = Some((v, bytes.clone()));
+                (v, bytes)
+            }
+        }
+    }
+
     /// Checks a client's IDENT and binds its file; returns the identity and whether a salt was
     /// issued (to be persisted).
     pub(super) fn check_ident(
@@ -86,6 +104,17 @@ impl<S: Store> ServerRealm<S> {
     ) -> Result<(FileIdent, bool), ErrorMessage> {
         let salt = self.check_identity(ident, fresh_salt)?;
         self.check_position(ident)?;
+        if ident.state.is_some()
+            && (ident.download != Cursor::default() || ident.last_version.0 > 0)
+        {
+            return fail(
+                ErrorCode::BadStateRequest,
+                format!(
+                    "peer {} asked for the state at cursor {} with client version {}",
+                    ident.file.peer, ident.download.server, ident.last_version
+                ),
+            );
+        }
         let peer = ident.file.peer;
         self.peers.insert(peer, RealmPeer { salt, bound: true });
         Ok((FileIdent { peer, salt }, ident.file.salt == 0))

@@ -99,6 +99,8 @@ pub struct ServerSession {
     next: ServerVersion,
     /// The entry being sent in chunks.
     sending: Option<Outgoing<DownloadHead>>,
+    /// The server's state being sent to a bootstrapping client, before any DOWNLOAD.
+    state: Option<Outgoing<ServerVersion>>,
     ack_sent: Option<ClientVersion>,
     marks: VecDeque<(u64, ServerVersion)>,
 }
@@ -118,6 +120,7 @@ impl ServerSession {
             reassembly: Reassembly::default(),
             next: ServerVersion(0),
             sending: None,
+            state: None,
             ack_sent: None,
             marks: VecDeque::new(),
         }
@@ -311,6 +314,15 @@ impl ServerSession {
                     self.bound = Some(file.peer);
                     self.next = ident.download.server;
                     self.progress = ident.download.server;
+                    if let Some(at) = ident.state {
+                        // The client resumes a state it partly holds if that is still the
+                        // server's, else it starts again from the current one.
+                        let (v, bytes) = realm.state();
+                        let held = if at.version == v { at.offset } else { 0 };
+                        let held = usize::try_from(held).unwrap_or(usize::MAX);
+                        self.state = Some(Outgoing::resume(v, bytes, held));
+                        self.next = v;
+                    }
                     self.send(ServerMessage::Ident(IdentReply {
                         file,
                         server_file: realm.file_ident(),
@@ -408,6 +420,15 @@ impl ServerSession {
         let ServerPhase::Active { peer, .. } = self.phase else {
             return None;
         };
+        // The state goes first, a piece a message: everything after it builds on it.
+        if let Some(out) = &mut self.state {
+            let mut budget = self.send_limit.saturating_sub(MESSAGE_OVERHEAD);
+            let piece = out.next_chunk(&mut budget);
+            if out.is_done() {
+                self.state = None;
+            }
+            return Some(ServerMessage::State(piece).encode());
+        }
         // A MARK is answered as soon as the download has passed its target, even while newer
         // entries keep coming.
         if let Some(&(request, target)) = self.marks.front() {

@@ -13,7 +13,7 @@
 //! ```text
 //! snapshot = magic version kind strings body checksum
 //! magic    = "OSS"                 version = 0x01 (FORMAT_VERSION)
-//! kind     = 0x01 replica | 0x02 client | 0x03 server | 0x04 realm
+//! kind     = 0x01 replica | 0x02 client | 0x03 server | 0x04 realm | 0x05 server state
 //! strings  = count:u64 { length:u64 utf8-bytes }*count   (every string of the body, once)
 //! checksum = CRC-32 (IEEE) of every byte before it, 4 bytes little-endian
 //! ```
@@ -93,6 +93,10 @@ pub enum SnapshotError {
     /// Versions or tables that contradict each other (a history out of order, ...).
     #[error("the snapshot is inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// What the snapshot was to be loaded into already holds state: a store that is not empty,
+    /// or a client that has written or downloaded (only a new client starts from a state).
+    #[error("the snapshot must be loaded into an empty replica or a new client")]
+    NotEmpty,
 }
 
 /// Writes a snapshot's body. See the module documentation.

@@ -85,16 +85,31 @@ impl<S: Store> Client<S> {
     /// that has downloaded everything up to the snapshot's version and written nothing: same
     /// state, same cursor, same future merges; its clock is past every timestamp in the state.
     pub fn bootstrap_into(store: S, peer: PeerId, snapshot: &[u8]) -> Result<Self, SnapshotError> {
+        let mut client = Client::with_replica(Replica::with_store(peer, store));
+        client.start_from_state(snapshot)?;
+        Ok(client)
+    }
+
+    /// Makes this client, which must be new (nothing written, nothing downloaded, an empty
+    /// store), the client [`Client::bootstrap_into`] makes. On any error it stays as it was
+    /// ([`SnapshotError::NotEmpty`] if it was not new).
+    pub fn start_from_state(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        if self.last_version().0 > 0 || self.cursor != Cursor::default() {
+            return Err(SnapshotError::NotEmpty);
+        }
         let mut r = SnapshotReader::open(snapshot, Kind::State)?;
         let version = ServerVersion(r.items().u64("server version")?);
         let timestamp = r.items().u64("latest timestamp")?;
-        let mut replica = Replica::read_state(store, r.items())?;
-        r.finish()?;
-        replica.adopt(peer);
-        let mut client = Client::with_replica(replica);
-        client.cursor.server = version;
-        client.clock.observe(timestamp);
-        Ok(client)
+        let peer = self.peer();
+        self.replica.replace_with(|replica| {
+            replica.read_in_place(r.items())?;
+            r.finish()?;
+            replica.adopt(peer);
+            Ok(())
+        })?;
+        self.cursor.server = version;
+        self.clock.observe(timestamp);
+        Ok(())
     }
 
     /// Loads a client saved with [`Client::save`] into `store`, which must be empty.

@@ -29,7 +29,7 @@ pub use changeset::{decode, encode, encode_into, FORMAT_VERSION};
 pub use error::{DecodeError, MessageError};
 pub use protocol::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
-    FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, UploadMessage,
-    UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
+    FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, StatePosition,
+    UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
 };
 pub(crate) use varint::Reader;

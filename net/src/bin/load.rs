@@ -180,6 +180,7 @@ async fn round(
             path: url.path.clone(),
             token: token.to_string(),
             limits: Limits::default(),
+            start_from_state: false,
         };
         let (connected, committed) = (connected.clone(), committed.clone());
         let (commits, bar) = (commits.clone(), bar.clone());

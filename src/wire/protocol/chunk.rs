@@ -47,6 +47,13 @@ impl<H: Copy> Outgoing<H> {
         }
     }
 
+    /// The same, with its first `sent` bytes already delivered (a transfer resumed after a
+    /// dropped connection); at most all of them.
+    pub fn resume(head: H, bytes: Arc<[u8]>, sent: usize) -> Self {
+        let sent = sent.min(bytes.len());
+        Outgoing { head, bytes, sent }
+    }
+
     /// Cuts the next chunk to fit `budget` (the bytes left in the message being filled, which
     /// it decreases). A chunk always carries at least one byte, so a sender whose limit is
     /// smaller than the framing still makes progress.

@@ -169,4 +169,7 @@ error_codes! {
     BadOriginFileIdent = 216, "bad origin file identifier", Fatal;
     /// An uploaded changeset changes the schema in a way that conflicts with the realm's.
     InvalidSchemaChange = 225, "invalid schema change", Fatal;
+    /// A client that has written or downloaded asked for the server's state: only a new client
+    /// starts from it.
+    BadStateRequest = 226, "state requested by a client with history", Fatal;
 }

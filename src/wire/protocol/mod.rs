@@ -21,6 +21,7 @@
 //! | 0x83 | server → client | [`ServerMessage::Mark`]                     |
 //! | 0x84 | server → client | [`ServerMessage::Pong`]                     |
 //! | 0x85 | server → client | [`ServerMessage::Error`]                    |
+//! | 0x86 | server → client | [`ServerMessage::State`]                    |
 
 mod chunk;
 mod codes;
@@ -107,6 +108,19 @@ pub struct Ident {
     /// The client version of the client's latest local changeset: a server that has integrated
     /// a later one knows the client's history went back (restored from a backup) and must reset.
     pub last_version: ClientVersion,
+    /// A new client's request for the server's state instead of the history (a bootstrap), and
+    /// how much of a state it already holds from a dropped connection.
+    pub state: Option<StatePosition>,
+}
+
+/// How much of the server's state a bootstrapping client holds: `offset` bytes of the state at
+/// `version` (0 and 0 when it holds nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatePosition {
+    /// The server version of the state it holds a part of.
+    pub version: ServerVersion,
+    /// How many of its bytes it holds.
+    pub offset: u64,
 }
 
 /// How far the client has come, carried by every UPLOAD.
@@ -194,6 +208,9 @@ pub enum ServerMessage {
     },
     /// The session ends.
     Error(ErrorMessage),
+    /// A piece of the server's state for a bootstrapping client (the snapshot of
+    /// `Server::state_snapshot`), before any DOWNLOAD.
+    State(Chunk<ServerVersion>),
 }
 
 const BIND: u8 = 0x01;
@@ -206,6 +223,7 @@ const S_DOWNLOAD: u8 = 0x82;
 const S_MARK: u8 = 0x83;
 const S_PONG: u8 = 0x84;
 const S_ERROR: u8 = 0x85;
+const S_STATE: u8 = 0x86;
 
 /// The smallest encoded chunk (four one-byte varints, one of them a zero length), for bounding
 /// chunk counts by the input.
@@ -264,6 +282,14 @@ impl ClientMessage {
                 put_cursor(&mut out, i.download);
                 put_u64(&mut out, i.latest.0);
                 put_u64(&mut out, i.last_version.0);
+                match i.state {
+                    None => put_u64(&mut out, 0),
+                    Some(p) => {
+                        put_u64(&mut out, 1);
+                        put_u64(&mut out, p.version.0);
+                        put_u64(&mut out, p.offset);
+                    }
+                }
             }
             ClientMessage::Upload(u) => {
                 let data: usize = u.chunks.iter().map(|c| c.data.len()).sum();
@@ -305,6 +331,7 @@ impl ClientMessage {
                 download: cursor(&mut r)?,
                 latest: ServerVersion(r.u64("latest server version")?),
                 last_version: ClientVersion(r.u64("last client version")?),
+                state: state_request(&mut r)?,
             }),
             UPLOAD => ClientMessage::Upload(UploadMessage {
                 progress: UploadProgress {
@@ -367,6 +394,11 @@ impl ServerMessage {
                 out.push(e.action.code());
                 put_text(&mut out, &e.message);
             }
+            ServerMessage::State(c) => {
+                out.reserve(MESSAGE_OVERHEAD + c.data.len() + CHUNK_OVERHEAD);
+                out.push(S_STATE);
+                put_chunks(&mut out, std::slice::from_ref(c), |o, v| put_u64(o, v.0));
+            }
         }
         out
     }
@@ -419,6 +451,23 @@ impl ServerMessage {
                     message: text(&mut r, limits, "error message")?,
                 })
             }
+            S_STATE => {
+                let at = r.pos();
+                let mut pieces = chunks(&mut r, limits, |r| {
+                    Ok(ServerVersion(r.u64("state server version")?))
+                })?;
+                match (pieces.pop(), pieces.is_empty()) {
+                    (Some(c), true) => ServerMessage::State(c),
+                    _ => {
+                        return Err(DecodeError::IntegerOutOfRange {
+                            offset: at,
+                            what: "state pieces (exactly one per message)",
+                            value: pieces.len() as u64 + 1,
+                        }
+                        .into())
+                    }
+                }
+            }
             tag => return Err(MessageError::UnknownMessage { tag }),
         };
         r.finish()?;
@@ -447,6 +496,22 @@ fn text(r: &mut Reader<'_>, limits: &Limits, what: &'static str) -> Result<Strin
         });
     }
     Ok(s.to_string())
+}
+
+fn state_request(r: &mut Reader<'_>) -> Result<Option<StatePosition>, DecodeError> {
+    let at = r.pos();
+    match r.u64("state request")? {
+        0 => Ok(None),
+        1 => Ok(Some(StatePosition {
+            version: ServerVersion(r.u64("state version")?),
+            offset: r.u64("state offset")?,
+        })),
+        value => Err(DecodeError::IntegerOutOfRange {
+            offset: at,
+            what: "state request (0 or 1)",
+            value,
+        }),
+    }
 }
 
 fn cursor(r: &mut Reader<'_>) -> Result<Cursor, DecodeError> {

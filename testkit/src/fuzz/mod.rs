@@ -16,8 +16,9 @@ use objsync::Replica;
 pub type Target = fn(&[u8]);
 
 /// Every target: its name and the function a fuzz input is fed to.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("decode_changeset", decode::changeset),
+    ("decode_snapshot", decode::snapshot),
     ("decode_message", decode::message),
     ("converge", converge::run),
     ("server_session", session::run),

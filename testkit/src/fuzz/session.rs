@@ -27,8 +27,8 @@ use objsync::sync::{Client, Cursor};
 use objsync::wire::{decode, encode};
 use objsync::wire::{
     Bind, Chunk, ClientMessage, DownloadHead, ErrorCode, ErrorMessage, FileIdent, Ident, Limits,
-    Reassembly, ServerMessage, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
-    MIN_MESSAGE, PROTOCOL_VERSION,
+    Reassembly, ServerMessage, StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD,
+    MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
 };
 use objsync::ElemType;
 use objsync::{
@@ -59,6 +59,9 @@ struct Slot {
     send_limit: usize,
     downloads: Reassembly<DownloadHead>,
     cursor: Cursor,
+    /// The server's state being received (a STATE sequence): its version, the offset of the
+    /// next piece, and the bytes received here.
+    state: Option<(ServerVersion, u64, Vec<u8>)>,
     /// Frames received: each may queue one reply (PONG, MARK).
     frames_in: usize,
 }
@@ -210,6 +213,7 @@ impl Harness {
             send_limit: self.limits.max_message,
             downloads: Reassembly::default(),
             cursor: Cursor::default(),
+            state: None,
             frames_in: 0,
         })
     }
@@ -446,6 +450,32 @@ impl Harness {
                     }
                 }
             }
+            ServerMessage::State(piece) => {
+                assert!(s.cursor == Cursor::default(), "a STATE after downloads");
+                assert!(piece.head <= server.version(), "a state from the future");
+                // A resumed state starts where the IDENT said the client stood; the bytes
+                // before it were never sent here, so only the sequence can be checked.
+                let (v, next, bytes) = s
+                    .state
+                    .get_or_insert_with(|| (piece.head, piece.offset, Vec::new()));
+                assert_eq!(*v, piece.head, "STATE pieces of two versions");
+                assert_eq!(piece.offset, *next, "STATE pieces out of sequence");
+                *next += piece.data.len() as u64;
+                bytes.extend_from_slice(&piece.data);
+                if piece.is_last() {
+                    if bytes.len() as u64 == piece.total {
+                        let peer = s.ident_peer.expect("a STATE after an IDENT");
+                        let client =
+                            Client::bootstrap(peer, bytes).expect("the server's state loads");
+                        assert_eq!(client.cursor().server, piece.head);
+                        if piece.head == server.version() {
+                            assert_eq!(state(client.replica()), state(server.replica()));
+                        }
+                    }
+                    s.cursor.server = piece.head;
+                    s.state = None;
+                }
+            }
             ServerMessage::Mark { .. } | ServerMessage::Pong { .. } => {}
         }
     }
@@ -493,12 +523,17 @@ impl Harness {
         } else {
             model_last
         };
+        let state = input.one_in(6).then(|| StatePosition {
+            version: ServerVersion(input.below(4) as u64),
+            offset: input.below(64) as u64,
+        });
         ClientMessage::Ident(Ident {
             file: FileIdent { peer, salt },
             server_file,
             download,
             latest,
             last_version,
+            state,
         })
     }
 
