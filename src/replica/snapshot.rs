@@ -422,9 +422,14 @@ fn read_nodes(r: &mut Reader<'_>) -> Result<Vec<DocNode>, SnapshotError> {
         seq: 0,
     };
     let mut prev_ts: u64 = 0;
+    // `delta` is hostile: any i64, so the subtraction itself may overflow (i64::MIN).
     let position = |i: usize, delta: i64| -> Result<u32, SnapshotError> {
-        u32::try_from(i as i64 - delta)
-            .map_err(|_| SnapshotError::Inconsistent("a list node refers outside its list"))
+        (i as i64)
+            .checked_sub(delta)
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or(SnapshotError::Inconsistent(
+                "a list node refers outside its list",
+            ))
     };
     for i in 0..n {
         let at = r.pos();
