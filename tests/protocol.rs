@@ -339,3 +339,45 @@ fn reassembly_refuses_gaps_and_interleaving() {
         Ok(Some((ClientVersion(1), b"abcd".to_vec())))
     );
 }
+
+/// The examples of spec/protocol.md 3.12 that involve the bootstrap.
+#[test]
+fn the_bootstrap_examples_of_the_spec_encode_as_written() {
+    use objsync::wire::StatePosition;
+    let hex = |b: Vec<u8>| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ident = |state| Ident {
+        file: FileIdent {
+            peer: PeerId(7),
+            salt: 0,
+        },
+        server_file: 0,
+        download: Cursor::default(),
+        latest: ServerVersion(0),
+        last_version: ClientVersion(0),
+        state,
+    };
+    assert_eq!(
+        hex(ClientMessage::Ident(ident(None)).encode()),
+        "02 07 00 00 00 00 00 00 00"
+    );
+    let held = StatePosition {
+        version: ServerVersion(9),
+        offset: 300,
+    };
+    assert_eq!(
+        hex(ClientMessage::Ident(ident(Some(held))).encode()),
+        "02 07 00 00 00 00 00 00 01 09 ac 02"
+    );
+    let state = ServerMessage::State(Chunk {
+        head: ServerVersion(9),
+        total: 300,
+        offset: 0,
+        data: b"OSS".to_vec(),
+    });
+    assert_eq!(hex(state.encode()), "86 01 09 ac 02 00 03 4f 53 53");
+}

@@ -1177,3 +1177,36 @@ fn only_a_new_client_may_ask_for_the_state() {
         other => panic!("expected an ERROR, got {other:?}"),
     }
 }
+
+#[test]
+fn a_client_behind_a_trimmed_history_is_told_to_reset_and_a_new_one_starts_from_the_state() {
+    let mut w = realm_with_history(5, Limits::default());
+    // Client 1 falls behind, then the server forgets everything it has.
+    w.drop_connection(1);
+    write(w.client(0), 100, |tx| tx.set("Doc", 1, "body", "later"));
+    w.settle();
+    let version = w.realm.server().version();
+    w.realm.trim(version);
+    w.connect(1);
+    w.settle();
+    let error = w.peers[1].error.clone();
+    assert_eq!(
+        server_code(error),
+        (ErrorCode::ClientFileExpired, Action::Reset)
+    );
+    // A new device needs no history: it starts from the state, then syncs.
+    w.connect(2);
+    w.settle();
+    assert!(w.peers[2]
+        .events
+        .contains(&ClientEvent::StartedFromState(version)));
+    write(w.client(2), 200, |tx| {
+        tx.set("Doc", 2, "body", "new device")
+    });
+    w.settle();
+    assert!(state(w.realm.server().replica()).contains("new device"));
+    assert_eq!(
+        state(w.peers[0].session.client().replica()),
+        state(w.realm.server().replica())
+    );
+}

@@ -73,8 +73,9 @@ impl<S: Store> Replica<S> {
     /// Makes a replica loaded from another peer's snapshot this peer's own, for a client that
     /// starts from a server's state: ids it mints from now on are its own, and after every id
     /// of `peer` the state holds (so that even a peer that wrote before never mints an id
-    /// twice while its objects or list elements exist).
-    pub(crate) fn adopt(&mut self, peer: PeerId) {
+    /// twice while its objects or list elements exist). Fails if the state holds the last id
+    /// `peer` could mint (counter `u64::MAX`): there is no id after it.
+    pub(crate) fn adopt(&mut self, peer: PeerId) -> Result<(), SnapshotError> {
         let mut last = 0;
         let mut note = |id: OpId| {
             if id.peer == peer {
@@ -92,8 +93,11 @@ impl<S: Store> Replica<S> {
         for seq in self.lists.values() {
             seq.document().iter().for_each(|n| note(n.id));
         }
+        self.next_seq = last.checked_add(1).ok_or(SnapshotError::Inconsistent(
+            "the state holds the last id the peer could mint",
+        ))?;
         self.peer = peer;
-        self.next_seq = last + 1;
+        Ok(())
     }
 
     /// Writes the replica's state (the part of every snapshot that holds one).

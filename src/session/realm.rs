@@ -65,6 +65,17 @@ impl<S: Store> ServerRealm<S> {
         self.file_ident
     }
 
+    /// Forgets the history up to `horizon` ([`Server::trim`]): clients that need it are told
+    /// to reset (222), new clients start from the state.
+    pub fn trim(&mut self, horizon: ServerVersion) {
+        self.server.trim(horizon);
+    }
+
+    /// Compacts the history ([`Server::compact`]); returns how many instructions went.
+    pub fn compact(&mut self) -> usize {
+        self.server.compact()
+    }
+
     /// Records a client identity (what [`super::ServerEvent::Registered`] reported; used to
     /// rebuild a realm from its log).
     pub fn register(&mut self, peer: PeerId, salt: u64) {
@@ -210,6 +221,17 @@ impl<S: Store> ServerRealm<S> {
                 ErrorCode::BadServerVersion,
                 format!(
                     "download cursor {} is beyond the realm's version {latest}",
+                    ident.download.server
+                ),
+            );
+        }
+        let horizon = self.server.history().horizon();
+        if ident.download.server < horizon && ident.state.is_none() {
+            return fail(
+                ErrorCode::ClientFileExpired,
+                format!(
+                    "download cursor {} is before the history's horizon {horizon}: the history \
+                     it needs was trimmed",
                     ident.download.server
                 ),
             );

@@ -515,6 +515,7 @@ fn sync_error(e: &SyncError) -> ErrorMessage {
         SyncError::BadServerVersion { .. } => ErrorCode::BadServerVersion,
         SyncError::BadClientVersion { .. } => ErrorCode::BadClientVersion,
         SyncError::BadOrigin { .. } => ErrorCode::BadOriginFileIdent,
+        SyncError::ResetRequired { .. } => ErrorCode::ClientFileExpired,
         _ if matches!(e.data_error(), Some(Error::SchemaMismatch { .. })) => {
             ErrorCode::InvalidSchemaChange
         }

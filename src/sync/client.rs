@@ -104,7 +104,7 @@ impl<S: Store> Client<S> {
         self.replica.replace_with(|replica| {
             replica.read_in_place(r.items())?;
             r.finish()?;
-            replica.adopt(peer);
+            replica.adopt(peer)?;
             Ok(())
         })?;
         self.cursor.server = version;

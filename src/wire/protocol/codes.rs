@@ -167,6 +167,9 @@ error_codes! {
     BadChangeset = 212, "bad changeset", Fatal;
     /// An uploaded changeset claims another origin than the uploading client.
     BadOriginFileIdent = 216, "bad origin file identifier", Fatal;
+    /// The client needs history the server has trimmed (forgotten): it must start again from
+    /// the server's state.
+    ClientFileExpired = 222, "client file expired", Reset;
     /// An uploaded changeset changes the schema in a way that conflicts with the realm's.
     InvalidSchemaChange = 225, "invalid schema change", Fatal;
     /// A client that has written or downloaded asked for the server's state: only a new client
