@@ -1054,6 +1054,10 @@ fn a_new_client_starts_from_the_state_in_pieces_and_then_syncs_as_any_other() {
                 .map_or(0, |b| b.len())
         })
         .sum();
+    // A restarted server (its realm saved and loaded) serves the state as before.
+    let saved = w.realm.save();
+    w.realm = ServerRealm::load(&saved).expect("a saved realm loads");
+    assert_eq!(w.realm.save(), saved);
     w.connect(2);
     w.settle();
     w.assert_converged();

@@ -3,11 +3,15 @@
 
 use crate::model::{Changeset, Cursor, PeerId, ServerVersion};
 use crate::replica::Replica;
+use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::sync::{Server, SyncError, Upload};
 use crate::wire::{ErrorCode, ErrorMessage, FileIdent, Ident};
 use hashbrown::HashMap;
 use std::sync::Arc;
+
+/// Smallest encoded realm peer (two varints).
+const MIN_PEER_BYTES: usize = 2;
 
 /// Peer ids are below 2^63, like every integer of the source documents' protocol.
 const MAX_PEER: u64 = (1 << 63) - 1;
@@ -253,5 +257,73 @@ impl<S: Store> ServerRealm<S> {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.bound = false;
         }
+    }
+}
+
+impl ServerRealm<MemoryStore> {
+    /// Loads a realm saved with [`ServerRealm::save`], with an in-memory store.
+    ///
+    /// ```
+    /// use objsync::session::ServerRealm;
+    /// use objsync::PeerId;
+    ///
+    /// let mut realm = ServerRealm::new(0x5eed);
+    /// realm.register(PeerId(7), 0x1234);
+    /// let restarted = ServerRealm::load(&realm.save())?;
+    /// assert_eq!(restarted.file_ident(), 0x5eed);
+    /// assert_eq!(restarted.save(), realm.save());
+    /// # Ok::<(), objsync::SnapshotError>(())
+    /// ```
+    pub fn load(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        ServerRealm::load_into(MemoryStore::new(), bytes)
+    }
+}
+
+impl<S: Store> ServerRealm<S> {
+    /// A snapshot of the realm (spec/snapshot.md section 6): its file identifier, the client
+    /// identities it issued (peer ids and salts) and its server. What a server process writes
+    /// so that it restarts from the snapshot plus the journal after it, not from the whole
+    /// journal. Which files are bound to a session is not saved: after a restart none is.
+    pub fn save(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::Realm);
+        w.items().u64(self.file_ident);
+        let mut peers: Vec<(&PeerId, &RealmPeer)> = self.peers.iter().collect();
+        peers.sort_by_key(|(p, _)| **p);
+        w.items().count(peers.len());
+        for (peer, p) in peers {
+            w.items().u64(peer.0);
+            w.items().u64(p.salt);
+        }
+        self.server.write_state(&mut w);
+        w.finish()
+    }
+
+    /// Loads a realm saved with [`ServerRealm::save`] into `store`, which must be empty.
+    pub fn load_into(store: S, bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut r = SnapshotReader::open(bytes, Kind::Realm)?;
+        let file_ident = r.items().u64("realm file identifier")?;
+        if file_ident == 0 {
+            return Err(SnapshotError::Inconsistent("a realm file identifier of 0"));
+        }
+        let n = r.count(MIN_PEER_BYTES, "realm peers")?;
+        let mut peers = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let peer = PeerId(r.items().u64("peer id")?);
+            let salt = r.items().u64("salt")?;
+            if peers
+                .insert(peer, RealmPeer { salt, bound: false })
+                .is_some()
+            {
+                return Err(SnapshotError::Inconsistent("a realm peer appears twice"));
+            }
+        }
+        let server = Server::read_state(store, &mut r)?;
+        r.finish()?;
+        Ok(ServerRealm {
+            server,
+            file_ident,
+            peers,
+            state: None,
+        })
     }
 }

@@ -145,6 +145,11 @@ pub fn snapshot(bytes: &[u8]) {
             assert_eq!(again.save(), saved, "server: save(load(save)) != save");
             assert_eq!(again.history(), s.history());
         }
+        if let Ok(r) = objsync::session::ServerRealm::load(input) {
+            let saved = r.save();
+            let again = objsync::session::ServerRealm::load(&saved).expect("a saved realm loads");
+            assert_eq!(again.save(), saved, "realm: save(load(save)) != save");
+        }
         if let Ok(c) = Client::bootstrap(PeerId(7), input) {
             assert_eq!(c.unacknowledged().len(), 0);
             let saved = c.save();
