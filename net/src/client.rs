@@ -47,6 +47,9 @@ const WRITE: u8 = 2;
 const DOWNLOAD: u8 = 3;
 const ACK: u8 = 4;
 const LATEST: u8 = 5;
+/// The whole client (`Client::save`), after it started from the server's state: what the
+/// records before it cannot rebuild.
+const SNAPSHOT: u8 = 6;
 
 /// What a local realm journal's header record says it is.
 const CLIENT_KIND: &[u8] = b"objsync client";
@@ -237,6 +240,13 @@ impl Replayed {
                 integrated: ClientVersion(t.u64()?),
             }),
             LATEST => self.latest = self.latest.max(ServerVersion(t.u64()?)),
+            SNAPSHOT => {
+                let loaded = Client::load(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
+                if loaded.peer() != client.peer() {
+                    return Err(invalid("a snapshot of another peer"));
+                }
+                *client = loaded;
+            }
             other => return Err(invalid(format!("unknown record tag {other}"))),
         }
         t.end()
@@ -364,6 +374,10 @@ impl Local {
                 }
                 ClientEvent::Integrated(download) => records.push(download_record(download)),
                 ClientEvent::Acknowledged(v) => records.push(Put::tag(ACK).u64(v.0).0),
+                ClientEvent::StartedFromState(_) => {
+                    records.push(Put::tag(SNAPSHOT).bytes(&self.session.client().save()).0);
+                    sync = true;
+                }
                 _ => {}
             }
         }

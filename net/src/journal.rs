@@ -65,6 +65,15 @@ impl Journal {
         Journal::open(path, |_| Ok(())).map(|o| o.journal)
     }
 
+    /// Replaces the log at `path` (if any) with a new one holding only `header`, atomically: a
+    /// crash leaves the old log or the new one, whole.
+    pub fn replace(path: &Path, header: &[u8]) -> io::Result<Journal> {
+        let mut bytes = MAGIC.to_vec();
+        frame(&mut bytes, header);
+        write_atomically(path, &bytes)?;
+        Journal::open(path, |_| Ok(())).map(|o| o.journal)
+    }
+
     /// Opens an existing log and hands every intact record to `replay`, the header first. A
     /// torn or corrupt tail is cut off (and synced) before returning; an error from `replay`
     /// (a record whose checksum is right but whose content makes no sense) fails the open
@@ -168,6 +177,23 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     h.update(&head[..4]);
     h.update(payload);
     (h.finalize() == crc).then_some((payload, end))
+}
+
+/// Writes `bytes` to `path` so that the file is either its old self or exactly `bytes`, even
+/// across a crash: a synced temporary file renamed into place, then the directory synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
 }
 
 /// An `InvalidData` error.

@@ -1,9 +1,13 @@
 //! The reference sync server: realms on disk, tokens and permissions, and one task per
 //! WebSocket connection driving a [`ServerSession`] over the realm its BIND names.
 //!
-//! Each realm is a [`ServerRealm`] in memory, rebuilt at first use from its journal (a
-//! Registered record per client identity issued, an Integrated record per changeset as
-//! uploaded; integration is deterministic, so replaying them reproduces the history exactly).
+//! Each realm is a [`ServerRealm`] in memory, rebuilt at first use from its snapshot (a
+//! `ServerRealm::save`, if it has one) and its journal after it (a Registered record per client
+//! identity issued, an Integrated record per changeset as uploaded; integration is
+//! deterministic, so replaying them reproduces the history exactly, and one already in the
+//! snapshot is skipped as a duplicate). Opening then writes a new snapshot, trimming the
+//! history first if the server keeps only so many entries, and cuts the journal behind it, so
+//! a realm opens in time proportional to its state plus what changed since it was last opened.
 //! The sessions of a realm share it behind a mutex; a watch channel wakes them when the history
 //! grows so they send the new entries.
 //!
@@ -20,13 +24,13 @@
 //! reopens it from disk, where the failed tail is cut off; its clients re-upload whatever was
 //! not acknowledged.
 
-use super::journal::{invalid, Journal, Put, Take};
+use super::journal::{invalid, write_atomically, Journal, Put, Take};
 use super::{random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
 use objsync::wire;
 use objsync::wire::{ErrorCode, Limits};
-use objsync::{PeerId, Store};
+use objsync::{PeerId, ServerVersion, Store};
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -285,7 +289,18 @@ pub fn realm_file(data: &Path, path: &str) -> PathBuf {
 /// Opens the realm journal at `file` and replays it. Returns the realm, its journal and the
 /// bytes of torn tail dropped. Also the tests' way to read what a stopped server holds.
 pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
+    let snapshot = snapshot_file(file);
     let mut realm: Option<ServerRealm> = None;
+    let mut from_snapshot = match std::fs::read(&snapshot) {
+        Ok(bytes) => Some(ServerRealm::load(&bytes).map_err(|e| {
+            invalid(format!(
+                "{}: {e} (the realm stays closed: nothing is discarded)",
+                snapshot.display()
+            ))
+        })?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let opened = Journal::open(file, |rec| {
         let mut t = Take(rec);
         match (t.tag()?, realm.as_mut()) {
@@ -293,7 +308,16 @@ pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
                 if t.bytes()? != REALM_KIND {
                     return Err(invalid("not a realm journal"));
                 }
-                realm = Some(ServerRealm::new(t.u64()?));
+                let file_ident = t.u64()?;
+                let start = from_snapshot
+                    .take()
+                    .unwrap_or_else(|| ServerRealm::new(file_ident));
+                if start.file_ident() != file_ident {
+                    return Err(invalid(
+                        "the journal belongs to another realm than the snapshot",
+                    ));
+                }
+                realm = Some(start);
             }
             (REGISTERED, Some(r)) => {
                 let (peer, salt) = (PeerId(t.u64()?), t.u64()?);
@@ -311,6 +335,25 @@ pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
     })?;
     let realm = realm.expect("a journal has a header");
     Ok((realm, opened.journal, opened.dropped))
+}
+
+/// Where the realm whose journal is `file` keeps its snapshot.
+pub fn snapshot_file(file: &Path) -> PathBuf {
+    file.with_extension("snap")
+}
+
+/// Writes the realm's snapshot (after trimming its history to the last `keep` entries, if
+/// set) and starts a fresh journal behind it. A crash between the two leaves the new snapshot
+/// and the old journal, whose records replay on it as duplicates.
+fn checkpoint(file: &Path, realm: &mut ServerRealm, keep: Option<u64>) -> io::Result<Journal> {
+    if let Some(keep) = keep {
+        realm.trim(ServerVersion(
+            realm.server().version().0.saturating_sub(keep),
+        ));
+    }
+    write_atomically(&snapshot_file(file), &realm.save())?;
+    let header = Put::tag(HEADER).bytes(REALM_KIND).u64(realm.file_ident());
+    Journal::replace(file, &header.0)
 }
 
 /// Creates the journal of a new realm with a random file identifier.
@@ -439,15 +482,25 @@ pub struct Server {
     data: PathBuf,
     config: Config,
     limits: Limits,
+    /// Keep at most this many history entries (trimmed when a realm is opened).
+    keep_history: Option<u64>,
     realms: tokio::sync::Mutex<HashMap<String, Arc<Realm>>>,
 }
 
 impl Server {
-    /// A server keeping realms under `data`.
+    /// A server keeping realms under `data`, with their whole histories.
     pub fn new(data: PathBuf, config: Config) -> Arc<Server> {
+        Server::keeping(data, config, None)
+    }
+
+    /// A server keeping realms under `data` that keeps at most `keep_history` entries of each
+    /// realm's history (trimmed whenever a realm is opened): clients further behind are told to
+    /// reset (222), new ones start from the state.
+    pub fn keeping(data: PathBuf, config: Config, keep_history: Option<u64>) -> Arc<Server> {
         Arc::new(Server {
             data,
             config,
+            keep_history,
             limits: Limits::default(),
             realms: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -499,14 +552,22 @@ impl Server {
             return Ok(realm.clone());
         }
         let file = realm_file(&self.data, path);
+        let keep = self.keep_history;
         let owned = path.to_string();
         let realm = tokio::task::spawn_blocking(move || {
             let (realm, journal) = if file.exists() {
-                let (realm, journal, dropped) = open_realm(&file)?;
+                let (mut realm, journal, dropped) = open_realm(&file)?;
                 if dropped > 0 {
                     warn!(path = %owned, dropped, "cut a torn or corrupt tail off the realm's journal");
                 }
-                info!(path = %owned, version = %realm.server().version(), "realm opened");
+                drop(journal);
+                let journal = checkpoint(&file, &mut realm, keep)?;
+                info!(
+                    path = %owned,
+                    version = %realm.server().version(),
+                    horizon = %realm.server().history().horizon(),
+                    "realm opened"
+                );
                 (realm, journal)
             } else {
                 let created = create_realm(&file)?;

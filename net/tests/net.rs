@@ -67,6 +67,11 @@ struct ServerProc {
 impl ServerProc {
     /// Starts the server on an ephemeral port over `data` and waits for `listening on`.
     fn start(data: &Path, config: &Path) -> ServerProc {
+        ServerProc::start_with(data, config, &[])
+    }
+
+    /// The same, with more arguments.
+    fn start_with(data: &Path, config: &Path, extra: &[&str]) -> ServerProc {
         let log = data.with_extension("stderr");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -78,6 +83,7 @@ impl ServerProc {
             .arg(data)
             .arg("--config")
             .arg(config)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -799,4 +805,58 @@ fn paths_and_permissions() {
     assert!(Config::parse(r#"{"permissions": {"/x": {"bob": ["fly"]}}}"#).is_err());
     assert!(Config::parse(r#"{"permissions": {"x": {}}}"#).is_err());
     assert!(Config::parse(r#"{"admin_token": ""}"#).is_err());
+}
+
+/// A restarted server opens each realm from its snapshot and cuts the journal behind it; with
+/// `--keep-history 0` it forgets the history: a device that was behind is told to reset, a new
+/// one starts from the state.
+#[test]
+fn a_restarted_server_starts_from_its_snapshot_and_new_devices_from_the_state() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let path = "/shared/board";
+    let server = ServerProc::start(&data, &config);
+    let (alice, bob, carol) = (
+        dir.path().join("alice"),
+        dir.path().join("bob"),
+        dir.path().join("carol"),
+    );
+    let mut ops = board_schema();
+    ops.push(serde_json::json!({"op": "insert", "type": "Item", "pk": "a", "values": {"n": 1}}));
+    apply(dir.path(), &bob, &serde_json::Value::Array(ops));
+    sync(&bob, &server.url(path), "t-bob");
+    sync(&alice, &server.url(path), "t-alice");
+    for i in 0..20 {
+        let op = serde_json::json!([{"op": "set", "type": "Item", "pk": "a", "values": {"n": i}}]);
+        apply(dir.path(), &bob, &op);
+    }
+    sync(&bob, &server.url(path), "t-bob");
+    server.kill();
+    let before = ServerProc::realm_state(&data, path);
+
+    let server = ServerProc::start_with(&data, &config, &["--keep-history", "0"]);
+    sync(&carol, &server.url(path), "t-carol");
+    assert_eq!(state(&carol), state(&bob));
+    let file = realm_file(&data, path);
+    let snapshot = std::fs::metadata(file.with_extension("snap")).expect("a snapshot");
+    assert!(snapshot.len() > 0);
+    let journal = std::fs::metadata(&file).expect("the journal").len();
+    assert!(
+        journal < 200,
+        "the journal was cut behind the snapshot: {journal} bytes"
+    );
+    let reason = client_err(
+        &alice,
+        &["--url", &server.url(path), "--token", "t-alice", "sync"],
+    );
+    assert!(reason.contains("client file expired"), "{reason}");
+    // The new device writes, the one that kept up downloads it.
+    let op = serde_json::json!([{"op": "insert", "type": "Item", "pk": "c", "values": {"n": 7}}]);
+    apply(dir.path(), &carol, &op);
+    sync(&carol, &server.url(path), "t-carol");
+    sync(&bob, &server.url(path), "t-bob");
+    assert_eq!(state(&carol), state(&bob));
+    server.kill();
+    assert_eq!(ServerProc::realm_state(&data, path), state(&bob));
+    assert_ne!(before, state(&bob));
 }

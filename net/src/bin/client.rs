@@ -72,7 +72,7 @@ fn command(args: Args) -> Result<(), String> {
         path: url.as_ref().map(|u| u.path.clone()).unwrap_or_default(),
         token: args.token.clone().unwrap_or_default(),
         limits: Limits::default(),
-        start_from_state: false,
+        start_from_state: true,
     };
     match args.command {
         Command::Apply { file } => {

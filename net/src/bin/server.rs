@@ -4,7 +4,8 @@
 //! cargo run --release --bin server -- --listen 127.0.0.1:9080 --data DIR [--config FILE]
 //! ```
 //!
-//! Realms live under `DIR`, one append-only journal each, created on first BIND. Without
+//! Realms live under `DIR`, each a snapshot plus the append-only journal after it, created on
+//! first BIND. Without
 //! `--config` the server makes up an admin token and prints it (`admin token: ...`); with one,
 //! tokens, users and permission grants come from the file (README, "Reference server and
 //! client"). Once it accepts connections it prints `listening on ADDR` on stdout; it logs to
@@ -30,6 +31,11 @@ struct Args {
     /// JSON config: admin token, user tokens, permission grants.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Keep at most this many entries of each realm's history (trimmed when the realm is
+    /// opened; clients further behind must reset, new ones start from the state). Default:
+    /// keep everything.
+    #[arg(long, value_name = "ENTRIES")]
+    keep_history: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +63,9 @@ fn serve(args: Args) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on {addr}");
         std::io::stdout().flush().map_err(|e| e.to_string())?;
-        Server::new(args.data.clone(), config).serve(listener).await;
+        Server::keeping(args.data.clone(), config, args.keep_history)
+            .serve(listener)
+            .await;
         Ok(())
     })
 }
