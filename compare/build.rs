@@ -7,7 +7,11 @@ fn main() {
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
-    for (krate, var) in [("automerge", "AUTOMERGE_VERSION"), ("yrs", "YRS_VERSION")] {
+    for (krate, var) in [
+        ("automerge", "AUTOMERGE_VERSION"),
+        ("yrs", "YRS_VERSION"),
+        ("loro", "LORO_VERSION"),
+    ] {
         // A lock entry is `name = "..."` followed by `version = "..."` on the next line.
         let version = text
             .split("[[package]]")

@@ -3,7 +3,7 @@
 //! values at random positions of its own copy, one transaction per insert, all concurrently;
 //! then every client's changes go to a hub and every client receives from the hub what it lacks
 //! (the same star topology and exchange forms as the many-writers workload, see
-//! [`crate::writers`]).
+//! [`crate::writers`]; loro's list is a `LoroList`).
 //!
 //! Timed: the inserts, the hub integrating every client, and every client integrating the hub's
 //! changes. Every replica of an engine must end with the same list; across engines the lists
@@ -12,9 +12,11 @@
 
 use crate::alloc::{best_of, measure, Measured};
 use crate::rng::Rng;
-use crate::util::{actor, automerge_int, fail, yrs_apply, yrs_int, yrs_value, Res};
+use crate::trace::loro_doc;
+use crate::util::{actor, automerge_int, fail, loro_int, yrs_apply, yrs_int, yrs_value, Res};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ROOT};
+use loro::{ExportMode, LoroDoc, LoroList, VersionVector};
 use objsync::sync::{Client, Server};
 use objsync::{ObjectType, PeerId, PropType, Property, Replica, Store, Value};
 use yrs::{Array, ArrayRef, Doc, ReadTxn, StateVector, Transact};
@@ -53,14 +55,15 @@ fn plan(n: usize, rng: &mut Rng) -> Vec<ClientPlan> {
 
 /// Runs the workload with `n` inserts in all on every engine and checks the results; returns
 /// the measurements in engine order.
-pub fn run(n: usize, rng: &mut Rng) -> Res<[Measured; 3]> {
+pub fn run(n: usize, rng: &mut Rng) -> Res<[Measured; 4]> {
     let plan = plan(n, rng);
     let (o, mo) = best_of(|| objsync(&plan))?;
     let (a, ma) = best_of(|| automerge(&plan))?;
     let (y, my) = best_of(|| yrs(&plan))?;
+    let (l, ml) = best_of(|| loro(&plan))?;
     let mut expected: Vec<i64> = plan.iter().flatten().map(|&(_, v)| v).collect();
     expected.sort_unstable();
-    for (engine, list) in [("objsync", o), ("automerge", a), ("yrs", y)] {
+    for (engine, list) in [("objsync", o), ("automerge", a), ("yrs", y), ("loro", l)] {
         if list.len() != expected.len() {
             return Err(format!(
                 "list inserts: {engine} ends with {} elements, expected {}",
@@ -76,11 +79,11 @@ pub fn run(n: usize, rng: &mut Rng) -> Res<[Measured; 3]> {
             ));
         }
     }
-    Ok([mo, ma, my])
+    Ok([mo, ma, my, ml])
 }
 
 /// The ints of the list of the `Doc` object 1.
-pub fn objsync_list(r: &Replica) -> Res<Vec<i64>> {
+fn objsync_list(r: &Replica) -> Res<Vec<i64>> {
     let values = r
         .store()
         .list("Doc", &1.into(), "items")
@@ -94,8 +97,8 @@ pub fn objsync_list(r: &Replica) -> Res<Vec<i64>> {
         .collect()
 }
 
-/// The type holding the list, shared with the trace workload.
-pub fn objsync_doc_type() -> Res<ObjectType> {
+/// The type holding the list.
+fn objsync_doc_type() -> Res<ObjectType> {
     let ty = |t| PropType::parse(t).map_err(fail("objsync: property type"));
     ObjectType::new(
         "Doc",
@@ -169,7 +172,7 @@ fn objsync(plan: &[ClientPlan]) -> Res<(Vec<i64>, Measured)> {
 }
 
 /// The ints of an automerge list.
-pub fn automerge_list(doc: &Automerge, list: &automerge::ObjId) -> Res<Vec<i64>> {
+fn automerge_list(doc: &Automerge, list: &automerge::ObjId) -> Res<Vec<i64>> {
     doc.values(list).map(|(v, _)| automerge_int(&v)).collect()
 }
 
@@ -219,7 +222,7 @@ fn automerge(plan: &[ClientPlan]) -> Res<(Vec<i64>, Measured)> {
 }
 
 /// The ints of a yrs array.
-pub fn yrs_list(doc: &Doc, array: &ArrayRef) -> Res<Vec<i64>> {
+fn yrs_list(doc: &Doc, array: &ArrayRef) -> Res<Vec<i64>> {
     let txn = doc.transact();
     array.iter(&txn).map(yrs_int).collect()
 }
@@ -260,6 +263,58 @@ fn yrs(plan: &[ClientPlan]) -> Res<(Vec<i64>, Measured)> {
         for (k, (doc, items)) in clients.iter().enumerate() {
             if yrs_list(doc, items)? != list {
                 return Err(format!("yrs: client {k} differs from the hub"));
+            }
+        }
+        Ok(list)
+    });
+    Ok((list?, m))
+}
+
+/// The ints of a loro list.
+fn loro_list(list: &LoroList) -> Res<Vec<i64>> {
+    (0..list.len())
+        .map(|i| loro_int(list.get(i).ok_or("loro: a list index out of range")?))
+        .collect()
+}
+
+fn loro(plan: &[ClientPlan]) -> Res<(Vec<i64>, Measured)> {
+    let (list, m) = measure(|meter| -> Res<Vec<i64>> {
+        // As in yrs, a root-level list exists in every document by name.
+        let replica = |id: u64| -> Res<(LoroDoc, LoroList)> {
+            let doc = loro_doc(id)?;
+            let items = doc.get_list("items");
+            Ok((doc, items))
+        };
+        let clients = (0..plan.len())
+            .map(|k| replica(k as u64 + 1))
+            .collect::<Res<Vec<_>>>()?;
+        let (hub, hub_items) = replica(HUB_PEER)?;
+        meter.time(|| -> Res<()> {
+            for ((doc, items), cp) in clients.iter().zip(plan) {
+                for &(index, value) in cp {
+                    items.insert(index, value).map_err(fail("loro: insert"))?;
+                    doc.commit();
+                }
+            }
+            let empty = VersionVector::default();
+            for (doc, _) in &clients {
+                let update = doc
+                    .export(ExportMode::updates(&empty))
+                    .map_err(fail("loro: client export"))?;
+                hub.import(&update).map_err(fail("loro: hub import"))?;
+            }
+            for (doc, _) in &clients {
+                let update = hub
+                    .export(ExportMode::updates(&doc.oplog_vv()))
+                    .map_err(fail("loro: hub export"))?;
+                doc.import(&update).map_err(fail("loro: client import"))?;
+            }
+            Ok(())
+        })?;
+        let list = loro_list(&hub_items)?;
+        for (k, (_, items)) in clients.iter().enumerate() {
+            if loro_list(items)? != list {
+                return Err(format!("loro: client {k} differs from the hub"));
             }
         }
         Ok(list)

@@ -1,20 +1,22 @@
-//! The comparison harness: runs the same logical workloads on objsync, automerge and yrs in one
-//! process, checks that they agree, and prints time, peak heap and objsync's ratios to each peer.
+//! The comparison harness: runs the same logical workloads on objsync, automerge, yrs and loro
+//! in one process, checks that they agree, and prints time, peak heap, encoded sizes and
+//! objsync's ratios to each peer.
 //!
-//!     cargo run --release -p compare -- [--quick]
+//!     cargo run --release -p compare -- [--quick] [--json] [--only WORKLOAD]
 //!
 //! Workloads (each module's documentation gives the details):
 //! - [`writers`]: K clients set fields of shared objects concurrently, then converge through a
 //!   hub (K = 10, 100, 1000);
 //! - [`inserts`]: sqrt(N) clients insert into one shared list concurrently, then converge
 //!   through a hub;
-//! - [`trace`]: one writer's long edit trace on a list, its sync to a hub, and loading the
-//!   result on a fresh replica.
+//! - [`trace`]: one writer's long edit trace on a list, its sync to a fresh replica, and
+//!   loading a saved document, on a synthetic trace of random edits.
 //!
-//! Every engine replays the same operations, drawn up front from a seeded generator. The last
-//! line of the output is `summary: objsync/automerge=<r> objsync/yrs=<r>`, the geometric means
-//! of objsync's time ratios over all workloads (below 1: objsync is faster). Any disagreement
-//! between replicas or engines ends the run with a message and a non-zero exit status.
+//! Every engine replays the same operations, drawn up front from a seeded generator. The last line of the table is `summary: objsync/automerge=<r>
+//! objsync/yrs=<r> objsync/loro=<r>`, the geometric means of objsync's time ratios over the
+//! rows both engines ran (below 1: objsync is faster). `--json` prints the rows as JSON lines
+//! instead, one per row and metric. Any disagreement between replicas or engines ends the run
+//! with a message and a non-zero exit status.
 
 // The counting allocator in `alloc` is the only unsafe code, and says so where it is.
 #![deny(unsafe_code)]
@@ -31,9 +33,11 @@ use clap::Parser;
 use report::Row;
 use rng::Rng;
 use std::process::ExitCode;
+use std::time::Instant;
+use trace::{Element, Phases, Trace};
 use util::Res;
 
-/// Compare objsync with automerge and yrs on the same workloads.
+/// Compare objsync with automerge, yrs and loro on the same workloads.
 #[derive(Parser)]
 #[command(about)]
 struct Args {
@@ -43,6 +47,9 @@ struct Args {
     /// Run only this workload (the summary then covers only its rows).
     #[arg(long, value_enum)]
     only: Option<Workload>,
+    /// Print one JSON object per line per measured row and metric instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The workloads, for `--only`.
@@ -52,7 +59,7 @@ enum Workload {
     Writers,
     /// Concurrent inserts into one list.
     Inserts,
-    /// The single-writer edit trace, its sync and its load.
+    /// The synthetic single-writer edit trace, its sync and its load.
     Trace,
 }
 
@@ -67,7 +74,7 @@ struct Sizes {
     fields: usize,
     /// Inserts in all in the concurrent list workload.
     inserts: usize,
-    /// Edits in the single-writer trace.
+    /// Edits in the synthetic single-writer trace.
     trace: usize,
 }
 
@@ -93,8 +100,47 @@ const QUICK: Sizes = Sizes {
 /// operations of one do not depend on the sizes of another.
 const SEED: u64 = 0x6f62_6a73_796e_6321;
 
-fn run(sizes: &Sizes, only: Option<Workload>) -> Res<Vec<Row>> {
-    let wanted = |w: Workload| only.map_or(true, |o| o == w);
+/// The rows of one trace: apply, sync (with the bytes transferred) and load (with the saved
+/// document's size).
+fn trace_rows<E: Element>(
+    name: &'static str,
+    what: &str,
+    trace: &Trace<E>,
+    expected: &[E],
+) -> Res<Vec<Row>> {
+    let results = trace::run(trace, expected)?;
+    let pick = |f: fn(&Phases) -> alloc::Measured| results.map(|p| Some(f(&p)));
+    let size = trace.len().to_string();
+    Ok(vec![
+        Row {
+            label: format!("{what}: apply {} edits", trace.len()),
+            workload: name,
+            size: size.clone(),
+            metric: "apply",
+            results: pick(|p| p.apply),
+            bytes: None,
+        },
+        Row {
+            label: format!("{what}: sync to a fresh replica"),
+            workload: name,
+            size: size.clone(),
+            metric: "sync",
+            results: pick(|p| p.sync),
+            bytes: Some(("sync-size", results.map(|p| Some(p.sync_bytes)))),
+        },
+        Row {
+            label: format!("{what}: load saved document, {} elements", expected.len()),
+            workload: name,
+            size,
+            metric: "load",
+            results: pick(|p| p.load),
+            bytes: Some(("size", results.map(|p| Some(p.saved_bytes)))),
+        },
+    ])
+}
+
+fn run(args: &Args, sizes: &Sizes) -> Res<Vec<Row>> {
+    let wanted = |w: Workload| args.only.map_or(true, |o| o == w);
     let mut rows = Vec::new();
     let writer_counts = if wanted(Workload::Writers) {
         sizes.writers
@@ -110,35 +156,36 @@ fn run(sizes: &Sizes, only: Option<Workload>) -> Res<Vec<Row>> {
         };
         let results = writers::run(&params, &mut Rng::new(SEED + i as u64))?;
         rows.push(Row {
-            workload: format!("many writers K={clients} M={}", sizes.writes),
-            results,
+            label: format!("many writers K={clients} M={}", sizes.writes),
+            workload: "many-writers",
+            size: clients.to_string(),
+            metric: "converge",
+            results: results.map(Some),
+            bytes: None,
         });
     }
     if wanted(Workload::Inserts) {
         let clients = inserts::clients_for(sizes.inserts);
+        let n = clients * (sizes.inserts / clients);
         let results = inserts::run(sizes.inserts, &mut Rng::new(SEED + 10))?;
         rows.push(Row {
-            workload: format!(
-                "list inserts N={} by {clients} clients",
-                clients * (sizes.inserts / clients)
-            ),
-            results,
+            label: format!("list inserts N={n} by {clients} clients"),
+            workload: "list-inserts",
+            size: n.to_string(),
+            metric: "converge",
+            results: results.map(Some),
+            bytes: None,
         });
     }
     if wanted(Workload::Trace) {
-        let ([edit, sync, load], len) = trace::run(sizes.trace, &mut Rng::new(SEED + 20))?;
-        rows.push(Row {
-            workload: format!("trace: {} edits", sizes.trace),
-            results: edit,
-        });
-        rows.push(Row {
-            workload: "trace: sync to hub".to_string(),
-            results: sync,
-        });
-        rows.push(Row {
-            workload: format!("trace: load {len} elements"),
-            results: load,
-        });
+        let trace = trace::synthetic(sizes.trace, &mut Rng::new(SEED + 20));
+        let expected = trace.replay();
+        rows.extend(trace_rows(
+            "synthetic-trace",
+            "synthetic trace",
+            &trace,
+            &expected,
+        )?);
     }
     Ok(rows)
 }
@@ -146,21 +193,37 @@ fn run(sizes: &Sizes, only: Option<Workload>) -> Res<Vec<Row>> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let sizes = if args.quick { &QUICK } else { &FULL };
-    println!(
-        "objsync vs automerge {} vs yrs {}{}",
+    let header = format!(
+        "objsync vs automerge {} vs yrs {} vs loro {}{}\n\
+         Topology: a star. Clients start from a common base and write offline; a hub (objsync: \
+         its sync::Server) integrates every client's changes, then every client integrates the \
+         hub's. Times cover writing and converging; peak heap covers every replica of the run.\n\
+         Traces: one writer, one transaction per edit; apply: the writer's edits; sync: everything the writer did, as \
+         bytes, to a fresh replica (objsync: the upload through objsync::wire to a sync::Server, \
+         then a fresh Client downloads the history), size: the bytes transferred once; load: a \
+         saved document loaded and its list's length read (objsync: Replica::save, then \
+         Replica::load), size: the saved document. A phase's peak heap is what it added to the \
+         heap live when it started.\n",
         env!("AUTOMERGE_VERSION"),
         env!("YRS_VERSION"),
+        env!("LORO_VERSION"),
         if args.quick { " (quick sizes)" } else { "" }
     );
-    println!(
-        "Topology: a star. Clients start from a common base and write offline; a hub (objsync: \
-         its sync::Server) integrates every client's changes, then every client integrates the \
-         hub's. Times cover writing and converging; peak heap covers every replica of the run."
-    );
-    println!();
-    match run(sizes, args.only) {
+    // With --json, stdout carries only the JSON lines.
+    if args.json {
+        eprint!("{header}");
+    } else {
+        println!("{header}");
+    }
+    let start = Instant::now();
+    match run(&args, sizes) {
         Ok(rows) => {
-            report::print(&rows);
+            if args.json {
+                report::print_json(&rows);
+            } else {
+                report::print(&rows, &[]);
+            }
+            eprintln!("compare: done in {:.1} s", start.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
         Err(e) => {

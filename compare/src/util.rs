@@ -42,6 +42,14 @@ pub fn yrs_int(out: Out) -> Res<i64> {
     }
 }
 
+/// The int in a loro value.
+pub fn loro_int(v: loro::ValueOrContainer) -> Res<i64> {
+    match v {
+        loro::ValueOrContainer::Value(loro::LoroValue::I64(i)) => Ok(i),
+        other => Err(format!("loro: expected an int, found {other:?}")),
+    }
+}
+
 /// The yrs value for an int. yrs keeps integers as `Number::Int`, so they come back exact.
 pub fn yrs_value(v: i64) -> Any {
     Any::from(v)

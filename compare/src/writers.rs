@@ -11,6 +11,10 @@
 //! - yrs: the hub is a document holding the base; it applies each client's update (its diff
 //!   against the base state vector), then each client applies the hub's diff against the
 //!   client's state vector (v1 update bytes, yrs' only exchange form).
+//! - loro: like yrs, with `LoroMap`s in a root map: the hub is a document holding the base; it
+//!   imports each client's updates since the base version vector (`export(updates(&base))`,
+//!   one commit per client), then each client imports the hub's updates since its own version
+//!   vector (bytes, loro's exchange form).
 //!
 //! Timed: the writes, the hub integrating every client, and every client integrating the hub's
 //! changes. Not timed: building the base and giving every client a copy of it.
@@ -21,9 +25,11 @@
 
 use crate::alloc::{best_of, measure, Measured};
 use crate::rng::Rng;
-use crate::util::{actor, automerge_int, fail, yrs_apply, yrs_int, yrs_value, Res};
+use crate::trace::loro_doc;
+use crate::util::{actor, automerge_int, fail, loro_int, yrs_apply, yrs_int, yrs_value, Res};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ROOT};
+use loro::{Container, ExportMode, LoroDoc, LoroMap, ValueOrContainer};
 use objsync::sync::{Client, Server};
 use objsync::{ObjectType, PeerId, PropType, Property, Replica, Store, Value};
 use std::collections::BTreeMap;
@@ -78,12 +84,13 @@ fn plan(p: &Params, rng: &mut Rng) -> Vec<ClientPlan> {
 
 /// Runs the workload on every engine and checks the results; returns the measurements in
 /// engine order.
-pub fn run(p: &Params, rng: &mut Rng) -> Res<[Measured; 3]> {
+pub fn run(p: &Params, rng: &mut Rng) -> Res<[Measured; 4]> {
     let plan = plan(p, rng);
     let names: Vec<String> = (0..p.fields).map(|f| format!("f{f}")).collect();
     let (o, mo) = best_of(|| objsync(p, &plan, &names))?;
     let (a, ma) = best_of(|| automerge(p, &plan, &names))?;
     let (y, my) = best_of(|| yrs(p, &plan, &names))?;
+    let (l, ml) = best_of(|| loro(p, &plan, &names))?;
     let mut candidates: BTreeMap<(usize, usize), Vec<i64>> = BTreeMap::new();
     for w in plan.iter().flat_map(|c| &c.writes) {
         candidates
@@ -91,7 +98,12 @@ pub fn run(p: &Params, rng: &mut Rng) -> Res<[Measured; 3]> {
             .or_default()
             .push(w.value);
     }
-    for (engine, state) in [("objsync", &o), ("automerge", &a), ("yrs", &y)] {
+    for (engine, state) in [
+        ("objsync", &o),
+        ("automerge", &a),
+        ("yrs", &y),
+        ("loro", &l),
+    ] {
         if !state.keys().eq(candidates.keys()) {
             return Err(format!(
                 "many writers: {engine} ends with {} fields set, but {} were written",
@@ -108,7 +120,7 @@ pub fn run(p: &Params, rng: &mut Rng) -> Res<[Measured; 3]> {
             }
         }
     }
-    Ok([mo, ma, my])
+    Ok([mo, ma, my, ml])
 }
 
 fn objsync_state(r: &Replica, p: &Params, names: &[String]) -> Res<State> {
@@ -338,6 +350,88 @@ fn yrs(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<(State, Measure
         for (k, (doc, objs)) in clients.iter().enumerate() {
             if yrs_state(doc, objs, names)? != state {
                 return Err(format!("yrs: client {k} differs from the hub"));
+            }
+        }
+        Ok(state)
+    });
+    Ok((state?, m))
+}
+
+/// The shared objects of a loro replica, looked up once.
+fn loro_objects(doc: &LoroDoc, p: &Params) -> Res<Vec<LoroMap>> {
+    let root = doc.get_map("objects");
+    (0..p.objects)
+        .map(|o| match root.get(&o.to_string()) {
+            Some(ValueOrContainer::Container(Container::Map(m))) => Ok(m),
+            other => Err(format!("loro: object {o} is {other:?}")),
+        })
+        .collect()
+}
+
+fn loro_state(objs: &[LoroMap], names: &[String]) -> Res<State> {
+    let mut state = State::new();
+    for (o, obj) in objs.iter().enumerate() {
+        for (f, name) in names.iter().enumerate() {
+            if let Some(v) = obj.get(name) {
+                state.insert((o, f), loro_int(v)?);
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn loro(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<(State, Measured)> {
+    let (state, m) = measure(|meter| -> Res<State> {
+        let base = loro_doc(BASE_PEER)?;
+        let root = base.get_map("objects");
+        for o in 0..p.objects {
+            root.insert_container(&o.to_string(), LoroMap::new())
+                .map_err(fail("loro: base"))?;
+        }
+        base.commit();
+        let base_update = base
+            .export(ExportMode::Snapshot)
+            .map_err(fail("loro: base export"))?;
+        let base_vv = base.oplog_vv();
+        drop(base);
+        let replica = |id: u64| -> Res<(LoroDoc, Vec<LoroMap>)> {
+            let doc = loro_doc(id)?;
+            doc.import(&base_update)
+                .map_err(fail("loro: base import"))?;
+            let objs = loro_objects(&doc, p)?;
+            Ok((doc, objs))
+        };
+        let clients = (0..p.clients)
+            .map(|k| replica(k as u64 + 1))
+            .collect::<Res<Vec<_>>>()?;
+        let (hub, hub_objs) = replica(HUB_PEER)?;
+        meter.time(|| -> Res<()> {
+            for ((doc, objs), cp) in clients.iter().zip(plan) {
+                for w in &cp.writes {
+                    objs[w.obj]
+                        .insert(names[w.field].as_str(), w.value)
+                        .map_err(fail("loro: insert"))?;
+                }
+                doc.commit();
+            }
+            for (doc, _) in &clients {
+                let update = doc
+                    .export(ExportMode::updates(&base_vv))
+                    .map_err(fail("loro: client export"))?;
+                hub.import(&update).map_err(fail("loro: hub import"))?;
+            }
+            for (doc, _) in &clients {
+                let update = hub
+                    .export(ExportMode::updates(&doc.oplog_vv()))
+                    .map_err(fail("loro: hub export"))?;
+                doc.import(&update).map_err(fail("loro: client import"))?;
+            }
+            Ok(())
+        })?;
+        let state = loro_state(&hub_objs, names)?;
+        for (k, (_, objs)) in clients.iter().enumerate() {
+            if loro_state(objs, names)? != state {
+                return Err(format!("loro: client {k} differs from the hub"));
             }
         }
         Ok(state)
