@@ -10,9 +10,11 @@
 //! - [`inserts`]: sqrt(N) clients insert into one shared list concurrently, then converge
 //!   through a hub;
 //! - [`trace`]: one writer's long edit trace on a list, its sync to a fresh replica, and
-//!   loading a saved document, on a synthetic trace of random edits.
+//!   loading a saved document; on a synthetic trace of random edits, and on the real editing
+//!   trace of [`real`] (one character per list element).
 //!
-//! Every engine replays the same operations, drawn up front from a seeded generator. The last line of the table is `summary: objsync/automerge=<r>
+//! Every engine replays the same operations, drawn up front from a seeded generator or read
+//! from the trace. The last line of the table is `summary: objsync/automerge=<r>
 //! objsync/yrs=<r> objsync/loro=<r>`, the geometric means of objsync's time ratios over the
 //! rows both engines ran (below 1: objsync is faster). `--json` prints the rows as JSON lines
 //! instead, one per row and metric. Any disagreement between replicas or engines ends the run
@@ -23,6 +25,7 @@
 
 mod alloc;
 mod inserts;
+mod real;
 mod report;
 mod rng;
 mod trace;
@@ -32,6 +35,7 @@ mod writers;
 use clap::Parser;
 use report::Row;
 use rng::Rng;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use trace::{Element, Phases, Trace};
@@ -50,6 +54,9 @@ struct Args {
     /// Print one JSON object per line per measured row and metric instead of the table.
     #[arg(long)]
     json: bool,
+    /// The real editing trace (gzipped JSON); the project's shared data file by default.
+    #[arg(long, default_value = real::DEFAULT_PATH)]
+    trace_file: PathBuf,
 }
 
 /// The workloads, for `--only`.
@@ -61,6 +68,8 @@ enum Workload {
     Inserts,
     /// The synthetic single-writer edit trace, its sync and its load.
     Trace,
+    /// The real editing trace, its sync and its load.
+    RealTrace,
 }
 
 /// The sizes of one run.
@@ -76,6 +85,8 @@ struct Sizes {
     inserts: usize,
     /// Edits in the synthetic single-writer trace.
     trace: usize,
+    /// Transactions of the real trace replayed (all if `None`).
+    real: Option<usize>,
 }
 
 const FULL: Sizes = Sizes {
@@ -85,6 +96,7 @@ const FULL: Sizes = Sizes {
     fields: 20,
     inserts: 10_000,
     trace: 100_000,
+    real: None,
 };
 
 const QUICK: Sizes = Sizes {
@@ -94,6 +106,7 @@ const QUICK: Sizes = Sizes {
     fields: 20,
     inserts: 100,
     trace: 2_000,
+    real: Some(2_000),
 };
 
 /// Every workload draws from its own generator with this seed plus its number, so that the
@@ -139,7 +152,7 @@ fn trace_rows<E: Element>(
     ])
 }
 
-fn run(args: &Args, sizes: &Sizes) -> Res<Vec<Row>> {
+fn run(args: &Args, sizes: &Sizes, notes: &mut Vec<String>) -> Res<Vec<Row>> {
     let wanted = |w: Workload| args.only.map_or(true, |o| o == w);
     let mut rows = Vec::new();
     let writer_counts = if wanted(Workload::Writers) {
@@ -187,6 +200,22 @@ fn run(args: &Args, sizes: &Sizes) -> Res<Vec<Row>> {
             &expected,
         )?);
     }
+    if wanted(Workload::RealTrace) {
+        let real = real::load(&args.trace_file, sizes.real)?;
+        if !real.whole {
+            notes.push(format!(
+                "the real trace is cut to its first {} transactions; engines are checked against \
+                 its replayed text instead of endContent",
+                real.trace.len()
+            ));
+        }
+        rows.extend(trace_rows(
+            "real-trace",
+            "real trace",
+            &real.trace,
+            &real.expected,
+        )?);
+    }
     Ok(rows)
 }
 
@@ -198,7 +227,9 @@ fn main() -> ExitCode {
          Topology: a star. Clients start from a common base and write offline; a hub (objsync: \
          its sync::Server) integrates every client's changes, then every client integrates the \
          hub's. Times cover writing and converging; peak heap covers every replica of the run.\n\
-         Traces: one writer, one transaction per edit; apply: the writer's edits; sync: everything the writer did, as \
+         Traces: one writer, one transaction per edit; the real trace is a list of one-character \
+         strings in every engine (objsync: a list<string> property, one element per character, \
+         through the public API). apply: the writer's edits; sync: everything the writer did, as \
          bytes, to a fresh replica (objsync: the upload through objsync::wire to a sync::Server, \
          then a fresh Client downloads the history), size: the bytes transferred once; load: a \
          saved document loaded and its list's length read (objsync: Replica::save, then \
@@ -216,12 +247,16 @@ fn main() -> ExitCode {
         println!("{header}");
     }
     let start = Instant::now();
-    match run(&args, sizes) {
+    let mut notes = Vec::new();
+    match run(&args, sizes, &mut notes) {
         Ok(rows) => {
             if args.json {
                 report::print_json(&rows);
+                for note in &notes {
+                    eprintln!("note: {note}");
+                }
             } else {
-                report::print(&rows, &[]);
+                report::print(&rows, &notes);
             }
             eprintln!("compare: done in {:.1} s", start.elapsed().as_secs_f64());
             ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! Single-writer edit traces on one list, in three phases, each timed and measured on its own
-//! (in the spirit of crdt-benchmarks B4). The trace is [`synthetic`]: random inserts and deletes
-//! of ints at random positions.
+//! (in the spirit of crdt-benchmarks B4). Two traces use it: [`synthetic`], random inserts and
+//! deletes of ints at random positions, and the real editing trace of [`crate::real`], one
+//! character per list element.
 //!
 //! 1. apply: the writer replays the trace on its own replica, one transaction per edit of the
 //!    trace (for the synthetic trace and the real one alike, every edit inserts or deletes one
