@@ -124,13 +124,24 @@ impl<S: Store> Server<S> {
         let inconsistent = SnapshotError::Inconsistent;
         let replica = Replica::read_state(store, r.items())?;
         let horizon = ServerVersion(r.items().u64("history horizon")?);
+        // Versions after the horizon are horizon + 1, ...: u64::MAX has none (and the history's
+        // arithmetic assumes one).
+        if horizon.0 == u64::MAX {
+            return Err(inconsistent(
+                "the history horizon leaves no version after it",
+            ));
+        }
         let mut history = History::starting_at(horizon);
         history.observe_timestamp(r.items().u64("latest timestamp")?);
         let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
         for _ in 0..n {
             let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);
             let changeset = r.changeset()?;
-            if changeset.base_version != history.latest() || uploaded_base > history.latest() {
+            // The entry gets version latest + 1, which must exist.
+            if changeset.base_version != history.latest()
+                || uploaded_base > history.latest()
+                || history.latest().0 == u64::MAX
+            {
                 return Err(inconsistent(
                     "a history entry names versions it cannot have",
                 ));
