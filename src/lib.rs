@@ -32,9 +32,10 @@ pub mod wire;
 pub use merge::merge;
 pub use model::{
     check_name, is_reserved, Changeset, ClientVersion, Cursor, Decimal128, DecimalError,
-    DecimalKind, ElemType, Error, Fate, Instruction, Key, Kind, ListProblem, Name, ObjKey, ObjRef,
-    ObjectId, ObjectType, Op, OpId, PeerId, Place, PropRef, PropType, Properties, Property,
-    ScalarKind, Schema, SchemaConflict, ServerVersion, Side, Timestamp, Value, MAX_NAME_LEN,
+    DecimalKind, ElemType, Error, Fate, Fingerprint, Instruction, Key, Kind, ListProblem, Name,
+    ObjKey, ObjRef, ObjectId, ObjectType, Op, OpId, PeerId, Place, PropRef, PropType, Properties,
+    Property, ScalarKind, Schema, SchemaConflict, ServerVersion, Side, Timestamp, Value,
+    MAX_NAME_LEN,
 };
 pub use replica::{ElemState, Replica, Sequence};
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};

@@ -9,7 +9,7 @@ use objsync::wire::{
     FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
     StatePosition, UploadMessage, UploadProgress,
 };
-use objsync::{ClientVersion, PeerId, ServerVersion};
+use objsync::{ClientVersion, Fingerprint, PeerId, ServerVersion};
 use proptest::prelude::*;
 
 fn version() -> impl Strategy<Value = u64> + Clone {
@@ -17,9 +17,10 @@ fn version() -> impl Strategy<Value = u64> + Clone {
 }
 
 fn cursor() -> impl Strategy<Value = Cursor> {
-    (version(), version()).prop_map(|(s, o)| Cursor {
+    (version(), version(), any::<u64>()).prop_map(|(s, o, f)| Cursor {
         server: ServerVersion(s),
         own: ClientVersion(o),
+        fingerprint: Fingerprint(f),
     })
 }
 
@@ -98,9 +99,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
-    let head = (version(), version()).prop_map(|(s, o)| DownloadHead {
+    let head = (version(), version(), any::<u64>()).prop_map(|(s, o, f)| DownloadHead {
         server_version: ServerVersion(s),
         last_own: ClientVersion(o),
+        fingerprint: Fingerprint(f),
     });
     let code = prop_oneof![
         prop::sample::select(ErrorCode::ALL.to_vec()),
@@ -363,7 +365,7 @@ fn the_bootstrap_examples_of_the_spec_encode_as_written() {
     };
     assert_eq!(
         hex(ClientMessage::Ident(ident(None)).encode()),
-        "02 07 00 00 00 00 00 00 00"
+        "02 07 00 00 00 00 00 00 00 00"
     );
     let held = StatePosition {
         version: ServerVersion(9),
@@ -371,7 +373,7 @@ fn the_bootstrap_examples_of_the_spec_encode_as_written() {
     };
     assert_eq!(
         hex(ClientMessage::Ident(ident(Some(held))).encode()),
-        "02 07 00 00 00 00 00 00 01 09 ac 02"
+        "02 07 00 00 00 00 00 00 00 01 09 ac 02"
     );
     let state = ServerMessage::State(Chunk {
         head: ServerVersion(9),

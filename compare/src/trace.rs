@@ -359,7 +359,14 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
                 .collect::<Res<Vec<_>>>()?;
             drop(sent);
             let ack = server
-                .integrate(writer.peer(), Upload { changesets })
+                .integrate(
+                    writer.peer(),
+                    Upload {
+                        cursor: writer.cursor(),
+                        acknowledged: acked,
+                        changesets,
+                    },
+                )
                 .map_err(fail("objsync: server integrate"))?;
             writer.acknowledge(ack);
             // The download: every entry as the server keeps it encoded, decoded by the client.
@@ -374,6 +381,7 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
                 entries.push(DownloadEntry {
                     server_version: v,
                     last_own: server.own_at(fresh.peer(), objsync::ServerVersion(v.0 - 1)),
+                    fingerprint: history.fingerprint(v).unwrap_or_default(),
                     changeset: wire::decode(encoded).map_err(fail("objsync: decoding"))?,
                 });
             }
@@ -384,6 +392,7 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
                     cursor: Cursor {
                         server: latest,
                         own: server.own_at(fresh.peer(), latest),
+                        fingerprint: history.latest_fingerprint(),
                     },
                     latest,
                 })

@@ -29,7 +29,7 @@ use objsync::session::{ClientConfig, ClientError, ClientEvent, ClientSession, Id
 use objsync::sync::{Client, Cursor, Download, DownloadEntry, UploadAck};
 use objsync::wire;
 use objsync::wire::{Action, ErrorMessage, FileIdent, Limits};
-use objsync::{ClientVersion, PeerId, ServerVersion};
+use objsync::{ClientVersion, Fingerprint, PeerId, ServerVersion};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -216,6 +216,7 @@ impl Replayed {
                 let cursor = Cursor {
                     server: ServerVersion(t.u64()?),
                     own: ClientVersion(t.u64()?),
+                    fingerprint: Fingerprint(t.u64()?),
                 };
                 let latest = ServerVersion(t.u64()?);
                 let n = t.u64()?;
@@ -224,6 +225,7 @@ impl Replayed {
                     entries.push(DownloadEntry {
                         server_version: ServerVersion(t.u64()?),
                         last_own: ClientVersion(t.u64()?),
+                        fingerprint: Fingerprint(t.u64()?),
                         changeset: wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?,
                     });
                 }
@@ -413,12 +415,14 @@ fn download_record(d: &Download) -> Vec<u8> {
     let mut put = Put::tag(DOWNLOAD)
         .u64(d.cursor.server.0)
         .u64(d.cursor.own.0)
+        .u64(d.cursor.fingerprint.0)
         .u64(d.latest.0)
         .u64(d.entries.len() as u64);
     for e in &d.entries {
         put = put
             .u64(e.server_version.0)
             .u64(e.last_own.0)
+            .u64(e.fingerprint.0)
             .bytes(&wire::encode(&e.changeset));
     }
     put.0

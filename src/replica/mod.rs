@@ -183,6 +183,34 @@ impl<S: Store> Replica<S> {
         self.apply_ops(cs.timestamp, ops)
     }
 
+    /// Applies a changeset instruction by instruction, each atomically, leaving out the
+    /// instructions that do not apply to this state; returns those, in order. A changeset made
+    /// for another state (replayed by a client reset on the server's state) applies as far as
+    /// it still can.
+    pub(crate) fn apply_changeset_lenient(&mut self, cs: &mut Changeset) -> Vec<Op> {
+        if self.apply_changeset(cs).is_ok() {
+            return Vec::new();
+        }
+        let mut failed = Vec::new();
+        cs.ops.retain(|op| {
+            self.begin();
+            let applied = self.apply_op(op, cs.timestamp).is_ok();
+            if applied {
+                self.commit();
+            } else {
+                self.rollback();
+                failed.push(op.clone());
+            }
+            applied
+        });
+        failed
+    }
+
+    /// Makes sure the ids this replica mints next come after every id `other` has minted.
+    pub(crate) fn mint_after(&mut self, other: &Replica<impl Store>) {
+        self.next_seq = self.next_seq.max(other.next_seq);
+    }
+
     /// Applies ops made at `ts` atomically, each with its value (see `apply`).
     fn apply_ops<'o>(
         &mut self,

@@ -391,6 +391,7 @@ impl<S: Store> ClientSession<S> {
             entries.push(DownloadEntry {
                 server_version: head.server_version,
                 last_own: head.last_own,
+                fingerprint: head.fingerprint,
                 changeset,
             });
         }

@@ -5,7 +5,7 @@ use crate::model::{Changeset, Cursor, PeerId, ServerVersion};
 use crate::replica::Replica;
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
-use crate::sync::{Server, SyncError, Upload};
+use crate::sync::{Server, SyncError};
 use crate::wire::{ErrorCode, ErrorMessage, FileIdent, Ident};
 use hashbrown::HashMap;
 use std::sync::Arc;
@@ -90,10 +90,7 @@ impl<S: Store> ServerRealm<S> {
     /// reported; used to rebuild a realm from its log, which reproduces the history exactly
     /// since integration is deterministic).
     pub fn integrate(&mut self, peer: PeerId, changeset: Changeset) -> Result<(), SyncError> {
-        let upload = Upload {
-            changesets: vec![changeset],
-        };
-        self.server.integrate(peer, upload).map(|_| ())
+        self.server.integrate_changeset(peer, changeset)
     }
 
     /// The server's state at its latest version ([`Server::state_snapshot`]), shared by every

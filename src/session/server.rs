@@ -2,7 +2,7 @@
 //! and frames out, over the realm the BIND resolved to.
 
 use super::realm::ServerRealm;
-use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion};
 use crate::store::Store;
 use crate::sync::SyncError;
 use crate::wire::{
@@ -468,6 +468,7 @@ impl ServerSession {
                 let head = DownloadHead {
                     server_version: v,
                     last_own: realm.server.own_at(peer, self.next),
+                    fingerprint: history.fingerprint(v).unwrap_or_default(),
                 };
                 self.sending = Some(Outgoing::new(head, bytes.clone()));
             }
@@ -483,10 +484,7 @@ impl ServerSession {
         }
         let in_flight = self.sending.as_ref().map_or(0, |s| s.sent() as u64);
         DownloadMessage {
-            cursor: Cursor {
-                server: self.next,
-                own: realm.server.own_at(peer, self.next),
-            },
+            cursor: realm.server.cursor_at(peer, self.next),
             latest,
             upload_ack: realm.server.last_integrated(peer),
             downloadable: history

@@ -1,27 +1,48 @@
 //! A client: a local replica, its unacknowledged changesets, and its versions.
 
 use super::clock::Hlc;
+use super::reset::Checkpoint;
 use super::{Download, SyncError, Upload, UploadAck};
 use crate::merge::merge;
-use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion, Timestamp};
+use crate::model::{
+    Changeset, ClientVersion, Cursor, Error, Fingerprint, PeerId, ServerVersion, Timestamp,
+};
 use crate::replica::Replica;
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::write::Transaction;
+use std::collections::VecDeque;
 
 /// Smallest encoded changeset in a snapshot (header varints and an op count).
 const MIN_CHANGESET_BYTES: usize = 5;
+/// Smallest encoded checkpoint (two varints).
+const MIN_CHECKPOINT_BYTES: usize = 2;
+
+/// How many changesets a client keeps after the server integrated them, by default (see
+/// [`Client::set_recovery_window`]).
+pub const DEFAULT_RECOVERY_WINDOW: usize = 1000;
 
 /// A client: a local replica, its unacknowledged changesets, and its versions.
 #[derive(Debug)]
 pub struct Client<S: Store = MemoryStore> {
-    replica: Replica<S>,
-    unacked: Vec<Changeset>,
-    cursor: Cursor,
-    next_version: u64,
-    acked: ClientVersion,
+    pub(super) replica: Replica<S>,
+    pub(super) unacked: Vec<Changeset>,
+    pub(super) cursor: Cursor,
+    pub(super) next_version: u64,
+    pub(super) acked: ClientVersion,
     failed: Option<SyncError>,
-    clock: Hlc,
+    pub(super) clock: Hlc,
+    /// Changesets the server integrated and this client has downloaded past, newest last:
+    /// what a reset replays if the server loses them.
+    pub(super) retained: VecDeque<Changeset>,
+    /// The fingerprints of the latest server versions this client integrated, oldest first:
+    /// how a reset finds the last version its history shares with a server restored from a
+    /// backup.
+    pub(super) checkpoints: VecDeque<Checkpoint>,
+    /// How many changesets, and how many checkpoints, to keep.
+    pub(super) recovery_window: usize,
+    /// The cause of the last reset, until the client syncs again (see [`Client::reset`]).
+    pub(super) last_reset: Option<u8>,
 }
 
 impl Client<MemoryStore> {
@@ -69,12 +90,24 @@ impl<S: Store> Client<S> {
         let e = w.items();
         e.u64(self.cursor.server.0);
         e.u64(self.cursor.own.0);
+        e.u64(self.cursor.fingerprint.0);
         e.u64(self.next_version);
         e.u64(self.acked.0);
         e.u64(self.clock.last());
+        e.u64(self.recovery_window as u64);
+        e.u64(self.last_reset.map_or(0, u64::from));
         e.count(self.unacked.len());
         for cs in &self.unacked {
             w.changeset(cs);
+        }
+        w.items().count(self.retained.len());
+        for cs in &self.retained {
+            w.changeset(cs);
+        }
+        w.items().count(self.checkpoints.len());
+        for c in &self.checkpoints {
+            w.items().u64(c.version.0);
+            w.items().u64(c.fingerprint.0);
         }
         w.finish()
     }
@@ -99,6 +132,7 @@ impl<S: Store> Client<S> {
         }
         let mut r = SnapshotReader::open(snapshot, Kind::State)?;
         let version = ServerVersion(r.items().u64("server version")?);
+        let fingerprint = Fingerprint(r.items().u64("fingerprint")?);
         let timestamp = r.items().u64("latest timestamp")?;
         let peer = self.peer();
         self.replica.replace_with(|replica| {
@@ -108,6 +142,8 @@ impl<S: Store> Client<S> {
             Ok(())
         })?;
         self.cursor.server = version;
+        self.cursor.fingerprint = fingerprint;
+        self.checkpoint(version, fingerprint);
         self.clock.observe(timestamp);
         Ok(())
     }
@@ -120,11 +156,19 @@ impl<S: Store> Client<S> {
         let cursor = Cursor {
             server: ServerVersion(i.u64("cursor server version")?),
             own: ClientVersion(i.u64("cursor client version")?),
+            fingerprint: Fingerprint(i.u64("cursor fingerprint")?),
         };
         let next_version = i.u64("next client version")?;
         let acked = ClientVersion(i.u64("acknowledged version")?);
         let mut clock = Hlc::new();
         clock.observe(i.u64("clock")?);
+        let recovery_window = usize::try_from(i.u64("recovery window")?).unwrap_or(usize::MAX);
+        let last_reset = match i.u64("last reset")? {
+            0 => None,
+            c => Some(u8::try_from(c).map_err(|_| {
+                SnapshotError::Inconsistent("the last reset's cause is out of range")
+            })?),
+        };
         let n = r.count(MIN_CHANGESET_BYTES, "unacknowledged changesets")?;
         let mut unacked: Vec<Changeset> = Vec::with_capacity(n);
         for _ in 0..n {
@@ -140,6 +184,34 @@ impl<S: Store> Client<S> {
             }
             unacked.push(cs);
         }
+        let n = r.count(MIN_CHANGESET_BYTES, "retained changesets")?;
+        let mut retained: VecDeque<Changeset> = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            let cs = r.changeset()?;
+            let after_previous =
+                (retained.back()).map_or(true, |p| p.client_version < cs.client_version);
+            if cs.origin != replica.peer() || !after_previous || cs.client_version > acked {
+                return Err(SnapshotError::Inconsistent(
+                    "the retained changesets do not follow the client's versions",
+                ));
+            }
+            retained.push_back(cs);
+        }
+        let n = r.count(MIN_CHECKPOINT_BYTES, "checkpoints")?;
+        let mut checkpoints: VecDeque<Checkpoint> = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            let version = ServerVersion(r.items().u64("checkpoint version")?);
+            let fingerprint = Fingerprint(r.items().u64("checkpoint fingerprint")?);
+            if version > cursor.server || checkpoints.back().is_some_and(|c| c.version >= version) {
+                return Err(SnapshotError::Inconsistent(
+                    "the checkpoints are not increasing versions up to the cursor",
+                ));
+            }
+            checkpoints.push_back(Checkpoint {
+                version,
+                fingerprint,
+            });
+        }
         r.finish()?;
         if next_version == 0 || acked.0 >= next_version || cursor.own.0 >= next_version {
             return Err(SnapshotError::Inconsistent(
@@ -154,6 +226,10 @@ impl<S: Store> Client<S> {
             acked,
             failed: None,
             clock,
+            retained,
+            checkpoints,
+            recovery_window,
+            last_reset,
         })
     }
 
@@ -167,6 +243,43 @@ impl<S: Store> Client<S> {
             acked: ClientVersion(0),
             failed: None,
             clock: Hlc::new(),
+            retained: VecDeque::new(),
+            checkpoints: VecDeque::new(),
+            recovery_window: DEFAULT_RECOVERY_WINDOW,
+            last_reset: None,
+        }
+    }
+
+    /// Sets how many of its changesets the client keeps after the server has integrated them
+    /// and it has downloaded past them, and how many fingerprints of server versions it has
+    /// integrated ([`DEFAULT_RECOVERY_WINDOW`] of each by default). A reset replays the kept
+    /// changesets the server lost (a server restored from a backup), merged from the last
+    /// version both histories share, which the fingerprints find; so a larger window survives
+    /// an older backup. Each kept changeset costs its size in memory and in the client's
+    /// snapshot, each fingerprint 16 bytes.
+    pub fn set_recovery_window(&mut self, changesets: usize) {
+        self.recovery_window = changesets;
+        self.trim_retained();
+    }
+
+    fn trim_retained(&mut self) {
+        let excess = self.retained.len().saturating_sub(self.recovery_window);
+        self.retained.drain(..excess);
+        let excess = self.checkpoints.len().saturating_sub(self.recovery_window);
+        self.checkpoints.drain(..excess);
+    }
+
+    /// Takes note of the fingerprint of a server version this client has integrated.
+    pub(super) fn checkpoint(&mut self, version: ServerVersion, fingerprint: Fingerprint) {
+        if self
+            .checkpoints
+            .back()
+            .map_or(true, |c| c.version < version)
+        {
+            (self.checkpoints).push_back(Checkpoint {
+                version,
+                fingerprint,
+            });
         }
     }
 
@@ -235,9 +348,12 @@ impl<S: Store> Client<S> {
         Ok((out, Some(v)))
     }
 
-    /// Everything the server has not acknowledged, rebased on the last integrated server version.
+    /// Everything the server has not acknowledged, rebased on the last integrated server
+    /// version, with where the client stands.
     pub fn upload(&self) -> Upload {
         Upload {
+            cursor: self.cursor,
+            acknowledged: self.acked,
             changesets: self
                 .unacked
                 .iter()
@@ -249,11 +365,21 @@ impl<S: Store> Client<S> {
 
     /// Records the server's acknowledgement of an upload.
     pub fn acknowledge(&mut self, ack: UploadAck) {
+        if ack.integrated > self.acked {
+            self.last_reset = None;
+        }
         self.acked = self.acked.max(ack.integrated);
     }
 
+    /// Drops the changesets the server integrated up to `own` from the unacknowledged ones,
+    /// keeping them for a reset as transformed so far, based on the cursor.
     fn drop_integrated(&mut self, own: ClientVersion) {
-        self.unacked.retain(|cs| cs.client_version > own);
+        let n = self.unacked.partition_point(|cs| cs.client_version <= own);
+        for mut cs in self.unacked.drain(..n) {
+            cs.base_version = self.cursor.server;
+            self.retained.push_back(cs);
+        }
+        self.trim_retained();
         self.acked = self.acked.max(own);
     }
 
@@ -290,7 +416,9 @@ impl<S: Store> Client<S> {
                 batch.push(next);
             }
             self.drop_integrated(own);
-            let versions: Vec<ServerVersion> = batch.iter().map(|e| e.server_version).collect();
+            let versions: Vec<(ServerVersion, Fingerprint)> = (batch.iter())
+                .map(|e| (e.server_version, e.fingerprint))
+                .collect();
             let mut incoming: Vec<Changeset> = batch.into_iter().map(|e| e.changeset).collect();
             merge(
                 &mut incoming,
@@ -298,12 +426,12 @@ impl<S: Store> Client<S> {
                 self.replica.store().schema(),
             )
             .map_err(|error| SyncError::Integration {
-                server_version: versions[0],
+                server_version: versions[0].0,
                 error,
             })?;
             // A downloaded changeset is not needed once applied: its values move into the
             // store, and the rest is dropped while still in cache.
-            for (cs, v) in incoming.into_iter().zip(versions) {
+            for (cs, (v, fingerprint)) in incoming.into_iter().zip(versions) {
                 self.clock.observe(cs.timestamp);
                 self.replica
                     .apply_changeset_owned(cs)
@@ -312,10 +440,17 @@ impl<S: Store> Client<S> {
                         error,
                     })?;
                 self.cursor.server = v;
+                self.cursor.fingerprint = fingerprint;
+                self.checkpoint(v, fingerprint);
             }
         }
         self.drop_integrated(download.cursor.own);
+        if download.cursor.server > self.cursor.server {
+            self.last_reset = None;
+        }
         self.cursor = download.cursor;
+        self.checkpoint(self.cursor.server, self.cursor.fingerprint);
+        self.trim_retained();
         for cs in &mut self.unacked {
             cs.base_version = self.cursor.server;
         }

@@ -1,6 +1,7 @@
 //! The sync layer's error.
 
-use crate::model::{ClientVersion, Error, PeerId, ServerVersion};
+use super::ResetCause;
+use crate::model::{ClientVersion, Error, Fingerprint, PeerId, ServerVersion};
 use thiserror::Error as ThisError;
 
 /// A sync failure.
@@ -66,12 +67,75 @@ pub enum SyncError {
         /// The version the upload was based on, or the download's cursor.
         needed: ServerVersion,
     },
+    /// The client has integrated server version `integrated`, but the server's history ends
+    /// at `latest`: the server went back (it was restored from a backup).
+    #[error("the client has integrated server version {integrated} but the server's history ends at {latest}: the server went back (restored from a backup?)")]
+    ServerBehind {
+        /// The client's download cursor.
+        integrated: ServerVersion,
+        /// The server's latest version.
+        latest: ServerVersion,
+    },
+    /// The server's history through `version` is not the one the client integrated (the
+    /// fingerprints differ): the server was restored from a backup and has since taken other
+    /// changesets under the same versions.
+    #[error("the server's history through version {version} is not the one the client integrated (fingerprint {server} instead of {client})")]
+    Diverged {
+        /// The client's download cursor.
+        version: ServerVersion,
+        /// The fingerprint the client holds for it.
+        client: Fingerprint,
+        /// The server's.
+        server: Fingerprint,
+    },
+    /// The server acknowledged changesets of this peer up to `acknowledged` but now has them
+    /// only up to `integrated`: it lost some (restored from a backup).
+    #[error("the server acknowledged peer {peer}'s changesets up to {acknowledged} but holds them only up to {integrated}: it lost some (restored from a backup?)")]
+    ChangesetsLost {
+        /// The peer.
+        peer: PeerId,
+        /// What the client was told was integrated.
+        acknowledged: ClientVersion,
+        /// What the server has.
+        integrated: ClientVersion,
+    },
     /// The client already failed and refuses to sync further.
     #[error("the client stopped syncing after an earlier error: {0}")]
     Stopped(Box<SyncError>),
 }
 
 impl SyncError {
+    /// Why this error means the client must be reset ([`Client::reset`](crate::sync::Client::reset)),
+    /// if it does: its history and the server's no longer fit together, or the server refused
+    /// one of its changesets for good. Other errors are either the caller's to fix or mean
+    /// the client cannot go on at all.
+    pub fn reset_cause(&self) -> Option<ResetCause> {
+        Some(match self {
+            SyncError::ResetRequired { horizon, needed } => ResetCause::Trimmed {
+                horizon: *horizon,
+                needed: *needed,
+            },
+            SyncError::ServerBehind { integrated, latest } => ResetCause::ServerBehind {
+                integrated: *integrated,
+                latest: *latest,
+            },
+            SyncError::Diverged { version, .. } => ResetCause::Diverged { version: *version },
+            SyncError::ChangesetsLost {
+                acknowledged,
+                integrated,
+                ..
+            } => ResetCause::ChangesetsLost {
+                acknowledged: *acknowledged,
+                integrated: *integrated,
+            },
+            SyncError::Rejected { client_version, .. } => ResetCause::Refused {
+                client_version: *client_version,
+            },
+            SyncError::Stopped(inner) => return inner.reset_cause(),
+            _ => return None,
+        })
+    }
+
     /// The underlying data error, if the failure was one.
     pub fn data_error(&self) -> Option<&Error> {
         match self {

@@ -1,11 +1,17 @@
 //! What clients and the server hand each other: uploads, their acknowledgements and downloads.
 
-use crate::model::{Changeset, ClientVersion, Cursor, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Cursor, Fingerprint, ServerVersion};
 use serde::{Deserialize, Serialize};
 
 /// Changesets a client sends to the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Upload {
+    /// Where the client's download stands: the server checks that its history through the
+    /// cursor is the one the client integrated.
+    pub cursor: Cursor,
+    /// The last client version the server acknowledged to this client: a server that holds
+    /// less has lost changesets.
+    pub acknowledged: ClientVersion,
     /// The changesets, in client-version order, each based on the client's last integrated
     /// server version.
     pub changesets: Vec<Changeset>,
@@ -26,6 +32,8 @@ pub struct DownloadEntry {
     /// The last changeset of the receiving peer the server had integrated before this entry:
     /// the receiver's changesets up to it are in this entry's past, later ones are concurrent.
     pub last_own: ClientVersion,
+    /// The history's fingerprint through this entry.
+    pub fingerprint: Fingerprint,
     /// The entry.
     pub changeset: Changeset,
 }

@@ -55,11 +55,13 @@ mod client;
 mod clock;
 mod error;
 mod messages;
+mod reset;
 mod server;
 
 pub use crate::model::Cursor;
-pub use client::Client;
+pub use client::{Client, DEFAULT_RECOVERY_WINDOW};
 pub use clock::{Hlc, VectorClock};
 pub use error::SyncError;
 pub use messages::{Download, DownloadEntry, Upload, UploadAck};
+pub use reset::{Checkpoint, RecoveryRequest, Reset, ResetCause, ResetError, ResetMode};
 pub use server::{History, HistoryEntry, Server};

@@ -17,9 +17,14 @@
 //!
 //! Consecutive add_ints of one field in one changeset become one. Entries keep their versions
 //! even when nothing is left of them.
+//!
+//! Trimming uses the same rules for the *residue* it keeps of the entries it forgets
+//! ([`residue`]): what is left of them once compacted against everything after them, without
+//! the values written, which no late changeset's outcome depends on (spec/semantics.md 9.3).
 
+use super::history::History;
 use super::Server;
-use crate::model::{Changeset, Fate, Instruction, Key, Name, ObjKey, Op};
+use crate::model::{Changeset, Fate, Instruction, Key, Name, ObjKey, Op, ServerVersion, Value};
 use crate::store::Store;
 use hashbrown::{HashMap, HashSet};
 
@@ -116,6 +121,53 @@ impl Later {
             _ => {}
         }
     }
+}
+
+/// Takes note of every op of a changeset that stays whole.
+fn note_all(cs: &Changeset, later: &mut Later) {
+    let key = cs.key();
+    for op in cs.ops.iter().rev() {
+        later.note(op, key);
+    }
+}
+
+/// Drops the values an op writes. Whether a concurrent instruction meets it, and what the
+/// meeting does to that instruction, depends on the op's kind, target, fate and changeset key
+/// and on an add_int's delta, never on a value it writes (spec/semantics.md 9.3).
+fn strip_value(op: &mut Op) {
+    match &mut op.instr {
+        Instruction::Set { value, .. }
+        | Instruction::ListSet { value, .. }
+        | Instruction::ListInsert { value, .. } => *value = Value::Null,
+        _ => {}
+    }
+}
+
+/// The residue of the entries of `history` up to `horizon`, and of its residue so far: each
+/// compacted against everything after it, its values dropped, empty ones left out.
+pub(super) fn residue(
+    history: &History,
+    horizon: ServerVersion,
+) -> Vec<(ServerVersion, Changeset)> {
+    let mut later = Later::default();
+    let held: Vec<_> = history.iter().collect();
+    let cut = held.partition_point(|(v, _)| *v <= horizon);
+    for (_, e) in held[cut..].iter().rev() {
+        note_all(&e.changeset, &mut later);
+    }
+    let forgotten = (held[..cut].iter().rev()).map(|(v, e)| (*v, &e.changeset));
+    let older = history.residue().iter().rev().map(|(v, cs)| (*v, cs));
+    let mut out: Vec<(ServerVersion, Changeset)> = Vec::new();
+    for (v, cs) in forgotten.chain(older) {
+        let mut cs = cs.clone();
+        compact(&mut cs, &mut later);
+        cs.ops.iter_mut().for_each(strip_value);
+        if !cs.ops.is_empty() {
+            out.push((v, cs));
+        }
+    }
+    out.reverse();
+    out
 }
 
 /// Merges each add_int into a live add_int of the same field just before it.

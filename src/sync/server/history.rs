@@ -9,10 +9,16 @@
 //! encodes each entry once.
 //!
 //! A history may have forgotten its beginning: after [`History::trim`] it holds the entries
-//! after its *horizon* only, and versions keep their numbers.
+//! after its *horizon* only, and versions keep their numbers. What it keeps of the forgotten
+//! entries is their *residue*: the instructions a late changeset could still meet, without
+//! their values (spec/semantics.md 9.3), which is what a client that recovers from a reset
+//! merges its changesets with.
+//!
+//! Every version has a [`Fingerprint`], chained from the entries before it, so that a client
+//! can tell whether the history it integrated is still this one.
 
 use super::index::{Footprint, HistoryIndex};
-use crate::model::{Changeset, PeerId, ServerVersion, Timestamp};
+use crate::model::{Changeset, Fingerprint, PeerId, ServerVersion, Timestamp};
 use crate::wire::encode;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -36,7 +42,13 @@ pub struct HistoryEntry {
 pub struct History {
     /// Every version up to here is forgotten; `entries[i]` has version `horizon + i + 1`.
     horizon: ServerVersion,
+    /// The fingerprint at the horizon.
+    base_fingerprint: Fingerprint,
     entries: Vec<HistoryEntry>,
+    /// `fingerprints[i]` is the fingerprint at version `horizon + i + 1`.
+    fingerprints: Vec<Fingerprint>,
+    /// The residue of the forgotten entries, oldest first, each with its version.
+    residue: Vec<(ServerVersion, Changeset)>,
     index: HistoryIndex,
     /// Built at the first need (see the module documentation).
     encoded: OnceLock<Encoded>,
@@ -97,7 +109,7 @@ impl Encoded {
 
 impl Default for History {
     fn default() -> Self {
-        History::starting_at(ServerVersion(0))
+        History::starting_at(ServerVersion(0), Fingerprint::default())
     }
 }
 
@@ -105,17 +117,23 @@ impl PartialEq for History {
     /// Two histories are equal when their horizons and entries are (the rest is derived).
     fn eq(&self, other: &History) -> bool {
         self.horizon == other.horizon
+            && self.base_fingerprint == other.base_fingerprint
             && self.entries == other.entries
+            && self.residue == other.residue
             && self.latest_timestamp == other.latest_timestamp
     }
 }
 
 impl History {
-    /// An empty history whose versions start after `horizon`.
-    pub(super) fn starting_at(horizon: ServerVersion) -> History {
+    /// An empty history whose versions start after `horizon`, where the fingerprint is
+    /// `fingerprint`.
+    pub(super) fn starting_at(horizon: ServerVersion, fingerprint: Fingerprint) -> History {
         History {
             horizon,
+            base_fingerprint: fingerprint,
             entries: Vec::new(),
+            fingerprints: Vec::new(),
+            residue: Vec::new(),
             index: HistoryIndex::default(),
             encoded: OnceLock::new(),
             latest_timestamp: 0,
@@ -130,6 +148,35 @@ impl History {
     /// The last version forgotten: entries up to it are no longer held (0 if none is).
     pub fn horizon(&self) -> ServerVersion {
         self.horizon
+    }
+
+    /// The fingerprint of the history through version `v`, if `v` is the horizon or a version
+    /// held. Before the horizon it is forgotten with the entries.
+    pub fn fingerprint(&self, v: ServerVersion) -> Option<Fingerprint> {
+        if v == self.horizon {
+            return Some(self.base_fingerprint);
+        }
+        self.slot(v).map(|i| self.fingerprints[i])
+    }
+
+    /// The fingerprint at the horizon.
+    pub fn horizon_fingerprint(&self) -> Fingerprint {
+        self.base_fingerprint
+    }
+
+    /// The fingerprint at the latest version.
+    pub fn latest_fingerprint(&self) -> Fingerprint {
+        *self.fingerprints.last().unwrap_or(&self.base_fingerprint)
+    }
+
+    /// The residue of the forgotten entries (see the module documentation), oldest first.
+    pub fn residue(&self) -> &[(ServerVersion, Changeset)] {
+        &self.residue
+    }
+
+    /// Sets the residue of the forgotten entries (when loading).
+    pub(super) fn set_residue(&mut self, residue: Vec<(ServerVersion, Changeset)>) {
+        self.residue = residue;
     }
 
     /// The latest timestamp of any changeset ever appended (0 if none was), including those
@@ -232,6 +279,9 @@ impl History {
     /// Appends an integrated entry and returns its version.
     pub(super) fn push(&mut self, entry: HistoryEntry) -> ServerVersion {
         let v = ServerVersion(self.latest().0 + 1);
+        let cs = &entry.changeset;
+        let next = (self.latest_fingerprint()).then(cs.origin, cs.client_version, cs.timestamp);
+        self.fingerprints.push(next);
         self.observe_timestamp(entry.changeset.timestamp);
         self.index.add(v.0, &entry.changeset);
         if let Some(encoded) = self.encoded.get_mut() {
@@ -241,10 +291,19 @@ impl History {
         v
     }
 
-    /// Forgets every entry up to `horizon` (which must not be past the latest version).
-    pub(super) fn trim(&mut self, horizon: ServerVersion) {
+    /// Forgets every entry up to `horizon` (which must not be past the latest version),
+    /// keeping `residue` as the residue of everything forgotten so far.
+    pub(super) fn trim(
+        &mut self,
+        horizon: ServerVersion,
+        residue: Vec<(ServerVersion, Changeset)>,
+    ) {
         let cut = self.held_through(horizon);
         self.entries.drain(..cut);
+        if let Some(last) = self.fingerprints.drain(..cut).last() {
+            self.base_fingerprint = last;
+        }
+        self.residue = residue;
         self.horizon = ServerVersion(self.horizon.0 + cut as u64);
         self.reindex(|mut bytes, _| {
             bytes.drain(..cut);

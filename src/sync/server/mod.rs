@@ -8,6 +8,7 @@ mod compact;
 mod history;
 mod index;
 mod peers;
+mod recovery;
 mod snapshot;
 
 pub use history::{History, HistoryEntry};
@@ -74,19 +75,73 @@ impl<S: Store> Server<S> {
         &self.history
     }
 
-    /// Integrates an upload from `peer`. Changesets already integrated are skipped. On the first
-    /// changeset that cannot be integrated the upload stops with an error; the ones before it
-    /// stay integrated and nothing of the failing one is applied.
+    /// Integrates an upload from `peer`. First the upload's cursor and acknowledged version
+    /// must fit this history ([`Server::check_position`]); an upload that does not is refused
+    /// whole with the reason its client must be reset. Changesets already integrated are
+    /// skipped. On the first changeset that cannot be integrated the upload stops with an
+    /// error; the ones before it stay integrated and nothing of the failing one is applied.
     pub fn integrate(&mut self, peer: PeerId, upload: Upload) -> Result<UploadAck, SyncError> {
+        self.check_position(peer, upload.cursor)?;
+        let integrated = self.last_integrated(peer);
+        if upload.acknowledged > integrated {
+            return Err(SyncError::ChangesetsLost {
+                peer,
+                acknowledged: upload.acknowledged,
+                integrated,
+            });
+        }
         for cs in upload.changesets {
-            self.integrate_one(peer, cs)?;
+            self.integrate_changeset(peer, cs)?;
         }
         Ok(UploadAck {
             integrated: self.last_integrated(peer),
         })
     }
 
-    fn integrate_one(&mut self, peer: PeerId, cs: Changeset) -> Result<(), SyncError> {
+    /// Checks that a client of `peer` whose download stands at `cursor` holds a part of this
+    /// history: the version exists, the fingerprints agree, the history there was not trimmed,
+    /// and the server still has every changeset of `peer` the cursor names. Each failure is an
+    /// error whose [`SyncError::reset_cause`] says why the client must be reset.
+    pub fn check_position(&self, peer: PeerId, cursor: Cursor) -> Result<(), SyncError> {
+        let latest = self.version();
+        if cursor.server > latest {
+            return Err(SyncError::ServerBehind {
+                integrated: cursor.server,
+                latest,
+            });
+        }
+        let Some(fingerprint) = self.history.fingerprint(cursor.server) else {
+            return Err(SyncError::ResetRequired {
+                horizon: self.history.horizon(),
+                needed: cursor.server,
+            });
+        };
+        if fingerprint != cursor.fingerprint {
+            return Err(SyncError::Diverged {
+                version: cursor.server,
+                client: cursor.fingerprint,
+                server: fingerprint,
+            });
+        }
+        let own = self.own_at(peer, cursor.server);
+        if cursor.own > own {
+            return Err(SyncError::ChangesetsLost {
+                peer,
+                acknowledged: cursor.own,
+                integrated: own,
+            });
+        }
+        Ok(())
+    }
+
+    /// Integrates one changeset uploaded by `peer`, without looking at where its client's
+    /// download stands: what an upload does for each of its changesets, and what replaying
+    /// a log of uploads does.
+    pub(crate) fn integrate_changeset(
+        &mut self,
+        peer: PeerId,
+        cs: Changeset,
+    ) -> Result<(), SyncError> {
         if cs.client_version <= self.last_integrated(peer) {
             return Ok(());
         }
@@ -227,21 +282,17 @@ impl<S: Store> Server<S> {
     }
 
     /// What `peer` has not seen after `cursor`: entries from other peers, at most `limit` of
-    /// them (all if `None`). A cursor before the history's horizon needs entries the server no
-    /// longer has: [`SyncError::ResetRequired`].
+    /// them (all if `None`). A cursor that does not fit this history
+    /// ([`Server::check_position`]), for instance one before the history's horizon, which
+    /// needs entries the server no longer has, is an error that says why its client must be
+    /// reset.
     pub fn download(
         &self,
         peer: PeerId,
         cursor: Cursor,
         limit: Option<usize>,
     ) -> Result<Download, SyncError> {
-        let horizon = self.history.horizon();
-        if cursor.server < horizon {
-            return Err(SyncError::ResetRequired {
-                horizon,
-                needed: cursor.server,
-            });
-        }
+        self.check_position(peer, cursor)?;
         let latest = self.version();
         let mut entries = Vec::new();
         let mut reached = cursor.server;
@@ -253,6 +304,7 @@ impl<S: Store> Server<S> {
                 entries.push(DownloadEntry {
                     server_version: v,
                     last_own: self.own_at(peer, ServerVersion(v.0 - 1)),
+                    fingerprint: self.history.fingerprint(v).unwrap_or_default(),
                     changeset: entry.changeset.clone(),
                 });
             }
@@ -260,12 +312,18 @@ impl<S: Store> Server<S> {
         }
         Ok(Download {
             entries,
-            cursor: Cursor {
-                server: reached,
-                own: self.own_at(peer, reached),
-            },
+            cursor: self.cursor_at(peer, reached),
             latest,
         })
+    }
+
+    /// The download cursor of `peer` at version `v` (which must be held or the horizon).
+    pub(crate) fn cursor_at(&self, peer: PeerId, v: ServerVersion) -> Cursor {
+        Cursor {
+            server: v,
+            own: self.own_at(peer, v),
+            fingerprint: self.history.fingerprint(v).unwrap_or_default(),
+        }
     }
 
     /// Forgets the history up to `horizon` (at most the latest version). The state stays; an
@@ -277,7 +335,8 @@ impl<S: Store> Server<S> {
         if horizon <= self.history.horizon() {
             return;
         }
-        self.history.trim(horizon);
+        let residue = compact::residue(&self.history, horizon);
+        self.history.trim(horizon, residue);
         for state in self.peers.values_mut() {
             state.forget(horizon);
         }

@@ -4,7 +4,7 @@
 use super::history::{History, HistoryEntry};
 use super::peers::PeerState;
 use super::Server;
-use crate::model::{ClientVersion, ServerVersion};
+use crate::model::{ClientVersion, Fingerprint, ServerVersion};
 use crate::replica::Replica;
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -74,9 +74,7 @@ impl<S: Store> Server<S> {
     /// ```
     pub fn state_snapshot(&self) -> Vec<u8> {
         let mut w = SnapshotWriter::new(Kind::State);
-        w.items().u64(self.version().0);
-        w.items().u64(self.history.latest_timestamp());
-        self.replica.write_state(w.items());
+        self.write_state_at_latest(&mut w);
         w.finish()
     }
 
@@ -88,11 +86,28 @@ impl<S: Store> Server<S> {
         Ok(server)
     }
 
+    /// Writes the state at the latest version as a new client starts from it: the version,
+    /// its fingerprint, the latest timestamp and the replica (also the first part of a
+    /// recovery, spec/snapshot.md).
+    pub(super) fn write_state_at_latest(&self, w: &mut SnapshotWriter) {
+        w.items().u64(self.version().0);
+        w.items().u64(self.history.latest_fingerprint().0);
+        w.items().u64(self.history.latest_timestamp());
+        self.replica.write_state(w.items());
+    }
+
     /// Writes the server's state (also the inner part of a realm's snapshot).
     pub(crate) fn write_state(&self, w: &mut SnapshotWriter) {
         self.replica.write_state(w.items());
-        w.items().u64(self.history.horizon().0);
+        let horizon = self.history.horizon();
+        w.items().u64(horizon.0);
+        w.items().u64(self.history.horizon_fingerprint().0);
         w.items().u64(self.history.latest_timestamp());
+        w.items().count(self.history.residue().len());
+        for (v, cs) in self.history.residue() {
+            w.items().u64(v.0);
+            w.changeset(cs);
+        }
         w.items().count(self.history.len());
         for (_, entry) in self.history.iter() {
             w.items().u64(entry.uploaded_base.0);
@@ -131,8 +146,22 @@ impl<S: Store> Server<S> {
                 "the history horizon leaves no version after it",
             ));
         }
-        let mut history = History::starting_at(horizon);
+        let fingerprint = Fingerprint(r.items().u64("horizon fingerprint")?);
+        let mut history = History::starting_at(horizon, fingerprint);
         history.observe_timestamp(r.items().u64("latest timestamp")?);
+        let n = r.count(MIN_ENTRY_BYTES, "residue entries")?;
+        let mut residue: Vec<(ServerVersion, _)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let v = ServerVersion(r.items().u64("residue version")?);
+            let cs = r.changeset()?;
+            if v > horizon || v.0 == 0 || residue.last().is_some_and(|(l, _)| *l >= v) {
+                return Err(inconsistent(
+                    "the residue's versions are not before the horizon",
+                ));
+            }
+            residue.push((v, cs));
+        }
+        history.set_residue(residue);
         let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
         for _ in 0..n {
             let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);

@@ -31,12 +31,12 @@ pub use codes::{Action, ErrorCode, ErrorMessage};
 
 use super::varint::{put_len, put_u64, Reader};
 use super::{DecodeError, MessageError};
-use crate::model::{ClientVersion, Cursor, PeerId, ServerVersion};
+use crate::model::{ClientVersion, Cursor, Fingerprint, PeerId, ServerVersion};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks. A BIND naming another is refused with
 /// [`ErrorCode::WrongProtocolVersion`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Size limits both ends enforce on what they receive (and respect in what they send).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +78,8 @@ pub struct DownloadHead {
     pub server_version: ServerVersion,
     /// The receiver's last changeset the server had integrated before this entry.
     pub last_own: ClientVersion,
+    /// The history's fingerprint through this entry.
+    pub fingerprint: Fingerprint,
 }
 
 /// BIND: the first message of a session.
@@ -237,6 +239,7 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
 fn put_cursor(out: &mut Vec<u8>, c: Cursor) {
     put_u64(out, c.server.0);
     put_u64(out, c.own.0);
+    put_u64(out, c.fingerprint.0);
 }
 
 fn put_chunks<H>(out: &mut Vec<u8>, chunks: &[Chunk<H>], head: impl Fn(&mut Vec<u8>, &H)) {
@@ -378,6 +381,7 @@ impl ServerMessage {
                 put_chunks(&mut out, &d.chunks, |o, h| {
                     put_u64(o, h.server_version.0);
                     put_u64(o, h.last_own.0);
+                    put_u64(o, h.fingerprint.0);
                 });
             }
             ServerMessage::Mark { request } => {
@@ -425,6 +429,7 @@ impl ServerMessage {
                     Ok(DownloadHead {
                         server_version: ServerVersion(r.u64("chunk server version")?),
                         last_own: ClientVersion(r.u64("chunk last own version")?),
+                        fingerprint: Fingerprint(r.u64("chunk fingerprint")?),
                     })
                 })?,
             }),
@@ -518,6 +523,7 @@ fn cursor(r: &mut Reader<'_>) -> Result<Cursor, DecodeError> {
     Ok(Cursor {
         server: ServerVersion(r.u64("cursor server version")?),
         own: ClientVersion(r.u64("cursor client version")?),
+        fingerprint: Fingerprint(r.u64("cursor fingerprint")?),
     })
 }
 

@@ -32,8 +32,8 @@ use objsync::wire::{
 };
 use objsync::ElemType;
 use objsync::{
-    Changeset, ClientVersion, Decimal128, Fate, Instruction, ObjKey, ObjRef, ObjectId, ObjectType,
-    Op, OpId, PeerId, PropType, Property, Replica, ScalarKind, ServerVersion, Value,
+    Changeset, ClientVersion, Decimal128, Fate, Fingerprint, Instruction, ObjKey, ObjRef, ObjectId,
+    ObjectType, Op, OpId, PeerId, PropType, Property, Replica, ScalarKind, ServerVersion, Value,
 };
 use std::collections::HashMap;
 
@@ -509,6 +509,7 @@ impl Harness {
             0 => Cursor {
                 server: ServerVersion(input.small_or_any()),
                 own: ClientVersion(input.small_or_any()),
+                fingerprint: Fingerprint(input.small_or_any()),
             },
             1 => Cursor::default(),
             _ => model_cursor,

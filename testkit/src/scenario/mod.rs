@@ -14,6 +14,7 @@ mod world;
 pub use parse::{parse, Scenario, Step, Who, EXPECTABLE_ERRORS};
 
 use objsync::json::{canonical, state_json};
+use objsync::sync::ResetCause;
 use objsync::Store;
 use serde_json::Value as Json;
 use std::fmt;
@@ -66,7 +67,7 @@ pub(crate) fn malformed<T>(msg: impl Into<String>) -> Result<T, Malformed> {
 fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Malformed> {
     let natural: Vec<usize> = (1..=scenario.clients).collect();
     let rank = |k: &usize| order.and_then(|o| o.iter().position(|x| x == k));
-    let mut world = World::new(scenario.clients);
+    let mut world = World::new(scenario.clients, scenario.reset_mode);
     for step in &scenario.steps {
         match step {
             Step::Tx { client, time, ops } => world.tx(scenario, *client, *time, ops)?,
@@ -93,6 +94,15 @@ fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Mal
                 world.server.compact();
             }
             Step::Bootstrap(k) => world.bootstrap(*k)?,
+            Step::Trim => {
+                let latest = world.server.version();
+                world.server.trim(latest);
+            }
+            Step::Reset { client, mode } => {
+                world.reset(*client, *mode, ResetCause::Requested);
+            }
+            Step::Backup => world.backup(),
+            Step::Restore => world.restore()?,
         }
     }
     // The closing full sync: bounded, since every round that moves something integrates at

@@ -3,6 +3,7 @@
 
 use super::{malformed, Malformed};
 use objsync::json::WriteOp;
+use objsync::sync::ResetMode;
 use serde_json::{Map, Value as Json};
 
 /// A parsed scenario.
@@ -22,6 +23,8 @@ pub struct Scenario {
     pub expect_error: Option<String>,
     /// Expected server state (partial).
     pub expect: Option<Map<String, Json>>,
+    /// How clients are reset when they must be, unless a reset step says otherwise.
+    pub reset_mode: ResetMode,
 }
 
 /// One parsed step.
@@ -53,6 +56,19 @@ pub enum Step {
     Compact,
     /// A client that has neither written nor downloaded starts from the server's state.
     Bootstrap(usize),
+    /// The server forgets its history up to its current version.
+    Trim,
+    /// Client k is reset from the server's current state.
+    Reset {
+        /// The client.
+        client: usize,
+        /// The mode; the scenario's `reset_mode` if `None`.
+        mode: Option<ResetMode>,
+    },
+    /// A copy of the server is saved.
+    Backup,
+    /// The server is replaced by the latest backup.
+    Restore,
 }
 
 /// A client (1-based) or the server, for steps that may name either.
@@ -147,7 +163,28 @@ pub fn parse(text: &str) -> Result<Scenario, Malformed> {
         lenient: f.flag("lenient")?,
         expect_error: expect_error(&top)?,
         expect: expect(&top)?,
+        reset_mode: match top.get("reset_mode") {
+            None | Some(Json::Null) => ResetMode::default(),
+            Some(m) => reset_mode(m, "scenario: \"reset_mode\"")?,
+        },
     })
+}
+
+fn reset_mode(json: &Json, what: &str) -> Result<ResetMode, Malformed> {
+    match json.as_str().and_then(ResetMode::parse) {
+        Some(mode) => Ok(mode),
+        None => malformed(format!(
+            "{what} must be \"recover\", \"discard\" or \"manual\""
+        )),
+    }
+}
+
+/// A step naming the server: `{"<step>": "server"}`.
+fn server_step(json: &Json, what: &str, name: &str, step: Step) -> Result<Step, Malformed> {
+    match json {
+        Json::String(s) if s == "server" => Ok(step),
+        _ => malformed(format!("{what}: \"{name}\" must be \"server\"")),
+    }
 }
 
 fn expect_error(top: &Map<String, Json>) -> Result<Option<String>, Malformed> {
@@ -214,11 +251,25 @@ fn parse_step(json: &Json, what: &str, clients: usize) -> Result<Step, Malformed
             w => Ok(Step::Restart(Who::Client(f.client(w, clients)?))),
         };
     }
-    if let Some(w) = obj.get("compact") {
-        return match w {
-            Json::String(s) if s == "server" => Ok(Step::Compact),
-            _ => malformed(format!("{what}: \"compact\" must be \"server\"")),
+    for (name, step) in [
+        ("compact", Step::Compact),
+        ("trim", Step::Trim),
+        ("backup", Step::Backup),
+        ("restore", Step::Restore),
+    ] {
+        if let Some(w) = obj.get(name) {
+            return server_step(w, what, name, step);
+        }
+    }
+    if let Some(c) = obj.get("reset") {
+        let mode = match obj.get("mode") {
+            None => None,
+            Some(m) => Some(reset_mode(m, &format!("{what}: \"mode\""))?),
         };
+        return Ok(Step::Reset {
+            client: f.client(c, clients)?,
+            mode,
+        });
     }
     if let Some(c) = obj.get("bootstrap") {
         return Ok(Step::Bootstrap(f.client(c, clients)?));
@@ -234,7 +285,7 @@ fn parse_step(json: &Json, what: &str, clients: usize) -> Result<Step, Malformed
             "{what}: \"sync\" must be \"all\" or an array of clients"
         )),
         None => malformed(format!(
-            "{what}: a step needs \"client\"/\"tx\", \"upload\", \"download\", \"sync\", \"restart\", \"compact\" or \"bootstrap\""
+            "{what}: a step needs \"client\"/\"tx\", \"upload\", \"download\", \"sync\", \"restart\", \"compact\", \"bootstrap\", \"trim\", \"reset\", \"backup\" or \"restore\""
         )),
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{malformed, Malformed, Scenario, Who};
 use objsync::json::WriteOp;
-use objsync::sync::{Client, Server, SyncError};
+use objsync::sync::{Client, ResetCause, ResetMode, Server, SyncError};
 use objsync::{Error, PeerId};
 
 /// The replicas of one run: the clients and the server, exchanging changesets in process.
@@ -14,6 +14,10 @@ pub(super) struct World {
     pub(super) errors: Vec<(usize, String, String)>,
     /// Per client: whether its first download starts from the server's state.
     bootstrapping: Vec<bool>,
+    /// The latest copy of the server (`backup` step).
+    backup: Option<Vec<u8>>,
+    /// How clients are reset when an upload or a download says they must be.
+    reset_mode: ResetMode,
 }
 
 fn error_name(e: &SyncError) -> &'static str {
@@ -24,7 +28,7 @@ fn error_name(e: &SyncError) -> &'static str {
 }
 
 impl World {
-    pub(super) fn new(clients: usize) -> World {
+    pub(super) fn new(clients: usize, reset_mode: ResetMode) -> World {
         World {
             clients: (1..=clients)
                 .map(|k| Client::new(PeerId(k as u64)))
@@ -32,7 +36,71 @@ impl World {
             server: Server::new(),
             errors: Vec::new(),
             bootstrapping: vec![false; clients],
+            backup: None,
+            reset_mode,
         }
+    }
+
+    /// Saves a copy of the server.
+    pub(super) fn backup(&mut self) {
+        self.backup = Some(self.server.save());
+    }
+
+    /// Replaces the server with the latest backup; malformed without one.
+    pub(super) fn restore(&mut self) -> Result<(), Malformed> {
+        let Some(bytes) = &self.backup else {
+            return malformed("restore: no backup was made before it");
+        };
+        match Server::load(bytes) {
+            Ok(server) => self.server = server,
+            Err(e) => (self.errors).push((0, "snapshot_error".to_string(), e.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Resets client k from the server's current state; reports the reset on stderr. Returns
+    /// whether it was reset.
+    pub(super) fn reset(&mut self, k: usize, mode: Option<ResetMode>, cause: ResetCause) -> bool {
+        let mode = mode.unwrap_or(self.reset_mode);
+        let client = &mut self.clients[k - 1];
+        let recovery = self
+            .server
+            .recovery(client.peer(), &client.recovery_request());
+        match client.reset(&recovery, cause, mode) {
+            Ok(reset) => {
+                eprintln!("client {k}: {reset}");
+                self.bootstrapping[k - 1] = false;
+                true
+            }
+            Err(e) => {
+                (self.errors).push((k, "reset_failed".to_string(), e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Runs `act` for client k; when the server says the client must be reset (for any cause
+    /// but a refused changeset, which stops the client as `expect_error` describes), resets it
+    /// with the scenario's mode and runs `act` once more. Returns whether anything moved.
+    fn with_reset(
+        &mut self,
+        k: usize,
+        act: impl Fn(&mut World, usize) -> Result<bool, SyncError>,
+    ) -> bool {
+        let mut result = act(self, k);
+        if let Err(e) = &result {
+            let cause = e.reset_cause();
+            if let Some(cause) = cause.filter(|c| !matches!(c, ResetCause::Refused { .. })) {
+                if !self.reset(k, None, cause) {
+                    return true;
+                }
+                result = act(self, k);
+            }
+        }
+        result.unwrap_or_else(|e| {
+            (self.errors).push((k, error_name(&e).to_string(), e.to_string()));
+            true
+        })
     }
 
     pub(super) fn stopped(&self, client: usize) -> bool {
@@ -123,21 +191,15 @@ impl World {
 
     /// Uploads; returns whether anything was sent.
     pub(super) fn upload(&mut self, client: usize) -> bool {
-        if self.stopped(client) {
+        if self.stopped(client) || self.clients[client - 1].upload().changesets.is_empty() {
             return false;
         }
-        let c = &mut self.clients[client - 1];
-        let up = c.upload();
-        if up.changesets.is_empty() {
-            return false;
-        }
-        match self.server.integrate(c.peer(), up) {
-            Ok(ack) => c.acknowledge(ack),
-            Err(e) => self
-                .errors
-                .push((client, error_name(&e).to_string(), e.to_string())),
-        }
-        true
+        self.with_reset(client, |w, k| {
+            let c = &mut w.clients[k - 1];
+            let ack = w.server.integrate(c.peer(), c.upload())?;
+            c.acknowledge(ack);
+            Ok(true)
+        })
     }
 
     /// Downloads; returns whether anything was received.
@@ -148,16 +210,11 @@ impl World {
         if let Some(moved) = self.start_from_state(client, count) {
             return moved;
         }
-        let c = &mut self.clients[client - 1];
-        let result = (self.server.download(c.peer(), c.cursor(), count)).and_then(|d| {
+        self.with_reset(client, |w, k| {
+            let c = &mut w.clients[k - 1];
+            let d = w.server.download(c.peer(), c.cursor(), count)?;
             let moved = !d.entries.is_empty();
             c.integrate(d).map(|()| moved)
-        });
-        let moved = *result.as_ref().unwrap_or(&false);
-        if let Err(e) = result {
-            self.errors
-                .push((client, error_name(&e).to_string(), e.to_string()));
-        }
-        moved
+        })
     }
 }
