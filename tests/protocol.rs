@@ -120,17 +120,26 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 latest: ServerVersion(l),
             })
         }),
-        (cursor(), version(), version(), version(), chunks(head)).prop_map(
-            |(cursor, latest, ack, downloadable, chunks)| {
-                ServerMessage::Download(DownloadMessage {
-                    cursor,
-                    latest: ServerVersion(latest),
-                    upload_ack: ClientVersion(ack),
-                    downloadable,
-                    chunks,
-                })
-            }
-        ),
+        (
+            cursor(),
+            version(),
+            version(),
+            any::<u64>(),
+            version(),
+            chunks(head)
+        )
+            .prop_map(
+                |(cursor, latest, ack, own_signature, downloadable, chunks)| {
+                    ServerMessage::Download(DownloadMessage {
+                        cursor,
+                        latest: ServerVersion(latest),
+                        upload_ack: ClientVersion(ack),
+                        own_signature,
+                        downloadable,
+                        chunks,
+                    })
+                }
+            ),
         chunks(version().prop_map(ServerVersion))
             .prop_filter_map("one piece", |mut c| c.pop().map(ServerMessage::State)),
         version().prop_map(|request| ServerMessage::Mark { request }),

@@ -876,6 +876,7 @@ fn a_client_refuses_a_server_that_breaks_the_protocol() {
         cursor: Default::default(),
         latest: objsync::ServerVersion(0),
         upload_ack: objsync::ClientVersion(5),
+        own_signature: 0,
         downloadable: 0,
         chunks: vec![],
     });

@@ -364,6 +364,7 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
                     Upload {
                         cursor: writer.cursor(),
                         acknowledged: acked,
+                        acknowledged_signature: None,
                         changesets,
                     },
                 )
@@ -394,7 +395,9 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
                         own: server.own_at(fresh.peer(), latest),
                         fingerprint: history.latest_fingerprint(),
                     },
+                    own_signature: None,
                     latest,
+                    integrated: server.last_integrated(fresh.peer()),
                 })
                 .map_err(fail("objsync: fresh client integrate"))?;
             Ok(bytes)

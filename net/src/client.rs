@@ -219,6 +219,7 @@ impl Replayed {
                     fingerprint: Fingerprint(t.u64()?),
                 };
                 let latest = ServerVersion(t.u64()?);
+                let integrated = ClientVersion(t.u64()?);
                 let n = t.u64()?;
                 let mut entries = Vec::new();
                 for _ in 0..n {
@@ -229,10 +230,13 @@ impl Replayed {
                         changeset: wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?,
                     });
                 }
+                // Checked when it arrived; a replay integrates what was integrated.
                 let download = Download {
                     entries,
                     cursor,
+                    own_signature: None,
                     latest,
+                    integrated,
                 };
                 client
                     .integrate(download)
@@ -417,6 +421,7 @@ fn download_record(d: &Download) -> Vec<u8> {
         .u64(d.cursor.own.0)
         .u64(d.cursor.fingerprint.0)
         .u64(d.latest.0)
+        .u64(d.integrated.0)
         .u64(d.entries.len() as u64);
     for e in &d.entries {
         put = put

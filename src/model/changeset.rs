@@ -2,8 +2,8 @@
 //! layer needs (origin peer and timestamp, the origin's own version of it, and the last server
 //! version its origin had integrated when it was made or rebased).
 
-use super::ids::{ClientVersion, Key, PeerId, ServerVersion, Timestamp};
-use super::instruction::{Fate, Op};
+use super::ids::{ClientVersion, Digest, Key, PeerId, ServerVersion, Timestamp};
+use super::instruction::{Fate, Instruction, Op};
 use serde::{Deserialize, Serialize};
 
 /// The instructions of one write transaction and where they came from.
@@ -72,6 +72,71 @@ impl Changeset {
             timestamp: self.timestamp,
             peer: self.origin,
         }
+    }
+
+    /// A digest of what transformation never changes in a changeset: its timestamp, and for
+    /// every instruction its kind, object, property and the list element and position ids it
+    /// names. A changeset keeps its signature however often its client rebases it, so a server
+    /// that receives a changeset again under a client version it has already integrated tells
+    /// a resent one from a different one written under the same version (a copied client).
+    ///
+    /// ```
+    /// use objsync::{ObjectType, PeerId, PropType, Property, Replica};
+    ///
+    /// let mut replica = Replica::new(PeerId(1));
+    /// let mut tx = replica.transaction(10);
+    /// tx.add_type(ObjectType::new("T", Some("id"), [Property::new("id", PropType::parse("int")?)])?)?;
+    /// tx.commit();
+    /// let mut tx = replica.transaction(20);
+    /// tx.insert("T", 1)?;
+    /// let one = tx.commit();
+    /// let mut tx = replica.transaction(20);
+    /// tx.insert("T", 2)?;
+    /// let two = tx.commit();
+    /// assert_ne!(one.signature(), two.signature());
+    /// # Ok::<(), objsync::Error>(())
+    /// ```
+    pub fn signature(&self) -> u64 {
+        let mut d = Digest::default();
+        d.u64(self.timestamp);
+        d.u64(self.ops.len() as u64);
+        for op in &self.ops {
+            let instr = &op.instr;
+            d.bytes(instr.kind().name().as_bytes());
+            if let Some(obj) = instr.object() {
+                d.bytes(obj.ty.as_bytes());
+                d.bytes(obj.key.render().as_bytes());
+            }
+            let mut id = |id: &super::ids::OpId| {
+                d.u64(id.peer.0);
+                d.u64(id.seq);
+            };
+            match instr {
+                Instruction::ListInsert { elem, .. }
+                | Instruction::ListSet { elem, .. }
+                | Instruction::ListErase { elem, .. } => id(elem),
+                Instruction::ListMove { elem, node, .. } => {
+                    id(elem);
+                    id(node);
+                }
+                _ => {}
+            }
+            match instr {
+                Instruction::Set { prop, .. }
+                | Instruction::AddInt { prop, .. }
+                | Instruction::ListInsert { prop, .. }
+                | Instruction::ListSet { prop, .. }
+                | Instruction::ListErase { prop, .. }
+                | Instruction::ListMove { prop, .. }
+                | Instruction::ListClear { prop, .. } => d.bytes(prop.as_bytes()),
+                Instruction::AddType(def) => d.bytes(def.name.as_bytes()),
+                Instruction::AddProperties { ty, .. } | Instruction::Clear { ty, .. } => {
+                    d.bytes(ty.as_bytes())
+                }
+                Instruction::Insert { .. } | Instruction::Delete { .. } => {}
+            }
+        }
+        d.0
     }
 
     /// Whether nothing in it has any effect.

@@ -85,21 +85,23 @@ pub struct Cursor {
 }
 
 /// A digest of a server history through one version: each entry's origin, client version and
-/// timestamp chained onto the fingerprint before it (the empty history's is 0).
+/// [signature](crate::Changeset::signature) chained onto the fingerprint before it (the empty
+/// history's is 0).
 ///
 /// Two histories with the same fingerprint at a version hold the same changesets up to it
 /// (short of a 64-bit collision). What it covers never changes once an entry is appended, so
-/// compaction, which rewrites an entry's instructions, keeps every fingerprint. A client keeps
+/// compaction, which rewrites an entry's instructions, keeps every fingerprint (a server keeps
+/// them rather than computing them again from its compacted entries). A client keeps
 /// the fingerprint of its cursor, and a server that was restored from a backup and then took
 /// other changesets under the same versions is found out by it.
 ///
 /// ```
 /// use objsync::{ClientVersion, Fingerprint, PeerId};
 ///
-/// let one = Fingerprint::default().then(PeerId(1), ClientVersion(1), 10);
-/// let other = Fingerprint::default().then(PeerId(2), ClientVersion(1), 10);
+/// let one = Fingerprint::default().then(PeerId(1), ClientVersion(1), 0x5eed);
+/// let other = Fingerprint::default().then(PeerId(2), ClientVersion(1), 0x5eed);
 /// assert_ne!(one, other);
-/// assert_eq!(one, Fingerprint::default().then(PeerId(1), ClientVersion(1), 10));
+/// assert_eq!(one, Fingerprint::default().then(PeerId(1), ClientVersion(1), 0x5eed));
 /// ```
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -108,16 +110,39 @@ pub struct Cursor {
 pub struct Fingerprint(pub u64);
 
 impl Fingerprint {
-    /// The fingerprint after appending an entry from `origin`'s changeset `version`, stamped
-    /// `timestamp`.
-    pub fn then(self, origin: PeerId, version: ClientVersion, timestamp: Timestamp) -> Fingerprint {
+    /// The fingerprint after appending an entry from `origin`'s changeset `version` whose
+    /// signature is `signature`.
+    pub fn then(self, origin: PeerId, version: ClientVersion, signature: u64) -> Fingerprint {
         // Fingerprints are persisted by clients and servers and compared across processes,
         // machines and releases, so the function is spelled out here (spec/protocol.md gives
         // it) rather than borrowed from a hasher that may change between versions.
-        let h = [origin.0, version.0, timestamp]
-            .into_iter()
-            .fold(self.0, |h, x| mix(h ^ mix(x)));
-        Fingerprint(h)
+        let mut d = Digest(self.0);
+        d.u64(origin.0);
+        d.u64(version.0);
+        d.u64(signature);
+        Fingerprint(d.0)
+    }
+}
+
+/// A 64-bit digest built from integers and bytes, the same on every machine and in every
+/// release (it is persisted and compared across them): each input is mixed into the state
+/// with SplitMix64's finalizer.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Digest(pub(crate) u64);
+
+impl Digest {
+    pub(crate) fn u64(&mut self, x: u64) {
+        self.0 = mix(self.0 ^ mix(x));
+    }
+
+    /// Bytes, with their length (so that two fields cannot run into each other).
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        for chunk in b.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.u64(u64::from_le_bytes(word));
+        }
     }
 }
 

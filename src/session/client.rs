@@ -417,7 +417,9 @@ impl<S: Store> ClientSession<S> {
         let download = Download {
             entries,
             cursor: d.cursor,
+            own_signature: (d.own_signature != 0).then_some(d.own_signature),
             latest: d.latest,
+            integrated: d.upload_ack,
         };
         let moves = !download.entries.is_empty() || download.cursor.server > before.server;
         self.client.integrate(download.clone())?;

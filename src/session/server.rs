@@ -373,7 +373,9 @@ impl ServerSession {
                     ));
                 }
                 if cv <= realm.server.last_integrated(peer) {
-                    return Ok(());
+                    // A resend, recognised by version; a different changeset under it is an
+                    // error, not a duplicate.
+                    return realm.integrate(peer, cs).map_err(|e| sync_error(&e));
                 }
                 realm
                     .integrate(peer, cs.clone())
@@ -487,6 +489,7 @@ impl ServerSession {
             cursor: realm.server.cursor_at(peer, self.next),
             latest,
             upload_ack: realm.server.last_integrated(peer),
+            own_signature: realm.server.own_signature(peer, self.next).unwrap_or(0),
             downloadable: history
                 .downloadable(peer, self.next)
                 .saturating_sub(in_flight),
@@ -510,8 +513,12 @@ fn message_error(e: MessageError) -> ErrorMessage {
 
 fn sync_error(e: &SyncError) -> ErrorMessage {
     let code = match e {
-        SyncError::BadServerVersion { .. } => ErrorCode::BadServerVersion,
-        SyncError::BadClientVersion { .. } => ErrorCode::BadClientVersion,
+        SyncError::BadServerVersion { .. } | SyncError::BaseBehind { .. } => {
+            ErrorCode::BadServerVersion
+        }
+        SyncError::BadClientVersion { .. } | SyncError::ChangesetMismatch { .. } => {
+            ErrorCode::BadClientVersion
+        }
         SyncError::BadOrigin { .. } => ErrorCode::BadOriginFileIdent,
         SyncError::ResetRequired { .. } => ErrorCode::ClientFileExpired,
         _ if matches!(e.data_error(), Some(Error::SchemaMismatch { .. })) => {

@@ -43,6 +43,8 @@ pub struct Client<S: Store = MemoryStore> {
     pub(super) recovery_window: usize,
     /// The cause of the last reset, until the client syncs again (see [`Client::reset`]).
     pub(super) last_reset: Option<u8>,
+    /// Instructions a reset could not apply yet (see [`Client::deferred`]).
+    pub(super) deferred: Vec<Changeset>,
 }
 
 impl Client<MemoryStore> {
@@ -108,6 +110,10 @@ impl<S: Store> Client<S> {
         for c in &self.checkpoints {
             w.items().u64(c.version.0);
             w.items().u64(c.fingerprint.0);
+        }
+        w.items().count(self.deferred.len());
+        for cs in &self.deferred {
+            w.changeset(cs);
         }
         w.finish()
     }
@@ -212,6 +218,17 @@ impl<S: Store> Client<S> {
                 fingerprint,
             });
         }
+        let n = r.count(MIN_CHANGESET_BYTES, "deferred changesets")?;
+        let mut deferred = Vec::with_capacity(n);
+        for _ in 0..n {
+            let cs = r.changeset()?;
+            if cs.origin != replica.peer() {
+                return Err(SnapshotError::Inconsistent(
+                    "a deferred changeset of another peer",
+                ));
+            }
+            deferred.push(cs);
+        }
         r.finish()?;
         if next_version == 0 || acked.0 >= next_version || cursor.own.0 >= next_version {
             return Err(SnapshotError::Inconsistent(
@@ -230,6 +247,7 @@ impl<S: Store> Client<S> {
             checkpoints,
             recovery_window,
             last_reset,
+            deferred,
         })
     }
 
@@ -247,6 +265,40 @@ impl<S: Store> Client<S> {
             checkpoints: VecDeque::new(),
             recovery_window: DEFAULT_RECOVERY_WINDOW,
             last_reset: None,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Instructions of this client that a reset replayed but that did not apply to the
+    /// server's state, each in a changeset with its original origin and timestamp: they name
+    /// objects the server does not have (yet). After every download the client tries them
+    /// again; those that apply then become a new local changeset, with their original key.
+    pub fn deferred(&self) -> &[Changeset] {
+        &self.deferred
+    }
+
+    /// Gives up on the deferred instructions ([`Client::deferred`]) and returns them.
+    pub fn take_deferred(&mut self) -> Vec<Changeset> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Applies what it can of the deferred instructions, each changeset's part that applies
+    /// becoming a new unacknowledged changeset based on the cursor.
+    pub(super) fn retry_deferred(&mut self) {
+        for mut cs in std::mem::take(&mut self.deferred) {
+            let failed = self.replica.apply_changeset_lenient(&mut cs);
+            if !failed.is_empty() {
+                (self.deferred).push(Changeset {
+                    ops: failed,
+                    ..cs.clone()
+                });
+            }
+            if !cs.ops.is_empty() {
+                cs.client_version = ClientVersion(self.next_version);
+                cs.base_version = self.cursor.server;
+                self.next_version += 1;
+                self.unacked.push(cs);
+            }
         }
     }
 
@@ -262,7 +314,7 @@ impl<S: Store> Client<S> {
         self.trim_retained();
     }
 
-    fn trim_retained(&mut self) {
+    pub(super) fn trim_retained(&mut self) {
         let excess = self.retained.len().saturating_sub(self.recovery_window);
         self.retained.drain(..excess);
         let excess = self.checkpoints.len().saturating_sub(self.recovery_window);
@@ -354,6 +406,7 @@ impl<S: Store> Client<S> {
         Upload {
             cursor: self.cursor,
             acknowledged: self.acked,
+            acknowledged_signature: self.own(self.acked).map(Changeset::signature),
             changesets: self
                 .unacked
                 .iter()
@@ -363,11 +416,16 @@ impl<S: Store> Client<S> {
         }
     }
 
+    /// This client's changeset with client version `cv`, if it still has it.
+    fn own(&self, cv: ClientVersion) -> Option<&Changeset> {
+        let retained = self.retained.iter().rev();
+        (self.unacked.iter().chain(retained)).find(|cs| cs.client_version == cv)
+    }
+
     /// Records the server's acknowledgement of an upload.
     pub fn acknowledge(&mut self, ack: UploadAck) {
-        if ack.integrated > self.acked {
-            self.last_reset = None;
-        }
+        // The server took an upload: a reset before it did its work.
+        self.last_reset = None;
         self.acked = self.acked.max(ack.integrated);
     }
 
@@ -397,6 +455,29 @@ impl<S: Store> Client<S> {
     }
 
     fn integrate_inner(&mut self, download: Download) -> Result<(), SyncError> {
+        if download.cursor.own > self.last_version() {
+            return Err(SyncError::ClientBehind {
+                peer: self.peer(),
+                integrated: download.cursor.own,
+                written: self.last_version(),
+            });
+        }
+        if download.integrated < self.acked {
+            return Err(SyncError::ChangesetsLost {
+                peer: self.peer(),
+                acknowledged: self.acked,
+                integrated: download.integrated,
+            });
+        }
+        let own = self.own(download.cursor.own);
+        if let (Some(own), Some(signature)) = (own, download.own_signature) {
+            if own.signature() != signature {
+                return Err(SyncError::ChangesetMismatch {
+                    peer: self.peer(),
+                    version: own.client_version,
+                });
+            }
+        }
         if download.cursor.server < self.cursor.server {
             // A stale or repeated download: everything in it is integrated already.
             return Ok(());
@@ -445,10 +526,10 @@ impl<S: Store> Client<S> {
             }
         }
         self.drop_integrated(download.cursor.own);
-        if download.cursor.server > self.cursor.server {
-            self.last_reset = None;
-        }
+        // The server served this client's position: a reset before it did its work.
+        self.last_reset = None;
         self.cursor = download.cursor;
+        self.retry_deferred();
         self.checkpoint(self.cursor.server, self.cursor.fingerprint);
         self.trim_retained();
         for cs in &mut self.unacked {

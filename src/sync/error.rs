@@ -99,6 +99,40 @@ pub enum SyncError {
         /// What the server has.
         integrated: ClientVersion,
     },
+    /// The server already holds another changeset of this peer under this client version: two
+    /// clients write with one identity (a copied client), or the server went back and forth
+    /// between backups. Acknowledging it would lose it.
+    #[error("peer {peer} uploaded client version {version}, but the server holds another changeset under it")]
+    ChangesetMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// The client version.
+        version: ClientVersion,
+    },
+    /// The server holds changesets of this peer up to `integrated`, but the client has written
+    /// only up to `written`: the client went back (it was restored from a backup, or it dropped
+    /// changesets that a server restored from a later backup still has).
+    #[error("the server holds peer {peer}'s changesets up to {integrated} but the client has written only up to {written}")]
+    ClientBehind {
+        /// The peer.
+        peer: PeerId,
+        /// What the server holds.
+        integrated: ClientVersion,
+        /// What the client has written.
+        written: ClientVersion,
+    },
+    /// An uploaded changeset is based on server version `base`, but the server integrated an
+    /// earlier changeset of this peer based on `floor`, later: the client went back (it was
+    /// reset from a server that has since been restored from a later backup).
+    #[error("peer {peer} uploaded a changeset based on server version {base}, but its changesets were based on {floor} already: the client went back")]
+    BaseBehind {
+        /// The peer.
+        peer: PeerId,
+        /// The changeset's base.
+        base: ServerVersion,
+        /// The base of the peer's last integrated changeset.
+        floor: ServerVersion,
+    },
     /// The client already failed and refuses to sync further.
     #[error("the client stopped syncing after an earlier error: {0}")]
     Stopped(Box<SyncError>),
@@ -127,6 +161,21 @@ impl SyncError {
             } => ResetCause::ChangesetsLost {
                 acknowledged: *acknowledged,
                 integrated: *integrated,
+            },
+            SyncError::ClientBehind {
+                integrated,
+                written,
+                ..
+            } => ResetCause::ClientBehind {
+                integrated: *integrated,
+                written: *written,
+            },
+            SyncError::BaseBehind { base, floor, .. } => ResetCause::BaseBehind {
+                base: *base,
+                floor: *floor,
+            },
+            SyncError::ChangesetMismatch { version, .. } => ResetCause::ChangesetMismatch {
+                client_version: *version,
             },
             SyncError::Rejected { client_version, .. } => ResetCause::Refused {
                 client_version: *client_version,

@@ -12,6 +12,10 @@ pub struct Upload {
     /// The last client version the server acknowledged to this client: a server that holds
     /// less has lost changesets.
     pub acknowledged: ClientVersion,
+    /// The [signature](crate::Changeset::signature) of that changeset, if the client still
+    /// has it: a server that holds another one under that version was restored from another
+    /// copy.
+    pub acknowledged_signature: Option<u64>,
     /// The changesets, in client-version order, each based on the client's last integrated
     /// server version.
     pub changesets: Vec<Changeset>,
@@ -45,6 +49,13 @@ pub struct Download {
     pub entries: Vec<DownloadEntry>,
     /// Where the client stands once it has integrated them.
     pub cursor: Cursor,
+    /// The [signature](crate::Changeset::signature) of the client's changeset the cursor names
+    /// (`cursor.own`), when the server holds it: a client whose own changeset under that
+    /// version is another one finds out.
+    pub own_signature: Option<u64>,
     /// The server's latest version when this was made.
     pub latest: ServerVersion,
+    /// The last client version of the receiver the server has integrated: one below what it
+    /// acknowledged means it lost changesets.
+    pub integrated: ClientVersion,
 }

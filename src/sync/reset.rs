@@ -11,7 +11,7 @@
 //! that each write wins or loses exactly as it would have in ordinary merging. The other modes
 //! drop them and hand them back.
 
-use super::Client;
+use super::{Client, DownloadEntry};
 use crate::merge::merge;
 use crate::model::{
     Changeset, ClientVersion, Cursor, Error, Fingerprint, PeerId, Schema, ServerVersion,
@@ -83,6 +83,25 @@ pub enum ResetCause {
         /// What the server has.
         integrated: ClientVersion,
     },
+    /// The server holds changesets of this peer the client no longer has.
+    ClientBehind {
+        /// What the server holds.
+        integrated: ClientVersion,
+        /// What the client has written.
+        written: ClientVersion,
+    },
+    /// The client's changesets are based before a version its earlier ones were based on.
+    BaseBehind {
+        /// The base of the client's changeset.
+        base: ServerVersion,
+        /// The base of the peer's last changeset the server integrated.
+        floor: ServerVersion,
+    },
+    /// The server holds another changeset of this peer under a client version it uploads.
+    ChangesetMismatch {
+        /// The client version.
+        client_version: ClientVersion,
+    },
     /// The server does not know the client's identity (or the realm's file identifier is
     /// another one): the realm was restored or recreated.
     UnknownIdentity,
@@ -106,6 +125,9 @@ impl ResetCause {
             ResetCause::UnknownIdentity => 5,
             ResetCause::Refused { .. } => 6,
             ResetCause::Requested => 7,
+            ResetCause::ChangesetMismatch { .. } => 8,
+            ResetCause::ClientBehind { .. } => 9,
+            ResetCause::BaseBehind { .. } => 10,
         }
     }
 }
@@ -131,6 +153,21 @@ impl fmt::Display for ResetCause {
                 f,
                 "the server acknowledged client version {acknowledged} but holds only up to {integrated}"
             ),
+            ResetCause::ClientBehind {
+                integrated,
+                written,
+            } => write!(
+                f,
+                "the server holds client versions up to {integrated}, the client wrote up to {written}"
+            ),
+            ResetCause::BaseBehind { base, floor } => write!(
+                f,
+                "the client's changesets are based on server version {base}, its earlier ones on {floor}"
+            ),
+            ResetCause::ChangesetMismatch { client_version } => write!(
+                f,
+                "the server holds another changeset under client version {client_version}"
+            ),
             ResetCause::UnknownIdentity => f.write_str("the server does not know this client"),
             ResetCause::Refused { client_version } => {
                 write!(f, "the server refused client version {client_version}")
@@ -150,11 +187,15 @@ pub struct Checkpoint {
     pub fingerprint: Fingerprint,
 }
 
-/// What a client sends the server to be recovered: where its unsynced changesets are based.
+/// What a client sends the server to be recovered: where its history is based.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveryRequest {
-    /// The client's download cursor and the bases of the changesets it would replay.
+    /// Server versions the client integrated, with their fingerprints, ascending; the last is
+    /// its download cursor.
     pub checkpoints: Vec<Checkpoint>,
+    /// The client version from which the server holds other changesets than the client's
+    /// under the same versions ([`ResetCause::ChangesetMismatch`]).
+    pub diverged_from: Option<ClientVersion>,
 }
 
 /// What a reset did.
@@ -174,6 +215,11 @@ pub struct Reset<S: Store = MemoryStore> {
     /// Writes that lose to concurrent ones by the ordinary rules are not listed: they lose as
     /// in any sync.
     pub reverted: Vec<Changeset>,
+    /// With recover: instructions that do not apply to the server's state yet, kept aside
+    /// ([`Client::deferred`]). They name objects the server does not have, typically ones
+    /// another device created in history the server lost, which that device brings back when
+    /// it recovers in turn; each is tried again after every download.
+    pub deferred: Vec<Changeset>,
     /// With [`ResetMode::Manual`]: the client as it was.
     pub previous: Option<Client<S>>,
 }
@@ -184,7 +230,7 @@ impl<S: Store> fmt::Display for Reset<S> {
         let ops: usize = self.reverted.iter().map(|cs| cs.ops.len()).sum();
         write!(
             f,
-            "reset ({}) to server version {}: {}; {} changeset(s) recovered, {} instruction(s) in {} changeset(s) reverted",
+            "reset ({}) to server version {}: {}; {} changeset(s) recovered, {} instruction(s) in {} changeset(s) reverted, {} deferred",
             match self.mode {
                 ResetMode::Recover => "recover",
                 ResetMode::Discard => "discard",
@@ -194,7 +240,8 @@ impl<S: Store> fmt::Display for Reset<S> {
             self.cause,
             self.recovered.len(),
             ops,
-            self.reverted.len()
+            self.reverted.len(),
+            self.deferred.iter().map(|cs| cs.ops.len()).sum::<usize>()
         )
     }
 }
@@ -221,32 +268,43 @@ struct Window {
     version: ServerVersion,
     fingerprint: Fingerprint,
     latest_timestamp: u64,
-    /// The last client version of the peer the server holds.
+    /// The peer's last client version the server has integrated: the recovered changesets
+    /// are numbered after it.
     integrated: ClientVersion,
+    /// The last client version up to which the server holds the client's own changesets
+    /// (below `integrated` when the server holds others under later versions).
+    held: ClientVersion,
     /// The checkpoints that hold, ascending.
     verified: Vec<ServerVersion>,
-    /// Other peers' changesets after the lowest checkpoint, as the peer sees them.
-    entries: Vec<(ServerVersion, Changeset)>,
+    /// The changesets the client's are concurrent with, as a download would bring them.
+    entries: Vec<DownloadEntry>,
 }
 
-/// Writes a recovery (spec/snapshot.md section 7): the server's part.
-pub(super) fn write_recovery(
-    w: &mut SnapshotWriter,
-    peer: PeerId,
-    integrated: ClientVersion,
-    verified: &[ServerVersion],
-    entries: &[(ServerVersion, &Changeset)],
-) {
-    w.items().u64(peer.0);
-    w.items().u64(integrated.0);
-    w.items().count(verified.len());
-    for v in verified {
-        w.items().u64(v.0);
-    }
-    w.items().count(entries.len());
-    for (v, cs) in entries {
-        w.items().u64(v.0);
-        w.changeset(cs);
+/// The server's part of a recovery (spec/snapshot.md section 7), after the state.
+pub(super) struct RecoveryWindow<'h> {
+    pub(super) peer: PeerId,
+    pub(super) integrated: ClientVersion,
+    pub(super) held: ClientVersion,
+    pub(super) verified: Vec<ServerVersion>,
+    /// (version, last own, changeset).
+    pub(super) entries: Vec<(ServerVersion, ClientVersion, &'h Changeset)>,
+}
+
+impl RecoveryWindow<'_> {
+    pub(super) fn write(&self, w: &mut SnapshotWriter) {
+        w.items().u64(self.peer.0);
+        w.items().u64(self.integrated.0);
+        w.items().u64(self.held.0);
+        w.items().count(self.verified.len());
+        for v in &self.verified {
+            w.items().u64(v.0);
+        }
+        w.items().count(self.entries.len());
+        for (v, last_own, cs) in &self.entries {
+            w.items().u64(v.0);
+            w.items().u64(last_own.0);
+            w.changeset(cs);
+        }
     }
 }
 
@@ -263,8 +321,9 @@ impl Client<MemoryStore> {
 }
 
 impl<S: Store> Client<S> {
-    /// What to ask the server for a reset ([`Server::recovery`](crate::sync::Server::recovery)).
-    pub fn recovery_request(&self) -> RecoveryRequest {
+    /// What to ask the server for a reset for `cause`
+    /// ([`Server::recovery`](crate::sync::Server::recovery)).
+    pub fn recovery_request(&self, cause: ResetCause) -> RecoveryRequest {
         let mut checkpoints: Vec<Checkpoint> = self.checkpoints.iter().copied().collect();
         checkpoints.push(Checkpoint {
             version: self.cursor.server,
@@ -272,7 +331,14 @@ impl<S: Store> Client<S> {
         });
         checkpoints.sort_by_key(|c| c.version);
         checkpoints.dedup();
-        RecoveryRequest { checkpoints }
+        let diverged_from = match cause {
+            ResetCause::ChangesetMismatch { client_version } => Some(client_version),
+            _ => None,
+        };
+        RecoveryRequest {
+            checkpoints,
+            diverged_from,
+        }
     }
 
     /// Starts this client again from the server's state in `recovery` (what
@@ -312,21 +378,23 @@ impl<S: Store> Client<S> {
             return Err(SnapshotError::Inconsistent("the recovery has no window").into());
         };
         replica.mint_after(&self.replica);
-        let (replay, mut reverted) = self.unsynced(window.integrated, cause);
-        let mut replayed = match mode {
+        let (own, mut reverted) = self.own_changesets(window.held, cause);
+        let (mut replayed, mut deferred) = match mode {
             ResetMode::Recover => {
                 let schema = replica.store().schema();
-                transform(replay, &window, schema).map_err(ResetError::Merge)?
+                let replayed = transform(own, &window, schema).map_err(ResetError::Merge)?;
+                (replayed, self.deferred.clone())
             }
             ResetMode::Discard | ResetMode::Manual => {
-                reverted.extend(replay);
-                Vec::new()
+                (reverted).extend(own.into_iter().filter(|cs| cs.client_version > window.held));
+                reverted.extend(self.deferred.iter().cloned());
+                (Vec::new(), Vec::new())
             }
         };
         for cs in &mut replayed {
             let failed = replica.apply_changeset_lenient(cs);
             if !failed.is_empty() {
-                reverted.push(Changeset {
+                deferred.push(Changeset {
                     ops: failed,
                     ..cs.clone()
                 });
@@ -351,8 +419,22 @@ impl<S: Store> Client<S> {
         fresh.clock = self.clock.clone();
         fresh.clock.observe(window.latest_timestamp);
         fresh.recovery_window = self.recovery_window;
+        // What the server holds of this client stays retained: a server restored from an
+        // older backup later may lose it again.
+        let held = |cs: &&Changeset| cs.client_version <= window.held;
+        let kept = self.retained.iter().chain(&self.unacked).filter(held);
+        fresh.retained = kept.cloned().collect();
+        let before = self
+            .checkpoints
+            .iter()
+            .filter(|c| c.version < window.version);
+        fresh.checkpoints = before.copied().collect();
         fresh.checkpoint(window.version, window.fingerprint);
+        fresh.trim_retained();
         fresh.last_reset = Some(cause.code());
+        fresh.deferred = deferred;
+        fresh.retry_deferred();
+        let deferred = fresh.deferred.clone();
         let previous = std::mem::replace(self, fresh);
         Ok(Reset {
             cause,
@@ -360,36 +442,35 @@ impl<S: Store> Client<S> {
             version: window.version,
             recovered,
             reverted,
+            deferred,
             previous: (mode == ResetMode::Manual).then_some(previous),
         })
     }
 
-    /// The changesets of this client the server does not hold (client versions after
-    /// `integrated`), in client-version order; and, apart, a changeset the server refused for
-    /// good.
-    fn unsynced(
+    /// This client's changesets that take part in a recovery, in client-version order: those
+    /// the server does not hold (client versions after `held`), and the unacknowledged ones
+    /// it holds, which the changesets concurrent with them must still be merged past, as a
+    /// download would. And, apart, a changeset the server refused for good.
+    fn own_changesets(
         &self,
-        integrated: ClientVersion,
+        held: ClientVersion,
         cause: ResetCause,
     ) -> (Vec<Changeset>, Vec<Changeset>) {
         let refused = match cause {
             ResetCause::Refused { client_version } => Some(client_version),
             _ => None,
         };
-        let retained = self.retained.iter();
-        let mut replay = Vec::new();
+        let lost = self.retained.iter().filter(|cs| cs.client_version > held);
+        let mut own = Vec::new();
         let mut reverted = Vec::new();
-        for cs in retained.chain(&self.unacked).cloned() {
-            if cs.client_version <= integrated {
-                continue;
-            }
+        for cs in lost.chain(&self.unacked).cloned() {
             if Some(cs.client_version) == refused {
                 reverted.push(cs);
             } else {
-                replay.push(cs);
+                own.push(cs);
             }
         }
-        (replay, reverted)
+        (own, reverted)
     }
 }
 
@@ -418,6 +499,10 @@ fn read_window(
         return Err(inconsistent("the recovery was made for another peer"));
     }
     let integrated = ClientVersion(r.items().u64("integrated client version")?);
+    let held = ClientVersion(r.items().u64("held client version")?);
+    if held > integrated {
+        return Err(inconsistent("the recovery holds more than it integrated"));
+    }
     let n = r.count(MIN_VERSION_BYTES, "verified checkpoints")?;
     let mut verified: Vec<ServerVersion> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -428,16 +513,23 @@ fn read_window(
         verified.push(v);
     }
     let n = r.count(MIN_ENTRY_BYTES, "window entries")?;
-    let mut entries: Vec<(ServerVersion, Changeset)> = Vec::with_capacity(n);
+    let mut entries: Vec<DownloadEntry> = Vec::with_capacity(n);
     for _ in 0..n {
         let v = ServerVersion(r.items().u64("window version")?);
-        let cs = r.changeset()?;
-        if v > version || cs.origin == peer || entries.last().is_some_and(|(l, _)| *l >= v) {
+        let last_own = ClientVersion(r.items().u64("window entry's last own version")?);
+        let changeset = r.changeset()?;
+        let after = entries.last().map_or(true, |l| l.server_version < v);
+        if v > version || !after || last_own > held {
             return Err(inconsistent(
                 "the recovery's window entries are out of order",
             ));
         }
-        entries.push((v, cs));
+        entries.push(DownloadEntry {
+            server_version: v,
+            last_own,
+            fingerprint: Fingerprint::default(),
+            changeset,
+        });
     }
     if integrated.0 == u64::MAX {
         return Err(inconsistent("the recovery leaves no client version"));
@@ -447,17 +539,20 @@ fn read_window(
         fingerprint,
         latest_timestamp,
         integrated,
+        held,
         verified,
         entries,
     })
 }
 
-/// Transforms the changesets to replay past the window as the client would have, had it
-/// downloaded the window: each is merged with the window entries up to its base (where
-/// that base is one the server's history still holds), the way a client integrates a download
-/// with its unacknowledged changesets, and the rest of the window comes last.
+/// Transforms this client's changesets past the window as the client would have, had it
+/// downloaded the window, and returns those the server does not hold. Each changeset joins the
+/// unacknowledged ones once the window entries up to its base are integrated (where the base
+/// is one the server's history still holds); each batch of entries with the same view of the
+/// client's changesets drops those it includes and is merged with the rest, as
+/// [`Client::integrate`] does.
 fn transform(
-    replay: Vec<Changeset>,
+    own: Vec<Changeset>,
     window: &Window,
     schema: &Schema,
 ) -> Result<Vec<Changeset>, Error> {
@@ -469,21 +564,24 @@ fn transform(
             .map_or(ServerVersion(0), |i| window.verified[i])
     };
     let mut entries = window.entries.iter().peekable();
-    let mut pending: Vec<Changeset> = Vec::with_capacity(replay.len());
-    for cs in replay {
-        let base = held(cs.base_version);
-        let mut incoming: Vec<Changeset> = Vec::new();
-        while let Some((_, e)) = entries.next_if(|(v, _)| *v <= base) {
-            incoming.push(e.clone());
+    let mut pending: Vec<Changeset> = Vec::with_capacity(own.len());
+    let mut integrate = |pending: &mut Vec<Changeset>, upto: Option<ServerVersion>| {
+        let within = |e: &&DownloadEntry| upto.map_or(true, |u| e.server_version <= u);
+        while let Some(first) = entries.next_if(within) {
+            let mut batch = vec![first.changeset.clone()];
+            while let Some(e) = entries.next_if(|e| within(e) && e.last_own == first.last_own) {
+                batch.push(e.changeset.clone());
+            }
+            pending.retain(|cs| cs.client_version > first.last_own);
+            merge(&mut batch, pending, schema)?;
         }
-        if !incoming.is_empty() {
-            merge(&mut incoming, &mut pending, schema)?;
-        }
+        Ok::<(), Error>(())
+    };
+    for cs in own {
+        integrate(&mut pending, Some(held(cs.base_version)))?;
         pending.push(cs);
     }
-    let mut rest: Vec<Changeset> = entries.map(|(_, e)| e.clone()).collect();
-    if !rest.is_empty() {
-        merge(&mut rest, &mut pending, schema)?;
-    }
+    integrate(&mut pending, None)?;
+    pending.retain(|cs| cs.client_version > window.held);
     Ok(pending)
 }

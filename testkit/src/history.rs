@@ -4,7 +4,7 @@
 //! reset property tests all draw from here.
 
 use objsync::json::{canonical, state_json};
-use objsync::sync::{Client, Server};
+use objsync::sync::{Client, ResetCause, ResetMode, Server, SyncError};
 use objsync::{ObjKey, ObjectType, PeerId, PropType, Property, Replica, Transaction, Value};
 use proptest::prelude::*;
 
@@ -214,6 +214,16 @@ pub struct Run {
     pub server: Server,
     /// The clients, peer ids 1..=n.
     pub clients: Vec<Client>,
+    /// How a client is reset when the server says it must be; `None`: it never must.
+    pub reset_mode: Option<ResetMode>,
+    /// Every reset so far: during which upload or download (counted from 0), the client, and
+    /// why.
+    pub resets: Vec<(usize, usize, ResetCause)>,
+    /// Uploads and downloads so far.
+    pub actions: usize,
+    /// (action, client): before that upload or download, the client downloads everything
+    /// (what a reset does in another run of the same history).
+    pub catch_up: Vec<(usize, usize)>,
 }
 
 impl Run {
@@ -222,6 +232,10 @@ impl Run {
         let mut run = Run {
             server: Server::new(),
             clients: (1..=n).map(|k| Client::new(PeerId(k as u64))).collect(),
+            reset_mode: None,
+            resets: Vec::new(),
+            actions: 0,
+            catch_up: Vec::new(),
         };
         run.clients[0]
             .write(0, |tx| {
@@ -238,19 +252,64 @@ impl Run {
         run
     }
 
-    /// Client `c` uploads; the server must integrate it.
+    /// Client `c` uploads; the server must integrate it (after a reset if it says so).
     pub fn upload(&mut self, c: usize) {
-        let client = &mut self.clients[c];
-        let ack = (self.server.integrate(client.peer(), client.upload())).expect("integrates");
-        client.acknowledge(ack);
+        self.or_reset(c, |run, c| {
+            let client = &mut run.clients[c];
+            let ack = run.server.integrate(client.peer(), client.upload())?;
+            client.acknowledge(ack);
+            Ok(())
+        });
     }
 
-    /// Client `c` downloads (at most `count` entries); it must integrate them.
+    /// Client `c` downloads (at most `count` entries); it must integrate them (after a reset
+    /// if the server says so).
     pub fn download(&mut self, c: usize, count: Option<usize>) {
+        self.or_reset(c, |run, c| {
+            let client = &mut run.clients[c];
+            let d = run.server.download(client.peer(), client.cursor(), count)?;
+            client.integrate(d)
+        });
+    }
+
+    /// Runs `act` for client `c`; if the server says the client must be reset and the run
+    /// resets clients, resets it and runs `act` again, which must then succeed.
+    fn or_reset(&mut self, c: usize, act: impl Fn(&mut Run, usize) -> Result<(), SyncError>) {
+        let action = self.actions;
+        self.actions += 1;
+        let before = self.catch_up.iter().filter(|(a, _)| *a == action);
+        for k in before.map(|(_, k)| *k).collect::<Vec<_>>() {
+            let client = &mut self.clients[k];
+            let d = self.server.download(client.peer(), client.cursor(), None);
+            client.integrate(d.expect("whole")).expect("integrates");
+        }
+        // Each reset may uncover another cause (a server restored twice, from two copies);
+        // the client refuses to reset twice in a row for one cause, so this ends.
+        loop {
+            let Err(e) = act(self, c) else {
+                return;
+            };
+            match (self.reset_mode, e.reset_cause()) {
+                (Some(mode), Some(cause)) => {
+                    self.reset(c, cause, mode);
+                    self.resets.last_mut().expect("just reset").0 = action;
+                }
+                _ => panic!("client {c}: {e}"),
+            }
+        }
+    }
+
+    /// Resets client `c` from the server's current state.
+    pub fn reset(&mut self, c: usize, cause: ResetCause, mode: ResetMode) -> objsync::sync::Reset {
         let client = &mut self.clients[c];
-        let d = (self.server.download(client.peer(), client.cursor(), count))
-            .expect("the history is whole");
-        client.integrate(d).expect("integrates");
+        let recovery = self
+            .server
+            .recovery(client.peer(), &client.recovery_request(cause));
+        let reset = client
+            .reset(&recovery, cause, mode)
+            .expect("the client resets");
+        self.resets.push((self.actions, c, cause));
+        reset
     }
 
     /// Runs one step, visiting the clients of a sync step in `order`.

@@ -276,12 +276,22 @@ impl History {
         self.index.candidates(footprint, after.0, peer)
     }
 
-    /// Appends an integrated entry and returns its version.
-    pub(super) fn push(&mut self, entry: HistoryEntry) -> ServerVersion {
-        let v = ServerVersion(self.latest().0 + 1);
+    /// Appends an integrated entry whose changeset, as uploaded, has signature `signature`;
+    /// returns its version.
+    pub(super) fn push(&mut self, entry: HistoryEntry, signature: u64) -> ServerVersion {
         let cs = &entry.changeset;
-        let next = (self.latest_fingerprint()).then(cs.origin, cs.client_version, cs.timestamp);
-        self.fingerprints.push(next);
+        let next = (self.latest_fingerprint()).then(cs.origin, cs.client_version, signature);
+        self.append(entry, next)
+    }
+
+    /// Appends an entry with the fingerprint through it (when loading); returns its version.
+    pub(super) fn append(
+        &mut self,
+        entry: HistoryEntry,
+        fingerprint: Fingerprint,
+    ) -> ServerVersion {
+        let v = ServerVersion(self.latest().0 + 1);
+        self.fingerprints.push(fingerprint);
         self.observe_timestamp(entry.changeset.timestamp);
         self.index.add(v.0, &entry.changeset);
         if let Some(encoded) = self.encoded.get_mut() {

@@ -21,7 +21,7 @@ use crate::replica::Replica;
 use crate::store::{MemoryStore, Store};
 use hashbrown::HashMap;
 use index::Footprint;
-use peers::PeerState;
+use peers::{Integration, PeerState};
 
 /// The server of one realm. See the module documentation.
 #[derive(Debug)]
@@ -90,6 +90,18 @@ impl<S: Store> Server<S> {
                 integrated,
             });
         }
+        let held = self
+            .peers
+            .get(&peer)
+            .and_then(|s| s.signature(upload.acknowledged));
+        if let (Some(held), Some(theirs)) = (held, upload.acknowledged_signature) {
+            if held != theirs {
+                return Err(SyncError::ChangesetMismatch {
+                    peer,
+                    version: upload.acknowledged,
+                });
+            }
+        }
         for cs in upload.changesets {
             self.integrate_changeset(peer, cs)?;
         }
@@ -143,10 +155,24 @@ impl<S: Store> Server<S> {
         cs: Changeset,
     ) -> Result<(), SyncError> {
         if cs.client_version <= self.last_integrated(peer) {
-            return Ok(());
+            // A changeset resent after a lost acknowledgement; unless it is another one
+            // written under the same version (a copied client), which must not vanish.
+            let held = self
+                .peers
+                .get(&peer)
+                .and_then(|s| s.signature(cs.client_version));
+            return match held {
+                Some(signature) if signature != cs.signature() => {
+                    Err(SyncError::ChangesetMismatch {
+                        peer,
+                        version: cs.client_version,
+                    })
+                }
+                _ => Ok(()),
+            };
         }
         self.check_upload(peer, &cs)?;
-        let (b, client_version) = (cs.base_version, cs.client_version);
+        let (b, client_version, signature) = (cs.base_version, cs.client_version, cs.signature());
         let reject = |error: Error| SyncError::Rejected {
             peer,
             client_version,
@@ -163,12 +189,20 @@ impl<S: Store> Server<S> {
         let mut integrated = incoming.pop().expect("one changeset");
         self.replica.apply_changeset(&integrated).map_err(reject)?;
         integrated.base_version = self.version();
-        let at = self.history.push(HistoryEntry {
-            changeset: integrated,
-            uploaded_base: b,
-        });
+        let at = self.history.push(
+            HistoryEntry {
+                changeset: integrated,
+                uploaded_base: b,
+            },
+            signature,
+        );
         let seen = window.versions.into_iter().zip(window.changesets);
-        (self.peers.entry(peer).or_default()).integrated(at, client_version, b, seen);
+        let integration = Integration {
+            server: at,
+            client: client_version,
+            signature,
+        };
+        (self.peers.entry(peer).or_default()).integrated(integration, b, seen);
         Ok(())
     }
 
@@ -196,8 +230,15 @@ impl<S: Store> Server<S> {
             });
         }
         let floor = self.peers.get(&peer).map_or(ServerVersion(0), |s| s.base);
+        if cs.base_version < floor {
+            return Err(SyncError::BaseBehind {
+                peer,
+                base: cs.base_version,
+                floor,
+            });
+        }
         let latest = self.version();
-        if cs.base_version > latest || cs.base_version < floor {
+        if cs.base_version > latest {
             return Err(SyncError::BadServerVersion {
                 peer,
                 version: cs.base_version,
@@ -313,8 +354,17 @@ impl<S: Store> Server<S> {
         Ok(Download {
             entries,
             cursor: self.cursor_at(peer, reached),
+            own_signature: self.own_signature(peer, reached),
+            integrated: self.last_integrated(peer),
             latest,
         })
+    }
+
+    /// The signature of the last changeset of `peer` integrated at or before `v`, if the peer's
+    /// table still holds it.
+    pub(crate) fn own_signature(&self, peer: PeerId, v: ServerVersion) -> Option<u64> {
+        let state = self.peers.get(&peer)?;
+        state.signature(state.own_at(v))
     }
 
     /// The download cursor of `peer` at version `v` (which must be held or the horizon).

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 /// One peer's table. See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct PeerState {
-    /// (server version, client version) of every changeset integrated from this peer.
-    pub(super) integrated: Vec<(ServerVersion, ClientVersion)>,
+    /// Every changeset integrated from this peer: its server version, client version and
+    /// [signature](Changeset::signature).
+    pub(super) integrated: Vec<Integration>,
     /// Reciprocal forms of other peers' entries, by server version, for the window after the
     /// peer's last base version: each entry as transformed past this peer's changesets that
     /// were integrated after it, which is how this peer's later uploads must meet it.
@@ -18,39 +19,64 @@ pub(super) struct PeerState {
     pub(super) base: ServerVersion,
 }
 
+/// How many integrations at or before the horizon a peer's table keeps: as many as a client
+/// keeps changesets for a reset by default.
+const KEPT_INTEGRATIONS: usize = crate::sync::DEFAULT_RECOVERY_WINDOW;
+
+/// One changeset integrated from a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Integration {
+    pub(super) server: ServerVersion,
+    pub(super) client: ClientVersion,
+    pub(super) signature: u64,
+}
+
 impl PeerState {
     /// The last client version integrated (0 if none).
     pub(super) fn last(&self) -> ClientVersion {
-        self.integrated.last().map_or(ClientVersion(0), |e| e.1)
+        self.integrated
+            .last()
+            .map_or(ClientVersion(0), |e| e.client)
     }
 
     /// The last client version integrated at or before server version `v`.
     pub(super) fn own_at(&self, v: ServerVersion) -> ClientVersion {
-        let n = self.integrated.partition_point(|e| e.0 <= v);
+        let n = self.integrated.partition_point(|e| e.server <= v);
         n.checked_sub(1)
-            .map_or(ClientVersion(0), |i| self.integrated[i].1)
+            .map_or(ClientVersion(0), |i| self.integrated[i].client)
+    }
+
+    /// The signature of client version `cv`, if the table still holds it.
+    pub(super) fn signature(&self, cv: ClientVersion) -> Option<u64> {
+        let i = self
+            .integrated
+            .binary_search_by_key(&cv, |e| e.client)
+            .ok()?;
+        Some(self.integrated[i].signature)
     }
 
     /// Forgets what only the history up to `horizon` needed: reciprocal forms at or before it,
-    /// and integrations before the last one at or before it (which `own_at` still needs).
+    /// and integrations at or before it but the last [`KEPT_INTEGRATIONS`] (a client that
+    /// recovers past the horizon learns from them which of its changesets each entry of the
+    /// residue included; `own_at` needs the last one).
     pub(super) fn forget(&mut self, horizon: ServerVersion) {
         self.reciprocal = self.reciprocal.split_off(&(horizon.0 + 1));
-        let keep = self.integrated.partition_point(|e| e.0 <= horizon);
-        self.integrated.drain(..keep.saturating_sub(1));
+        let before = self.integrated.partition_point(|e| e.server <= horizon);
+        self.integrated
+            .drain(..before.saturating_sub(KEPT_INTEGRATIONS));
     }
 
-    /// Records the integration of client version `cv` at server version `at`, based on `base`,
-    /// with the window entries `seen` in the form the merge left them for this peer.
+    /// Records an integration based on `base`, with the window entries `seen` in the form the
+    /// merge left them for this peer.
     pub(super) fn integrated(
         &mut self,
-        at: ServerVersion,
-        cv: ClientVersion,
+        integration: Integration,
         base: ServerVersion,
         seen: impl IntoIterator<Item = (u64, Changeset)>,
     ) {
         self.base = base;
         self.reciprocal = self.reciprocal.split_off(&(base.0 + 1));
         self.reciprocal.extend(seen);
-        self.integrated.push((at, cv));
+        self.integrated.push(integration);
     }
 }

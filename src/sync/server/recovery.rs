@@ -1,26 +1,28 @@
 //! What the server gives a client to be reset ([`Server::recovery`]): its state, what it holds
-//! of the client's peer, and the window of other peers' changesets the client's unsynced ones
-//! must be merged with (spec/semantics.md section 10).
+//! of the client's peer, and the window of changesets the client's own must be merged with
+//! (spec/semantics.md section 10).
 
 use super::Server;
-use crate::model::{Changeset, PeerId, ServerVersion};
+use crate::model::{ClientVersion, PeerId, ServerVersion};
 use crate::snapshot::{Kind, SnapshotWriter};
 use crate::store::Store;
-use crate::sync::reset::write_recovery;
+use crate::sync::reset::RecoveryWindow;
 use crate::sync::RecoveryRequest;
 
 impl<S: Store> Server<S> {
     /// A recovery for `peer`, whose client asks with `request`
     /// ([`Client::recovery_request`](crate::sync::Client::recovery_request)), for
     /// [`Client::reset`](crate::sync::Client::reset): the state at the latest version, the
-    /// last client version of `peer` this server holds, which of the client's checkpoints
-    /// this history still has, and every other peer's changeset after the lowest of them, in
-    /// the form `peer` must meet it (its reciprocal form where the server keeps one; for a
-    /// trimmed part of the history, its residue).
+    /// last client version of `peer` this server has integrated, which of the client's
+    /// checkpoints this history still has, and every changeset after the lowest of them that
+    /// the client's own are concurrent with, as a download would bring it (for a trimmed part
+    /// of the history, its residue), with the client's last changeset each one includes.
     ///
     /// A checkpoint holds when this history has that version with that fingerprint; one
     /// before the horizon cannot be checked and is taken to hold (a server restored from a
-    /// backup *and* trimmed past the backup cannot tell).
+    /// backup *and* trimmed past the backup cannot tell). When the request says the server
+    /// holds other changesets than the client's from some client version on, those count as
+    /// another peer's.
     pub fn recovery(&self, peer: PeerId, request: &RecoveryRequest) -> Vec<u8> {
         let horizon = self.history.horizon();
         let latest = self.version();
@@ -34,25 +36,37 @@ impl<S: Store> Server<S> {
             .collect();
         verified.sort_unstable();
         verified.dedup();
-        // The window starts at the lowest checkpoint where it holds; everything after is
-        // concurrent with something the client replays.
+        // The window starts at the lowest checkpoint where it holds: everything after may be
+        // concurrent with something of the client's.
         let lowest = request.checkpoints.iter().map(|c| c.version).min();
         let from = match lowest {
             Some(v) if verified.first() == Some(&v) => v,
             _ => ServerVersion(0),
         };
-        let reciprocal = self.peers.get(&peer).map(|s| &s.reciprocal);
+        let integrated = self.last_integrated(peer);
+        let held = match request.diverged_from {
+            Some(d) => integrated.min(ClientVersion(d.0.saturating_sub(1))),
+            None => integrated,
+        };
         let trimmed = (self.history.residue().iter()).map(|(v, cs)| (*v, cs));
-        let held = (self.history.after(horizon)).map(|(v, e)| {
-            let seen = reciprocal.and_then(|r| r.get(&v.0));
-            (v, seen.unwrap_or(&e.changeset))
-        });
-        let window: Vec<(ServerVersion, &Changeset)> = (trimmed.chain(held))
-            .filter(|(v, cs)| *v > from && cs.origin != peer)
+        let kept = self.history.after(horizon).map(|(v, e)| (v, &e.changeset));
+        let entries = (trimmed.chain(kept))
+            .filter(|(v, cs)| *v > from && (cs.origin != peer || cs.client_version > held))
+            .map(|(v, cs)| {
+                let last_own = self.own_at(peer, ServerVersion(v.0 - 1)).min(held);
+                (v, last_own, cs)
+            })
             .collect();
+        let window = RecoveryWindow {
+            peer,
+            integrated,
+            held,
+            verified,
+            entries,
+        };
         let mut w = SnapshotWriter::new(Kind::Recovery);
         self.write_state_at_latest(&mut w);
-        write_recovery(&mut w, peer, self.last_integrated(peer), &verified, &window);
+        window.write(&mut w);
         w.finish()
     }
 }

@@ -2,7 +2,7 @@
 //! table. The history index and the byte counts are derived, and rebuilt when loading.
 
 use super::history::{History, HistoryEntry};
-use super::peers::PeerState;
+use super::peers::{Integration, PeerState};
 use super::Server;
 use crate::model::{ClientVersion, Fingerprint, ServerVersion};
 use crate::replica::Replica;
@@ -11,9 +11,11 @@ use crate::store::{MemoryStore, Store};
 use hashbrown::HashMap;
 
 /// Smallest encoded sizes, for bounding counts by the input left.
-const MIN_ENTRY_BYTES: usize = 6;
+const MIN_ENTRY_BYTES: usize = 7;
+/// A version and a changeset.
+const MIN_FORM_BYTES: usize = 6;
 const MIN_PEER_BYTES: usize = 4;
-const MIN_PAIR_BYTES: usize = 2;
+const MIN_INTEGRATION_BYTES: usize = 3;
 
 impl Server<MemoryStore> {
     /// Loads a server saved with [`Server::save`], with an in-memory store.
@@ -109,8 +111,10 @@ impl<S: Store> Server<S> {
             w.changeset(cs);
         }
         w.items().count(self.history.len());
-        for (_, entry) in self.history.iter() {
+        for (v, entry) in self.history.iter() {
             w.items().u64(entry.uploaded_base.0);
+            w.items()
+                .u64(self.history.fingerprint(v).unwrap_or_default().0);
             w.changeset(&entry.changeset);
         }
         let mut peers: Vec<_> = self.peers.iter().collect();
@@ -121,9 +125,10 @@ impl<S: Store> Server<S> {
             e.u64(peer.0);
             e.u64(state.base.0);
             e.count(state.integrated.len());
-            for (sv, cv) in &state.integrated {
-                e.u64(sv.0);
-                e.u64(cv.0);
+            for i in &state.integrated {
+                e.u64(i.server.0);
+                e.u64(i.client.0);
+                e.u64(i.signature);
             }
             e.count(state.reciprocal.len());
             for (v, cs) in &state.reciprocal {
@@ -149,7 +154,7 @@ impl<S: Store> Server<S> {
         let fingerprint = Fingerprint(r.items().u64("horizon fingerprint")?);
         let mut history = History::starting_at(horizon, fingerprint);
         history.observe_timestamp(r.items().u64("latest timestamp")?);
-        let n = r.count(MIN_ENTRY_BYTES, "residue entries")?;
+        let n = r.count(MIN_FORM_BYTES, "residue entries")?;
         let mut residue: Vec<(ServerVersion, _)> = Vec::with_capacity(n);
         for _ in 0..n {
             let v = ServerVersion(r.items().u64("residue version")?);
@@ -165,6 +170,7 @@ impl<S: Store> Server<S> {
         let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
         for _ in 0..n {
             let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);
+            let fingerprint = Fingerprint(r.items().u64("entry fingerprint")?);
             let changeset = r.changeset()?;
             // The entry gets version latest + 1, which must exist.
             if changeset.base_version != history.latest()
@@ -175,10 +181,13 @@ impl<S: Store> Server<S> {
                     "a history entry names versions it cannot have",
                 ));
             }
-            history.push(HistoryEntry {
-                changeset,
-                uploaded_base,
-            });
+            history.append(
+                HistoryEntry {
+                    changeset,
+                    uploaded_base,
+                },
+                fingerprint,
+            );
         }
         let mut peers = HashMap::new();
         let n = r.count(MIN_PEER_BYTES, "peers")?;
@@ -188,25 +197,30 @@ impl<S: Store> Server<S> {
                 base: ServerVersion(r.items().u64("peer base")?),
                 ..PeerState::default()
             };
-            let m = r.count(MIN_PAIR_BYTES, "integrations")?;
+            let m = r.count(MIN_INTEGRATION_BYTES, "integrations")?;
             for _ in 0..m {
                 let sv = ServerVersion(r.items().u64("integrated server version")?);
                 let cv = ClientVersion(r.items().u64("integrated client version")?);
+                let signature = r.items().u64("integrated signature")?;
                 let fits = history.get(sv).map_or(true, |e| {
                     e.changeset.origin == peer && e.changeset.client_version == cv
                 });
                 let ordered = state
                     .integrated
                     .last()
-                    .map_or(true, |l| l.0 < sv && l.1 < cv);
+                    .map_or(true, |l| l.server < sv && l.client < cv);
                 if !fits || !ordered || sv > history.latest() {
                     return Err(inconsistent(
                         "a peer's integrations do not match the history",
                     ));
                 }
-                state.integrated.push((sv, cv));
+                state.integrated.push(Integration {
+                    server: sv,
+                    client: cv,
+                    signature,
+                });
             }
-            let m = r.count(MIN_ENTRY_BYTES, "reciprocal forms")?;
+            let m = r.count(MIN_FORM_BYTES, "reciprocal forms")?;
             for _ in 0..m {
                 let v = r.items().u64("reciprocal version")?;
                 let cs = r.changeset()?;

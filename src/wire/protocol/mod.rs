@@ -164,6 +164,9 @@ pub struct DownloadMessage {
     pub latest: ServerVersion,
     /// The last client version of the receiver the server has integrated.
     pub upload_ack: ClientVersion,
+    /// The [signature](crate::Changeset::signature) of the receiver's changeset that
+    /// `cursor.own` names, 0 if the server no longer knows it.
+    pub own_signature: u64,
     /// Bytes of history still to come for this client after this message.
     pub downloadable: u64,
     /// Pieces of history entries, in server-version order.
@@ -377,6 +380,7 @@ impl ServerMessage {
                 put_cursor(&mut out, d.cursor);
                 put_u64(&mut out, d.latest.0);
                 put_u64(&mut out, d.upload_ack.0);
+                put_u64(&mut out, d.own_signature);
                 put_u64(&mut out, d.downloadable);
                 put_chunks(&mut out, &d.chunks, |o, h| {
                     put_u64(o, h.server_version.0);
@@ -424,6 +428,7 @@ impl ServerMessage {
                 cursor: cursor(&mut r)?,
                 latest: ServerVersion(r.u64("latest server version")?),
                 upload_ack: ClientVersion(r.u64("upload acknowledgement")?),
+                own_signature: r.u64("own signature")?,
                 downloadable: r.u64("downloadable bytes")?,
                 chunks: chunks(&mut r, limits, |r| {
                     Ok(DownloadHead {

@@ -65,7 +65,7 @@ impl World {
         let client = &mut self.clients[k - 1];
         let recovery = self
             .server
-            .recovery(client.peer(), &client.recovery_request());
+            .recovery(client.peer(), &client.recovery_request(cause));
         match client.reset(&recovery, cause, mode) {
             Ok(reset) => {
                 eprintln!("client {k}: {reset}");
@@ -88,14 +88,17 @@ impl World {
         act: impl Fn(&mut World, usize) -> Result<bool, SyncError>,
     ) -> bool {
         let mut result = act(self, k);
-        if let Err(e) = &result {
+        // Each reset may uncover another cause (a server restored twice, from two copies);
+        // a client refuses to reset twice in a row for one cause, so this ends.
+        while let Err(e) = &result {
             let cause = e.reset_cause();
-            if let Some(cause) = cause.filter(|c| !matches!(c, ResetCause::Refused { .. })) {
-                if !self.reset(k, None, cause) {
-                    return true;
-                }
-                result = act(self, k);
+            let Some(cause) = cause.filter(|c| !matches!(c, ResetCause::Refused { .. })) else {
+                break;
+            };
+            if !self.reset(k, None, cause) {
+                return true;
             }
+            result = act(self, k);
         }
         result.unwrap_or_else(|e| {
             (self.errors).push((k, error_name(&e).to_string(), e.to_string()));
