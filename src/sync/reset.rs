@@ -416,7 +416,7 @@ impl<S: Store> Client<S> {
         fresh.acked = window.integrated;
         fresh.next_version = window.integrated.0 + 1 + replayed.len() as u64;
         fresh.unacked = replayed;
-        fresh.clock = self.clock.clone();
+        fresh.clock = self.clock;
         fresh.clock.observe(window.latest_timestamp);
         fresh.recovery_window = self.recovery_window;
         // What the server holds of this client stays retained: a server restored from an

@@ -310,7 +310,7 @@ impl History {
     ) {
         let cut = self.held_through(horizon);
         self.entries.drain(..cut);
-        if let Some(last) = self.fingerprints.drain(..cut).last() {
+        if let Some(last) = self.fingerprints.drain(..cut).next_back() {
             self.base_fingerprint = last;
         }
         self.residue = residue;
