@@ -37,7 +37,6 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -402,10 +401,11 @@ impl RealmState {
 struct Realm {
     path: String,
     state: Mutex<RealmState>,
-    /// Journal length known to be on disk.
-    synced: AtomicU64,
-    /// One sync at a time: whoever waits behind it usually finds its bytes covered already.
-    sync_gate: tokio::sync::Mutex<()>,
+    /// Journal length known to be on disk; every waiter sees it move at once.
+    synced: watch::Sender<u64>,
+    /// Taken by the one session syncing; the others wait for `synced` to move, and usually
+    /// find their bytes covered by that sync.
+    syncing: tokio::sync::Mutex<()>,
     /// A second handle on the journal, to sync without holding the realm's lock.
     sync_file: Arc<File>,
     /// Bumped when the history grows or the realm breaks.
@@ -424,8 +424,8 @@ impl Realm {
                 broken: false,
             }),
             // Opening and creating leave the journal synced.
-            synced: AtomicU64::new(len),
-            sync_gate: tokio::sync::Mutex::new(()),
+            synced: watch::channel(len).0,
+            syncing: tokio::sync::Mutex::new(()),
             changed: watch::channel(()).0,
         })
     }
@@ -436,30 +436,37 @@ impl Realm {
         self.state.lock().ok().filter(|s| !s.broken)
     }
 
-    fn synced(&self) -> u64 {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    /// Waits until the journal is on disk up to `target` bytes, syncing if no one else is.
+    /// Waits until the journal is on disk up to `target` bytes. One session at a time syncs
+    /// (everything appended by then, not just its own target); the others wait for the synced
+    /// length to move and sync themselves only if it stops short of their target, so a busy
+    /// realm pays one `fdatasync` per batch of uploads and every waiter wakes at once.
     async fn sync_to(&self, target: u64) -> io::Result<()> {
-        if self.synced() >= target {
-            return Ok(());
+        let mut synced = self.synced.subscribe();
+        loop {
+            if *synced.borrow_and_update() >= target {
+                return Ok(());
+            }
+            let Ok(gate) = self.syncing.try_lock() else {
+                if synced.changed().await.is_err() {
+                    return Err(io::Error::other("the realm is gone"));
+                }
+                continue;
+            };
+            let upto = match self.lock() {
+                Some(state) => state.journal.end(),
+                None => return Err(io::Error::other("the realm's journal failed")),
+            };
+            let file = self.sync_file.clone();
+            let result = tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r);
+            // The gate opens before the news goes out, so a waiter it does not cover can take
+            // it at once.
+            drop(gate);
+            result?;
+            self.synced.send_modify(|s| *s = (*s).max(upto));
         }
-        let _gate = self.sync_gate.lock().await;
-        if self.synced() >= target {
-            return Ok(());
-        }
-        // Everything appended up to now is covered by this sync, not just `target`.
-        let upto = match self.lock() {
-            Some(state) => state.journal.end(),
-            None => return Err(io::Error::other("the realm's journal failed")),
-        };
-        let file = self.sync_file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)??;
-        self.synced.fetch_max(upto, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Marks the realm broken and wakes its sessions so they close.
@@ -470,6 +477,8 @@ impl Realm {
             Err(poisoned) => poisoned.into_inner().broken = true,
         }
         self.changed.send_replace(());
+        // Sessions waiting for a sync look again, and find the realm broken.
+        self.synced.send_modify(|_| {});
     }
 }
 
@@ -776,27 +785,33 @@ impl Conn {
         self.unavailable();
     }
 
-    /// The next batch of frames to send. Frames are only taken while every journal byte is
-    /// synced: any of them may reveal an entry, salt or acknowledgement of the realm.
+    /// The next batch of frames to send, once every journal byte they may depend on is on
+    /// disk: any of them may reveal an entry, salt or acknowledgement of the realm, and
+    /// everything the realm held when they were built was appended to the journal by then
+    /// (events are appended in the critical section that produced them). So the frames are
+    /// taken first and the sync waited for afterwards, to the journal's length at that moment:
+    /// a fixed target, which later uploads to a busy realm cannot move out of reach.
     async fn transmittable(&mut self) -> Vec<Vec<u8>> {
-        loop {
-            let Some(bound) = &self.bound else {
+        let Some(bound) = &self.bound else {
+            return drain(&mut self.session, &self.unbound);
+        };
+        let realm = bound.realm.clone();
+        let (frames, appended) = {
+            let Some(state) = realm.lock() else {
+                self.unavailable();
                 return drain(&mut self.session, &self.unbound);
             };
-            let realm = bound.realm.clone();
-            let appended = {
-                let Some(state) = realm.lock() else {
-                    self.unavailable();
-                    return drain(&mut self.session, &self.unbound);
-                };
-                let appended = state.journal.end();
-                if realm.synced() >= appended {
-                    return drain(&mut self.session, &state.realm);
-                }
-                appended
-            };
-            if let Err(e) = realm.sync_to(appended).await {
+            (drain(&mut self.session, &state.realm), state.journal.end())
+        };
+        if frames.is_empty() {
+            return frames;
+        }
+        match realm.sync_to(appended).await {
+            Ok(()) => frames,
+            Err(e) => {
+                // Frames that may reveal what the disk lost never leave.
                 self.broken(&realm, &e).await;
+                drain(&mut self.session, &self.unbound)
             }
         }
     }
