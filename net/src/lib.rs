@@ -2,6 +2,8 @@
 //! `load` binaries (`src/bin/`) and the end-to-end tests (`tests/net.rs`) share.
 //!
 //! - [`journal`]: the append-only checksummed log both sides keep their durable state in.
+//! - [`disk`]: a realm's files (snapshot, journal, the previous generation), opening,
+//!   checkpoints, and the checks and repairs of `objsync-admin`.
 //! - [`server`]: realms on disk, authentication and permissions, one task per connection.
 //! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
 //!   `sync` and `watch` loops.
@@ -11,6 +13,7 @@
 //! reaches the session, which answers it with a proper ERROR.
 
 pub mod client;
+pub mod disk;
 pub mod journal;
 pub mod server;
 

@@ -24,13 +24,14 @@
 //! reopens it from disk, where the failed tail is cut off; its clients re-upload whatever was
 //! not acknowledged.
 
-use super::journal::{invalid, write_atomically, Journal, Put, Take};
+use super::disk::{self, checkpoint, create_realm};
+pub use super::disk::{open_realm, realm_file, snapshot_file};
+use super::journal::Journal;
 use super::{random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
-use objsync::wire;
 use objsync::wire::{ErrorCode, Limits};
-use objsync::{PeerId, ServerVersion, Store};
+use objsync::Store;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -61,14 +62,6 @@ pub const ADMIN_USER: &str = "__admin";
 
 /// The longest path segment: segments become file names.
 const MAX_SEGMENT: usize = 200;
-
-/// Journal record tags of a realm.
-const HEADER: u8 = 0;
-const REGISTERED: u8 = 1;
-const INTEGRATED: u8 = 2;
-
-/// What a realm journal's header record says it is.
-const REALM_KIND: &[u8] = b"objsync realm";
 
 // ---------------------------------------------------------------------------------------------
 // Configuration: tokens, users, permissions
@@ -269,100 +262,6 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the realm at `path` keeps its journal: one directory level per segment, directories
-/// suffixed `.d` and the file `.log`, so `/a` and `/a/b` never collide whatever the names.
-pub fn realm_file(data: &Path, path: &str) -> PathBuf {
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    let mut file = data.join("realms");
-    for seg in &segs[..segs.len() - 1] {
-        file.push(format!("{seg}.d"));
-    }
-    file.push(format!("{}.log", segs[segs.len() - 1]));
-    file
-}
-
-// ---------------------------------------------------------------------------------------------
-// Realms on disk
-// ---------------------------------------------------------------------------------------------
-
-/// Opens the realm journal at `file` and replays it. Returns the realm, its journal and the
-/// bytes of torn tail dropped. Also the tests' way to read what a stopped server holds.
-pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
-    let snapshot = snapshot_file(file);
-    let mut realm: Option<ServerRealm> = None;
-    let mut from_snapshot = match std::fs::read(&snapshot) {
-        Ok(bytes) => Some(ServerRealm::load(&bytes).map_err(|e| {
-            invalid(format!(
-                "{}: {e} (the realm stays closed: nothing is discarded)",
-                snapshot.display()
-            ))
-        })?),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    let opened = Journal::open(file, |rec| {
-        let mut t = Take(rec);
-        match (t.tag()?, realm.as_mut()) {
-            (HEADER, None) => {
-                if t.bytes()? != REALM_KIND {
-                    return Err(invalid("not a realm journal"));
-                }
-                let file_ident = t.u64()?;
-                let start = from_snapshot
-                    .take()
-                    .unwrap_or_else(|| ServerRealm::new(file_ident));
-                if start.file_ident() != file_ident {
-                    return Err(invalid(
-                        "the journal belongs to another realm than the snapshot",
-                    ));
-                }
-                realm = Some(start);
-            }
-            (REGISTERED, Some(r)) => {
-                let (peer, salt) = (PeerId(t.u64()?), t.u64()?);
-                r.register(peer, salt);
-            }
-            (INTEGRATED, Some(r)) => {
-                let peer = PeerId(t.u64()?);
-                let cs = wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
-                r.integrate(peer, cs)
-                    .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
-            }
-            (tag, _) => return Err(invalid(format!("unexpected record tag {tag}"))),
-        }
-        t.end()
-    })?;
-    let realm = realm.expect("a journal has a header");
-    Ok((realm, opened.journal, opened.dropped))
-}
-
-/// Where the realm whose journal is `file` keeps its snapshot.
-pub fn snapshot_file(file: &Path) -> PathBuf {
-    file.with_extension("snap")
-}
-
-/// Writes the realm's snapshot (after trimming its history to the last `keep` entries, if
-/// set) and starts a fresh journal behind it. A crash between the two leaves the new snapshot
-/// and the old journal, whose records replay on it as duplicates.
-fn checkpoint(file: &Path, realm: &mut ServerRealm, keep: Option<u64>) -> io::Result<Journal> {
-    if let Some(keep) = keep {
-        realm.trim(ServerVersion(
-            realm.server().version().0.saturating_sub(keep),
-        ));
-    }
-    write_atomically(&snapshot_file(file), &realm.save())?;
-    let header = Put::tag(HEADER).bytes(REALM_KIND).u64(realm.file_ident());
-    Journal::replace(file, &header.0)
-}
-
-/// Creates the journal of a new realm with a random file identifier.
-fn create_realm(file: &Path) -> io::Result<(ServerRealm, Journal)> {
-    let file_ident = random_id();
-    let header = Put::tag(HEADER).bytes(REALM_KIND).u64(file_ident);
-    let journal = Journal::create(file, &header.0)?;
-    Ok((ServerRealm::new(file_ident), journal))
-}
-
 /// What a realm's lock guards.
 struct RealmState {
     realm: ServerRealm,
@@ -374,21 +273,7 @@ struct RealmState {
 impl RealmState {
     /// Appends the records of `events`; returns whether the history grew.
     fn persist(&mut self, events: &[ServerEvent]) -> io::Result<bool> {
-        let mut records = Vec::new();
-        let mut grew = false;
-        for event in events {
-            match event {
-                ServerEvent::Registered { peer, salt } => {
-                    records.push(Put::tag(REGISTERED).u64(peer.0).u64(*salt).0);
-                }
-                ServerEvent::Integrated { peer, changeset } => {
-                    grew = true;
-                    let bytes = wire::encode(changeset);
-                    records.push(Put::tag(INTEGRATED).u64(peer.0).bytes(&bytes).0);
-                }
-                ServerEvent::Closed(_) => {}
-            }
-        }
+        let (records, grew) = disk::records(events);
         let result = self.journal.append(&records);
         if result.is_err() {
             self.broken = true;

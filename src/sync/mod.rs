@@ -59,7 +59,7 @@ mod server;
 
 pub use crate::model::Cursor;
 pub use client::Client;
-pub use clock::{Hlc, VectorClock};
+pub use clock::{Hlc, VectorClock, DEFAULT_MAX_SKEW};
 pub use error::SyncError;
 pub use messages::{Download, DownloadEntry, Upload, UploadAck};
 pub use server::{History, HistoryEntry, Server};
