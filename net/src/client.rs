@@ -505,6 +505,8 @@ impl Live {
         F: FnMut(&mut Local, &ClientEvent) -> Result<Flow, Failure>,
     {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        // Nothing was read while the caller was not pumping: the silence before counts not.
+        self.last_heard = Instant::now();
         loop {
             if self.pending.is_none() {
                 self.pending = local.session.poll_transmit();

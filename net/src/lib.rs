@@ -110,8 +110,9 @@ const READ_BUFFER: usize = 16 << 10;
 const WRITE_BUFFER: usize = 64 << 10;
 
 /// How many outgoing frames may wait for the writer task: a little slack so that the
-/// session keeps working while the socket drains.
-const OUT_QUEUE: usize = 16;
+/// session keeps working while the socket drains, and few, since each may be a whole
+/// message.
+const OUT_QUEUE: usize = 4;
 
 /// A WebSocket split in two: frames come in through `incoming`, and go out through
 /// `outgoing` to a writer task. A connection thus keeps reading while it writes: two ends

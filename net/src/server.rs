@@ -51,8 +51,10 @@ use tracing::{debug, error, info, warn, Instrument};
 /// How long the WebSocket handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of frames taken from a session under the realm's lock before sending them: large
-/// enough to amortise the locking, small enough to keep memory per connection bounded.
+/// Bytes of frames taken from a session under the realm's lock before sending them, and the
+/// largest frame a session builds: large enough to amortise the locking and the framing,
+/// small enough that a connection whose client reads slowly holds a few of them at most
+/// (in its queue, its writer's channel and the WebSocket's buffer), whatever it lags by.
 const SEND_BATCH: usize = 64 << 10;
 
 /// The user id the admin token acts as, for `/~/` paths.
@@ -603,7 +605,7 @@ impl Server {
         };
         debug!(%addr, "connected");
         Conn {
-            session: ServerSession::new(limits),
+            session: ServerSession::new(limits).with_frame_size(SEND_BATCH),
             server: self,
             bound: None,
             unbound: ServerRealm::new(0),

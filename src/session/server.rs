@@ -148,6 +148,15 @@ impl ServerSession {
         }
     }
 
+    /// Builds frames of at most `bytes` (at least [`MIN_MESSAGE`]; by default the session's
+    /// `max_message`), and of at most the client's `max_message` as always. Call it before the
+    /// BIND arrives. Smaller frames bound what a connection to a client that reads slowly holds
+    /// in its buffers, at a little cost in framing; they change nothing else.
+    pub fn with_frame_size(mut self, bytes: usize) -> Self {
+        self.send_limit = bytes.max(MIN_MESSAGE).min(self.send_limit);
+        self
+    }
+
     /// Bytes of replies queued and not yet taken by [`poll_transmit`](Self::poll_transmit) or
     /// [`poll_queued`](Self::poll_queued). Every PING adds a PONG: a caller that keeps
     /// reading from a client that does not read grows it, so the caller stops reading while it
@@ -245,8 +254,7 @@ impl ServerSession {
                     ));
                 }
                 self.send_limit = self
-                    .limits
-                    .max_message
+                    .send_limit
                     .min(usize::try_from(max_message).unwrap_or(usize::MAX));
                 self.phase = ServerPhase::AwaitAccept;
                 Ok(Some(BindRequest { path, token }))
