@@ -25,8 +25,8 @@ use crate::journal::{Put, Take};
 use crate::random_id;
 use objsync::session::{ServerEvent, ServerRealm};
 use objsync::wire;
-use objsync::ServerVersion;
 use objsync::PeerId;
+use objsync::ServerVersion;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -133,7 +133,11 @@ impl Replay {
                     return Err(invalid("not a realm journal"));
                 }
                 let file_ident = t.u64()?;
-                if self.base.as_ref().is_some_and(|b| b.file_ident() != file_ident) {
+                if self
+                    .base
+                    .as_ref()
+                    .is_some_and(|b| b.file_ident() != file_ident)
+                {
                     return Err(invalid(
                         "the journal belongs to another realm than the snapshot",
                     ));
@@ -316,7 +320,9 @@ fn rebuild(file: &Path) -> io::Result<Rebuilt> {
                 )));
             }
             let earlier = load_snapshot(&prev_snapshot).map_err(|p| {
-                invalid(format!("{e}; the earlier generation does not load either: {p}"))
+                invalid(format!(
+                    "{e}; the earlier generation does not load either: {p}"
+                ))
             })?;
             let mut replay = Replay::new(earlier);
             let lost_before = notes.lost.len();

@@ -38,8 +38,8 @@ use tokio_tungstenite::WebSocketStream;
 pub fn run_main(default_filter: &str, body: impl FnOnce() -> Result<(), String>) -> ExitCode {
     use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
-    let chosen = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let chosen =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // The WebSocket crates trace every frame with its payload, and a BIND's payload holds the
     // token: whatever the chosen level, nothing of theirs below debug is shown.
     let no_frames = Targets::new()

@@ -33,7 +33,6 @@ use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSess
 use objsync::wire::{Action, ErrorCode, ErrorMessage, Limits};
 use objsync::Store;
 use serde::Deserialize;
-use subtle::{Choice, ConstantTimeEq};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
@@ -42,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use subtle::{Choice, ConstantTimeEq};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -134,7 +134,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("admin", &self.admin_token.is_some())
-            .field("users", &self.users.iter().map(|(_, id)| id).collect::<Vec<_>>())
+            .field(
+                "users",
+                &self.users.iter().map(|(_, id)| id).collect::<Vec<_>>(),
+            )
             .field("grants", &self.grants)
             .field("limits", &self.limits)
             .finish()
@@ -581,8 +584,7 @@ impl Server {
         let limits = self.limits();
         let mut admitted = lock(&self.admitted);
         let from_ip = admitted.by_address.get(&ip).copied().unwrap_or(0);
-        if admitted.total >= limits.max_connections
-            || from_ip >= limits.max_connections_per_address
+        if admitted.total >= limits.max_connections || from_ip >= limits.max_connections_per_address
         {
             return None;
         }
@@ -874,8 +876,9 @@ impl Conn {
             self.session.refuse_with(ErrorMessage {
                 code: ErrorCode::LimitsExceeded,
                 action: Action::Retry,
-                message: "the server holds as many incomplete changesets as it can; try again later"
-                    .into(),
+                message:
+                    "the server holds as many incomplete changesets as it can; try again later"
+                        .into(),
             });
             self.count_in_transit(limits);
         }

@@ -148,11 +148,19 @@ mod tests {
         let mut c = Hlc::new();
         c.observe(u64::MAX);
         assert_eq!(c.stamp_within(1_000, 100), 1_100);
-        assert_eq!(c.stamp_within(1_000, 100), 1_101, "own stamps still increase");
+        assert_eq!(
+            c.stamp_within(1_000, 100),
+            1_101,
+            "own stamps still increase"
+        );
         assert_eq!(c.stamp_within(5_000, 100), 5_100);
         let mut d = Hlc::new();
         d.observe(5_050);
-        assert_eq!(d.stamp_within(5_000, 100), 5_051, "within the skew it follows");
+        assert_eq!(
+            d.stamp_within(5_000, 100),
+            5_051,
+            "within the skew it follows"
+        );
         let mut e = Hlc::new();
         e.observe(u64::MAX);
         assert_eq!(e.stamp(1_000), 1_000 + DEFAULT_MAX_SKEW);

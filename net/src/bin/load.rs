@@ -116,7 +116,9 @@ fn serve(data: &Path, token: &str) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on {addr}");
         std::io::stdout().flush().map_err(|e| e.to_string())?;
-        Server::new(data.to_path_buf(), config).serve(listener).await;
+        Server::new(data.to_path_buf(), config)
+            .serve(listener)
+            .await;
         Ok(())
     })
 }
@@ -194,7 +196,9 @@ impl PeakSampler {
 }
 
 fn megabytes(bytes: Option<u64>) -> String {
-    bytes.map_or("-".into(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64))
+    bytes.map_or("-".into(), |b| {
+        format!("{:.0}", b as f64 / (1 << 20) as f64)
+    })
 }
 
 fn load(args: &Args) -> Result<(), String> {

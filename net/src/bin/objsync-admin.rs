@@ -73,7 +73,10 @@ fn journals(data: &Path, paths: &[String]) -> Result<Vec<PathBuf>, String> {
             if file.exists() {
                 Ok(file)
             } else {
-                Err(format!("{p}: no such realm ({} is missing)", file.display()))
+                Err(format!(
+                    "{p}: no such realm ({} is missing)",
+                    file.display()
+                ))
             }
         })
         .collect()
@@ -88,10 +91,12 @@ fn verify_realms(data: &Path, paths: &[String]) -> Result<(), String> {
     let files = journals(data, paths)?;
     for file in &files {
         let verdict = verify(file);
-        let state = if verdict.is_healthy() { "ok" } else { "DAMAGED" };
-        let version = verdict
-            .version
-            .map_or("-".to_string(), |v| v.0.to_string());
+        let state = if verdict.is_healthy() {
+            "ok"
+        } else {
+            "DAMAGED"
+        };
+        let version = verdict.version.map_or("-".to_string(), |v| v.0.to_string());
         println!("{} {state} (server version {version})", name(data, file));
         if let Some(torn) = verdict.torn {
             println!("  torn tail of {torn} bytes: cut when the server opens the realm");
