@@ -957,9 +957,7 @@ fn a_corrupt_journal_is_refused_until_repaired() {
     let length = std::fs::metadata(&journal).expect("journal").len();
     flip_middle_byte(&journal);
 
-    let error = open_realm(&journal)
-        .err()
-        .expect("a corrupt journal does not open");
+    let error = open_realm(&journal).expect_err("a corrupt journal does not open");
     let damage = Damage::of(&error).expect("a Damage error");
     assert!(damage.is_corruption());
     assert!(damage.offset > 0 && damage.offset <= length / 2, "{damage}");
@@ -1044,9 +1042,8 @@ fn a_damaged_snapshot_is_refused_and_rebuilt_from_the_generation_before() {
     let before = ServerProc::realm_state(&data, board);
     let snapshot = snapshot_file(&realm_file(&data, board));
     flip_middle_byte(&snapshot);
-    let error = open_realm(&realm_file(&data, board))
-        .err()
-        .expect("a damaged snapshot does not open");
+    let error =
+        open_realm(&realm_file(&data, board)).expect_err("a damaged snapshot does not open");
     assert!(
         error.to_string().contains(&snapshot.display().to_string()),
         "{error}"
