@@ -169,8 +169,10 @@ pub struct Local {
     identity: Option<(Identity, String)>,
     /// The latest server version persisted.
     latest: ServerVersion,
-    /// IDENT replies received (to tell whether a connection got anywhere).
-    identified: u64,
+    /// Events that moved the realm on (an acknowledgement, a download, the state): whether a
+    /// connection got anywhere. Being bound is not enough: a server that binds and then refuses
+    /// every attempt with a retry error would otherwise be retried at once, for ever.
+    progressed: u64,
 }
 
 /// What replaying a local journal rebuilds.
@@ -320,7 +322,7 @@ impl Local {
             _lock: None,
             identity,
             latest: ServerVersion(0),
-            identified: 0,
+            progressed: 0,
         }
     }
 
@@ -362,7 +364,6 @@ impl Local {
         for event in &events {
             match event {
                 ClientEvent::Identified(identity) => {
-                    self.identified += 1;
                     let path = &self.path;
                     if self.identity.as_ref() != Some(&(*identity, path.clone())) {
                         let FileIdent { peer, salt } = identity.file;
@@ -378,9 +379,16 @@ impl Local {
                         sync = true;
                     }
                 }
-                ClientEvent::Integrated(download) => records.push(download_record(download)),
-                ClientEvent::Acknowledged(v) => records.push(Put::tag(ACK).u64(v.0).0),
+                ClientEvent::Integrated(download) => {
+                    self.progressed += 1;
+                    records.push(download_record(download));
+                }
+                ClientEvent::Acknowledged(v) => {
+                    self.progressed += 1;
+                    records.push(Put::tag(ACK).u64(v.0).0);
+                }
                 ClientEvent::StartedFromState(_) => {
+                    self.progressed += 1;
                     records.push(Put::tag(SNAPSHOT).bytes(&self.session.client().save()).0);
                     sync = true;
                 }
@@ -514,6 +522,8 @@ impl Live {
         F: FnMut(&mut Local, &ClientEvent) -> Result<Flow, Failure>,
     {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        // Nothing was read while the caller was not pumping: the silence before counts not.
+        self.last_heard = Instant::now();
         loop {
             if self.pending.is_none() {
                 self.pending = local.session.poll_transmit();
@@ -608,8 +618,8 @@ impl Backoff {
 
 /// Connects, and reconnects after failures the server or the transport call transient,
 /// until `on_event` says [`Flow::Done`] or a failure is final. `retries` bounds consecutive
-/// failed attempts (`None`: never give up); an attempt that got the session bound resets the
-/// count. `on_retry` hears of each failure and the delay before the next attempt.
+/// failed attempts (`None`: never give up); an attempt that made progress (an
+/// acknowledgement, a download) resets the count. `on_retry` hears of each failure and the delay before the next attempt.
 pub async fn run<F>(
     local: &mut Local,
     url: &RealmUrl,
@@ -623,7 +633,7 @@ where
     let limits = Limits::default();
     let mut backoff = Backoff::new(retries);
     loop {
-        let identified = local.identified;
+        let progressed = local.progressed;
         let failure = match Live::connect(local, url, &limits).await {
             Ok(mut live) => {
                 let result = live.pump(local, &mut on_event).await;
@@ -638,7 +648,7 @@ where
         if failure.action() != Action::Retry {
             return Err(failure);
         }
-        if local.identified > identified {
+        if local.progressed > progressed {
             backoff.reset();
         }
         let Some(delay) = backoff.fail() else {

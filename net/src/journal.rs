@@ -9,10 +9,14 @@
 //!
 //! Appending writes a batch of whole records with one `write_all` at the end of the file;
 //! durability is [`Journal::sync`] (`fdatasync`), which covers every record appended before it.
-//! A crash can leave a torn last record (a short write, or garbage past the last synced byte):
-//! opening the log stops at the first record whose length runs past the end of the file or
-//! whose CRC does not match, truncates the file there and reports how many bytes were dropped.
-//! Nothing synced is ever behind that point, so nothing acknowledged is lost.
+//!
+//! Reading tells two kinds of damage apart ([`Damage`]). A crash can leave a torn last record (a
+//! short write, or garbage past the last synced byte): nothing valid follows it, nothing synced
+//! is behind it, so opening cuts it off and reports how many bytes went. A record that fails
+//! its checksum with a valid record somewhere after it is something else: a flipped bit, a
+//! bad sector, an edit. What follows it was acknowledged, so opening refuses the log with an
+//! error naming the file and the offset, and leaves the file as it is for an operator (the
+//! `objsync-admin` tool) to look at and repair.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -36,8 +40,116 @@ pub struct Journal {
 pub struct Opened {
     /// The log, ready to append.
     pub journal: Journal,
-    /// Bytes of torn or corrupt tail that were cut off (0 for a clean log).
+    /// Bytes of torn tail that were cut off (0 for a clean log).
     pub dropped: u64,
+}
+
+/// Where and how a log is damaged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The log file.
+    pub path: PathBuf,
+    /// Byte offset of the first record that is cut short or fails its checksum.
+    pub offset: u64,
+    /// How many intact records precede it (the header included).
+    pub record: u64,
+    /// The file's length.
+    pub len: u64,
+    /// Where the next intact record starts, if one does: then this is corruption, not a torn
+    /// tail.
+    pub resumes_at: Option<u64>,
+}
+
+impl Damage {
+    /// Whether intact records follow the damage: acknowledged history would be lost by cutting
+    /// there.
+    pub fn is_corruption(&self) -> bool {
+        self.resumes_at.is_some()
+    }
+
+    /// The [`Damage`] inside an error [`Journal::open`] returned, if that is what failed.
+    pub fn of(error: &io::Error) -> Option<&Damage> {
+        error.get_ref()?.downcast_ref::<Damage>()
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.resumes_at {
+            Some(at) => write!(
+                f,
+                "{}: corrupt record {} at byte {} (intact records resume at byte {at} of {}); \
+                 nothing was cut: repair it with objsync-admin",
+                self.path.display(),
+                self.record,
+                self.offset,
+                self.len
+            ),
+            None => write!(
+                f,
+                "{}: torn tail of {} bytes at byte {} (record {})",
+                self.path.display(),
+                self.len - self.offset,
+                self.offset,
+                self.record
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Damage {}
+
+/// A log read whole: its intact records up to the first damage, and the damage.
+#[derive(Debug)]
+pub struct Contents {
+    bytes: Vec<u8>,
+    /// Payload ranges of the intact records before any damage, the header first.
+    records: Vec<std::ops::Range<usize>>,
+    /// The end of the last of them.
+    end: usize,
+    /// What is wrong after them, if anything.
+    pub damage: Option<Damage>,
+}
+
+impl Contents {
+    /// Reads the log at `path` without changing it.
+    pub fn read(path: &Path) -> io::Result<Contents> {
+        let bytes = std::fs::read(path)?;
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(invalid(format!("{} is not an objsync log", path.display())));
+        }
+        let mut at = MAGIC.len();
+        let mut records = Vec::new();
+        while let Some((payload, next)) = record_at(&bytes, at) {
+            records.push(at + FRAME..at + FRAME + payload.len());
+            at = next;
+        }
+        let damage = (at < bytes.len()).then(|| Damage {
+            path: path.to_path_buf(),
+            offset: at as u64,
+            record: records.len() as u64,
+            len: bytes.len() as u64,
+            resumes_at: (at + 1..bytes.len())
+                .find(|&p| record_at(&bytes, p).is_some())
+                .map(|p| p as u64),
+        });
+        Ok(Contents {
+            bytes,
+            records,
+            end: at,
+            damage,
+        })
+    }
+
+    /// The intact records before any damage, the header first.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.records.iter().map(|r| &self.bytes[r.clone()])
+    }
+
+    /// How many there are.
+    pub fn count(&self) -> usize {
+        self.records.len()
+    }
 }
 
 impl Journal {
@@ -45,10 +157,8 @@ impl Journal {
     /// complete and synced, or not at all. Fails if the file exists (`AlreadyExists`).
     pub fn create(path: &Path, header: &[u8]) -> io::Result<Journal> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
+        create_dirs(dir)?;
+        let tmp = with_suffix(path, ".tmp");
         {
             let mut f = File::create(&tmp)?;
             let mut bytes = MAGIC.to_vec();
@@ -75,43 +185,36 @@ impl Journal {
     }
 
     /// Opens an existing log and hands every intact record to `replay`, the header first. A
-    /// torn or corrupt tail is cut off (and synced) before returning; an error from `replay`
-    /// (a record whose checksum is right but whose content makes no sense) fails the open
-    /// without touching the file.
+    /// torn tail is cut off (and synced) before returning. A corrupt record (one with intact
+    /// records after it) fails the open with a [`Damage`] error before anything is replayed,
+    /// and an error from `replay` (a record whose checksum is right but whose content makes no
+    /// sense) fails it too; neither touches the file.
     pub fn open(
         path: &Path,
         mut replay: impl FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<Opened> {
-        let bytes = std::fs::read(path)?;
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(invalid(format!("{} is not an objsync log", path.display())));
+        let contents = Contents::read(path)?;
+        if let Some(damage) = contents.damage.as_ref().filter(|d| d.is_corruption()) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, damage.clone()));
         }
-        let mut at = MAGIC.len();
-        let mut records = 0u64;
-        while let Some((payload, next)) = record_at(&bytes, at) {
-            replay(payload).map_err(|e| {
-                invalid(format!(
-                    "{}: record {records} at byte {at}: {e}",
-                    path.display()
-                ))
-            })?;
-            records += 1;
-            at = next;
-        }
-        if records == 0 {
+        if contents.count() == 0 {
             return Err(invalid(format!("{} has no header", path.display())));
         }
+        for (i, record) in contents.records().enumerate() {
+            replay(record).map_err(|e| {
+                let at = contents.records[i].start - FRAME;
+                invalid(format!("{}: record {i} at byte {at}: {e}", path.display()))
+            })?;
+        }
         let file = OpenOptions::new().append(true).open(path)?;
-        let dropped = (bytes.len() - at) as u64;
+        let at = contents.end as u64;
+        let dropped = contents.bytes.len() as u64 - at;
         if dropped > 0 {
-            file.set_len(at as u64)?;
+            file.set_len(at)?;
             file.sync_all()?;
         }
         Ok(Opened {
-            journal: Journal {
-                file,
-                len: at as u64,
-            },
+            journal: Journal { file, len: at },
             dropped,
         })
     }
@@ -183,10 +286,8 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
 /// across a crash: a synced temporary file renamed into place, then the directory synced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    create_dirs(dir)?;
+    let tmp = with_suffix(path, ".tmp");
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -194,6 +295,50 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// Makes `to` the file `from` is, under a second name, atomically replacing whatever `to` was:
+/// a hard link made under a temporary name, renamed into place, the directory synced. `from`
+/// is untouched. What keeps the generation of a realm that a checkpoint replaces.
+pub fn keep_copy(from: &Path, to: &Path) -> io::Result<()> {
+    let tmp = with_suffix(to, ".tmp");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::hard_link(from, &tmp)?;
+    std::fs::rename(&tmp, to)?;
+    File::open(to.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Creates `dir` and any missing parents durably: each directory created is synced into its
+/// parent, so that a crash cannot lose the path to a file synced inside it.
+pub fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    create_dirs(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another process or thread made it meanwhile; it syncs its own entry.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// `path` with `suffix` appended to its file name.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// An `InvalidData` error.

@@ -2,6 +2,8 @@
 //! `load` binaries (`src/bin/`) and the end-to-end tests (`tests/net.rs`) share.
 //!
 //! - [`journal`]: the append-only checksummed log both sides keep their durable state in.
+//! - [`disk`]: a realm's files (snapshot, journal, the previous generation), opening,
+//!   checkpoints, and the checks and repairs of `objsync-admin`.
 //! - [`server`]: realms on disk, authentication and permissions, one task per connection.
 //! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
 //!   `sync` and `watch` loops.
@@ -11,6 +13,7 @@
 //! reaches the session, which answers it with a proper ERROR.
 
 pub mod client;
+pub mod disk;
 pub mod journal;
 pub mod server;
 
@@ -33,12 +36,23 @@ use tokio_tungstenite::WebSocketStream;
 /// `default_filter`), runs `body`, and turns an error into a one-line reason on stderr and
 /// exit status 1.
 pub fn run_main(default_filter: &str, body: impl FnOnce() -> Result<(), String>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let chosen =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // The WebSocket crates trace every frame with its payload, and a BIND's payload holds the
+    // token: whatever the chosen level, nothing of theirs below debug is shown.
+    let no_frames = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_tungstenite", LevelFilter::DEBUG);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(chosen)
+                .with_filter(no_frames),
         )
         .init();
     match body() {
@@ -76,16 +90,29 @@ pub fn now_ms() -> u64 {
 
 /// The WebSocket limits for a protocol endpoint with `limits`: twice the protocol's, so a
 /// message slightly over the limit is refused by the session (with LimitsExceeded) rather
-/// than by the transport, while a huge one is still cut off before it is buffered.
+/// than by the transport, while a huge one is still cut off before it is buffered. The write
+/// buffer is bounded too (a message and a little), and the read buffer kept small: it is
+/// zeroed before every read, and there is one per connection.
 pub fn ws_config(limits: &Limits) -> WebSocketConfig {
+    let message = limits.max_message.saturating_mul(2);
     WebSocketConfig::default()
-        .max_message_size(Some(limits.max_message.saturating_mul(2)))
-        .max_frame_size(Some(limits.max_message.saturating_mul(2)))
+        .max_message_size(Some(message))
+        .max_frame_size(Some(message))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(message.saturating_add(WRITE_BUFFER))
 }
 
+/// Bytes a WebSocket reads from its socket at a time.
+const READ_BUFFER: usize = 16 << 10;
+
+/// Bytes of frames a WebSocket gathers before writing them to its socket.
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// How many outgoing frames may wait for the writer task: a little slack so that the
-/// session keeps working while the socket drains.
-const OUT_QUEUE: usize = 16;
+/// session keeps working while the socket drains, and few, since each may be a whole
+/// message.
+const OUT_QUEUE: usize = 4;
 
 /// A WebSocket split in two: frames come in through `incoming`, and go out through
 /// `outgoing` to a writer task. A connection thus keeps reading while it writes: two ends

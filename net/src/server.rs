@@ -24,37 +24,37 @@
 //! reopens it from disk, where the failed tail is cut off; its clients re-upload whatever was
 //! not acknowledged.
 
-use super::journal::{invalid, write_atomically, Journal, Put, Take};
-use super::{random_id, random_u64, ws_config, Link};
+use super::disk::{self, checkpoint, create_realm};
+pub use super::disk::{open_realm, realm_file, snapshot_file};
+use super::journal::Journal;
+use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
-use objsync::wire;
-use objsync::wire::{ErrorCode, Limits};
-use objsync::{PeerId, ServerVersion, Store};
+use objsync::wire::{Action, ErrorCode, ErrorMessage, Limits};
+use objsync::Store;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use subtle::{Choice, ConstantTimeEq};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, error, info, warn, Instrument};
 
-/// How long a connection may stay silent before the server drops it. Clients PING well
-/// within it; without a limit a vanished client would keep its client file bound.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long the WebSocket handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of frames taken from a session under the realm's lock before sending them: large
-/// enough to amortise the locking, small enough to keep memory per connection bounded.
+/// Bytes of frames taken from a session under the realm's lock before sending them, and the
+/// largest frame a session builds: large enough to amortise the locking and the framing,
+/// small enough that a connection whose client reads slowly holds a few of them at most
+/// (in its queue, its writer's channel and the WebSocket's buffer), whatever it lags by.
 const SEND_BATCH: usize = 64 << 10;
 
 /// The user id the admin token acts as, for `/~/` paths.
@@ -63,13 +63,9 @@ pub const ADMIN_USER: &str = "__admin";
 /// The longest path segment: segments become file names.
 const MAX_SEGMENT: usize = 200;
 
-/// Journal record tags of a realm.
-const HEADER: u8 = 0;
-const REGISTERED: u8 = 1;
-const INTEGRATED: u8 = 2;
-
-/// What a realm journal's header record says it is.
-const REALM_KIND: &[u8] = b"objsync realm";
+/// The longest realm path: it becomes a file path of about as many bytes under the data
+/// directory, which must stay well inside the system's limit (4,096 on Linux).
+const MAX_PATH: usize = 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration: tokens, users, permissions
@@ -120,18 +116,98 @@ impl Level {
     }
 }
 
-/// The server's configuration: tokens and permission grants.
-#[derive(Debug, Default, Clone)]
+/// The server's configuration: tokens, permission grants and resource limits. Its `Debug`
+/// form shows no token.
+#[derive(Default, Clone)]
 pub struct Config {
     admin_token: Option<String>,
-    /// Token → user id.
-    users: HashMap<String, String>,
+    /// (token, user id), scanned whole at every look-up so that the time a look-up takes
+    /// does not tell how much of a guessed token is right.
+    users: Vec<(String, String)>,
     /// Realm path → user id (or `*`, any authenticated user) → level.
     grants: HashMap<String, HashMap<String, Level>>,
+    /// What the server spends on connections.
+    pub limits: ServerLimits,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("admin", &self.admin_token.is_some())
+            .field(
+                "users",
+                &self.users.iter().map(|(_, id)| id).collect::<Vec<_>>(),
+            )
+            .field("grants", &self.grants)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The server's resource limits: the config file's `"limits"` object, every field optional.
+/// A peer that does not follow the protocol, or follows it greedily, can make the server hold
+/// at most these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// The largest frame accepted (bytes).
+    pub max_message: usize,
+    /// The largest changeset one connection may upload, and so reassemble (bytes): beyond it
+    /// 104 (fatal) at its first chunk.
+    pub max_changeset: u64,
+    /// Bytes of incomplete changesets all connections together may hold: a connection that
+    /// would pass it gets 104 with action retry.
+    pub changeset_budget: u64,
+    /// Bytes of replies (PONGs and the like) a connection may leave unread before the server
+    /// stops reading from it until they drain.
+    pub max_backlog: usize,
+    /// Seconds a connection has from its TCP accept to a BIND the server accepts; no frame
+    /// extends it.
+    pub bind_timeout_secs: u64,
+    /// Seconds a connection may stay silent before the server drops it.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_address: usize,
+    /// How far ahead of the server's clock an uploaded changeset may be stamped
+    /// (milliseconds); later ones get 232 (retry).
+    pub max_clock_skew_ms: u64,
+    /// Seconds a realm stays in memory once its last session has gone.
+    pub realm_idle_secs: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_message: Limits::default().max_message,
+            max_changeset: 64 << 20,
+            changeset_budget: 512 << 20,
+            max_backlog: 256 << 10,
+            bind_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            max_connections_per_address: 1024,
+            max_clock_skew_ms: objsync::sync::DEFAULT_MAX_SKEW,
+            realm_idle_secs: 60,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// The protocol limits of each session.
+    pub fn protocol(&self) -> Limits {
+        Limits {
+            max_message: self.max_message,
+            max_changeset: self.max_changeset,
+            ..Limits::default()
+        }
+    }
 }
 
 /// The config file's JSON form. Unknown keys are ignored, so one file can carry other
-/// settings.
+/// settings; unknown keys inside `"limits"` are refused, since a misspelt limit would
+/// silently be the default.
 #[derive(Deserialize)]
 struct ConfigFile {
     admin_token: Option<String>,
@@ -139,6 +215,8 @@ struct ConfigFile {
     users: HashMap<String, String>,
     #[serde(default)]
     permissions: HashMap<String, HashMap<String, Vec<String>>>,
+    #[serde(default)]
+    limits: ServerLimits,
 }
 
 impl Config {
@@ -151,7 +229,8 @@ impl Config {
     }
 
     /// Reads a config file: `{"admin_token": "...", "users": {"token": "user id"},
-    /// "permissions": {"/path": {"user id or *": ["read" | "write" | "manage"]}}}`.
+    /// "permissions": {"/path": {"user id or *": ["read" | "write" | "manage"]}},
+    /// "limits": {...}}`.
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -191,17 +270,32 @@ impl Config {
         }
         Ok(Config {
             admin_token: file.admin_token,
-            users: file.users,
+            users: file.users.into_iter().collect(),
             grants,
+            limits: file.limits,
         })
     }
 
-    /// Who `token` authenticates, if anyone.
+    /// Who `token` authenticates, if anyone. Every configured token is compared, each in
+    /// constant time (`subtle`), whatever matched: the time taken tells nothing of which
+    /// token, or how much of one, a guess got right (only, at most, whether its length is
+    /// some token's).
     pub fn user(&self, token: &str) -> Option<User> {
-        if self.admin_token.as_deref() == Some(token) {
+        let token = token.as_bytes();
+        let mut found = None;
+        let admin = self
+            .admin_token
+            .as_ref()
+            .map_or(Choice::from(0), |t| t.as_bytes().ct_eq(token));
+        for (candidate, id) in &self.users {
+            if bool::from(candidate.as_bytes().ct_eq(token)) {
+                found = Some(id);
+            }
+        }
+        if bool::from(admin) {
             return Some(User::Admin);
         }
-        self.users.get(token).map(|id| User::Named(id.clone()))
+        found.map(|id| User::Named(id.clone()))
     }
 
     /// What `user` may do on the realm at `path` (resolved): the admin everything, a user
@@ -235,12 +329,16 @@ pub fn resolve_path(path: &str, user: &User) -> Result<String, String> {
 
 /// The source documents' server path rules: `/seg[/seg...]`, segments of ASCII letters,
 /// digits, `_`, `-` and `.`, not starting with `.` and not ending with `.realm`,
-/// `.realm.lock` or `.realm.management`. `__partial` (partial sync) is not supported, and a
-/// segment is at most 200 bytes since it becomes a file name.
+/// `.realm.lock` or `.realm.management`. `__partial` (partial sync) is not supported, a
+/// segment is at most 200 bytes since it becomes a file name, and the whole path at most
+/// 1,024 bytes since it becomes a file path.
 pub fn check_path(path: &str) -> Result<(), String> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err("a realm path starts with /".into());
     };
+    if path.len() > MAX_PATH {
+        return Err(format!("a path is longer than {MAX_PATH} bytes"));
+    }
     for seg in rest.split('/') {
         if seg.is_empty() {
             return Err("empty path segment".into());
@@ -270,100 +368,6 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the realm at `path` keeps its journal: one directory level per segment, directories
-/// suffixed `.d` and the file `.log`, so `/a` and `/a/b` never collide whatever the names.
-pub fn realm_file(data: &Path, path: &str) -> PathBuf {
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    let mut file = data.join("realms");
-    for seg in &segs[..segs.len() - 1] {
-        file.push(format!("{seg}.d"));
-    }
-    file.push(format!("{}.log", segs[segs.len() - 1]));
-    file
-}
-
-// ---------------------------------------------------------------------------------------------
-// Realms on disk
-// ---------------------------------------------------------------------------------------------
-
-/// Opens the realm journal at `file` and replays it. Returns the realm, its journal and the
-/// bytes of torn tail dropped. Also the tests' way to read what a stopped server holds.
-pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
-    let snapshot = snapshot_file(file);
-    let mut realm: Option<ServerRealm> = None;
-    let mut from_snapshot = match std::fs::read(&snapshot) {
-        Ok(bytes) => Some(ServerRealm::load(&bytes).map_err(|e| {
-            invalid(format!(
-                "{}: {e} (the realm stays closed: nothing is discarded)",
-                snapshot.display()
-            ))
-        })?),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    let opened = Journal::open(file, |rec| {
-        let mut t = Take(rec);
-        match (t.tag()?, realm.as_mut()) {
-            (HEADER, None) => {
-                if t.bytes()? != REALM_KIND {
-                    return Err(invalid("not a realm journal"));
-                }
-                let file_ident = t.u64()?;
-                let start = from_snapshot
-                    .take()
-                    .unwrap_or_else(|| ServerRealm::new(file_ident));
-                if start.file_ident() != file_ident {
-                    return Err(invalid(
-                        "the journal belongs to another realm than the snapshot",
-                    ));
-                }
-                realm = Some(start);
-            }
-            (REGISTERED, Some(r)) => {
-                let (peer, salt) = (PeerId(t.u64()?), t.u64()?);
-                r.register(peer, salt);
-            }
-            (INTEGRATED, Some(r)) => {
-                let peer = PeerId(t.u64()?);
-                let cs = wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
-                r.integrate(peer, cs)
-                    .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
-            }
-            (tag, _) => return Err(invalid(format!("unexpected record tag {tag}"))),
-        }
-        t.end()
-    })?;
-    let realm = realm.expect("a journal has a header");
-    Ok((realm, opened.journal, opened.dropped))
-}
-
-/// Where the realm whose journal is `file` keeps its snapshot.
-pub fn snapshot_file(file: &Path) -> PathBuf {
-    file.with_extension("snap")
-}
-
-/// Writes the realm's snapshot (after trimming its history to the last `keep` entries, if
-/// set) and starts a fresh journal behind it. A crash between the two leaves the new snapshot
-/// and the old journal, whose records replay on it as duplicates.
-fn checkpoint(file: &Path, realm: &mut ServerRealm, keep: Option<u64>) -> io::Result<Journal> {
-    if let Some(keep) = keep {
-        realm.trim(ServerVersion(
-            realm.server().version().0.saturating_sub(keep),
-        ));
-    }
-    write_atomically(&snapshot_file(file), &realm.save())?;
-    let header = Put::tag(HEADER).bytes(REALM_KIND).u64(realm.file_ident());
-    Journal::replace(file, &header.0)
-}
-
-/// Creates the journal of a new realm with a random file identifier.
-fn create_realm(file: &Path) -> io::Result<(ServerRealm, Journal)> {
-    let file_ident = random_id();
-    let header = Put::tag(HEADER).bytes(REALM_KIND).u64(file_ident);
-    let journal = Journal::create(file, &header.0)?;
-    Ok((ServerRealm::new(file_ident), journal))
-}
-
 /// What a realm's lock guards.
 struct RealmState {
     realm: ServerRealm,
@@ -375,21 +379,7 @@ struct RealmState {
 impl RealmState {
     /// Appends the records of `events`; returns whether the history grew.
     fn persist(&mut self, events: &[ServerEvent]) -> io::Result<bool> {
-        let mut records = Vec::new();
-        let mut grew = false;
-        for event in events {
-            match event {
-                ServerEvent::Registered { peer, salt } => {
-                    records.push(Put::tag(REGISTERED).u64(peer.0).u64(*salt).0);
-                }
-                ServerEvent::Integrated { peer, changeset } => {
-                    grew = true;
-                    let bytes = wire::encode(changeset);
-                    records.push(Put::tag(INTEGRATED).u64(peer.0).bytes(&bytes).0);
-                }
-                ServerEvent::Closed(_) => {}
-            }
-        }
+        let (records, grew) = disk::records(events);
         let result = self.journal.append(&records);
         if result.is_err() {
             self.broken = true;
@@ -402,14 +392,17 @@ impl RealmState {
 struct Realm {
     path: String,
     state: Mutex<RealmState>,
-    /// Journal length known to be on disk.
-    synced: AtomicU64,
-    /// One sync at a time: whoever waits behind it usually finds its bytes covered already.
-    sync_gate: tokio::sync::Mutex<()>,
+    /// Journal length known to be on disk; every waiter sees it move at once.
+    synced: watch::Sender<u64>,
+    /// Taken by the one session syncing; the others wait for `synced` to move, and usually
+    /// find their bytes covered by that sync.
+    syncing: tokio::sync::Mutex<()>,
     /// A second handle on the journal, to sync without holding the realm's lock.
     sync_file: Arc<File>,
     /// Bumped when the history grows or the realm breaks.
     changed: watch::Sender<()>,
+    /// Sessions bound to it (counted under the server's map of realms).
+    sessions: AtomicUsize,
 }
 
 impl Realm {
@@ -424,9 +417,10 @@ impl Realm {
                 broken: false,
             }),
             // Opening and creating leave the journal synced.
-            synced: AtomicU64::new(len),
-            sync_gate: tokio::sync::Mutex::new(()),
+            synced: watch::channel(len).0,
+            syncing: tokio::sync::Mutex::new(()),
             changed: watch::channel(()).0,
+            sessions: AtomicUsize::new(0),
         })
     }
 
@@ -436,40 +430,49 @@ impl Realm {
         self.state.lock().ok().filter(|s| !s.broken)
     }
 
-    fn synced(&self) -> u64 {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    /// Waits until the journal is on disk up to `target` bytes, syncing if no one else is.
+    /// Waits until the journal is on disk up to `target` bytes. One session at a time syncs
+    /// (everything appended by then, not just its own target); the others wait for the synced
+    /// length to move and sync themselves only if it stops short of their target, so a busy
+    /// realm pays one `fdatasync` per batch of uploads and every waiter wakes at once.
     async fn sync_to(&self, target: u64) -> io::Result<()> {
-        if self.synced() >= target {
-            return Ok(());
+        let mut synced = self.synced.subscribe();
+        loop {
+            if *synced.borrow_and_update() >= target {
+                return Ok(());
+            }
+            let Ok(gate) = self.syncing.try_lock() else {
+                if synced.changed().await.is_err() {
+                    return Err(io::Error::other("the realm is gone"));
+                }
+                continue;
+            };
+            let upto = match self.lock() {
+                Some(state) => state.journal.end(),
+                None => return Err(io::Error::other("the realm's journal failed")),
+            };
+            let file = self.sync_file.clone();
+            let result = tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r);
+            // The gate opens before the news goes out, so a waiter it does not cover can take
+            // it at once.
+            drop(gate);
+            result?;
+            self.synced.send_modify(|s| *s = (*s).max(upto));
         }
-        let _gate = self.sync_gate.lock().await;
-        if self.synced() >= target {
-            return Ok(());
-        }
-        // Everything appended up to now is covered by this sync, not just `target`.
-        let upto = match self.lock() {
-            Some(state) => state.journal.end(),
-            None => return Err(io::Error::other("the realm's journal failed")),
-        };
-        let file = self.sync_file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)??;
-        self.synced.fetch_max(upto, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Marks the realm broken and wakes its sessions so they close.
     fn break_down(&self, why: &io::Error) {
-        error!(path = %self.path, error = %why, "realm journal failed; closing its sessions");
+        error!(path = ?self.path, error = %why, "realm journal failed; closing its sessions");
         match self.state.lock() {
             Ok(mut s) => s.broken = true,
             Err(poisoned) => poisoned.into_inner().broken = true,
         }
         self.changed.send_replace(());
+        // Sessions waiting for a sync look again, and find the realm broken.
+        self.synced.send_modify(|_| {});
     }
 }
 
@@ -481,10 +484,46 @@ impl Realm {
 pub struct Server {
     data: PathBuf,
     config: Config,
-    limits: Limits,
     /// Keep at most this many history entries (trimmed when a realm is opened).
     keep_history: Option<u64>,
     realms: tokio::sync::Mutex<HashMap<String, Arc<Realm>>>,
+    /// Realms whose files are damaged, with why: refused until an operator repairs them
+    /// (with the server stopped), so the files are not read again at every BIND.
+    damaged: Mutex<HashMap<String, String>>,
+    /// Connections open, in all and by address.
+    admitted: Mutex<Admitted>,
+    /// Bytes of incomplete changesets all sessions hold.
+    in_transit: AtomicU64,
+}
+
+#[derive(Default)]
+struct Admitted {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place among those admitted, given back when it closes.
+struct Admission {
+    server: Arc<Server>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut admitted = lock(&self.server.admitted);
+        admitted.total -= 1;
+        if let Some(n) = admitted.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                admitted.by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A std mutex's guard; a poisoned one still guards plain counters and maps.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Server {
@@ -501,20 +540,35 @@ impl Server {
             data,
             config,
             keep_history,
-            limits: Limits::default(),
             realms: tokio::sync::Mutex::new(HashMap::new()),
+            damaged: Mutex::default(),
+            admitted: Mutex::default(),
+            in_transit: AtomicU64::new(0),
         })
     }
 
-    /// Accepts connections forever, one task each.
+    fn limits(&self) -> &ServerLimits {
+        &self.config.limits
+    }
+
+    /// Accepts connections forever, one task each, within the connection caps.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
                 Ok((tcp, addr)) => {
+                    let Some(admission) = self.admit(addr.ip()) else {
+                        // Closed at once: the cheapest refusal, and the client backs off.
+                        debug!(%addr, "connection refused: too many connections");
+                        continue;
+                    };
                     // Protocol messages are small and latency-bound.
                     let _ = tcp.set_nodelay(true);
                     let span = tracing::info_span!("conn", %addr);
-                    tokio::spawn(self.clone().connection(tcp, addr).instrument(span));
+                    tokio::spawn(
+                        self.clone()
+                            .connection(tcp, addr, admission)
+                            .instrument(span),
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors, say: wait for connections to close.
@@ -525,45 +579,69 @@ impl Server {
         }
     }
 
-    async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr) {
-        let config = ws_config(&self.limits);
-        let accept = tokio_tungstenite::accept_async_with_config(tcp, Some(config));
+    /// A place for a connection from `ip`, unless the server or that address is at its cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
+        let limits = self.limits();
+        let mut admitted = lock(&self.admitted);
+        let from_ip = admitted.by_address.get(&ip).copied().unwrap_or(0);
+        if admitted.total >= limits.max_connections || from_ip >= limits.max_connections_per_address
+        {
+            return None;
+        }
+        admitted.total += 1;
+        admitted.by_address.insert(ip, from_ip + 1);
+        Some(Admission {
+            server: self.clone(),
+            ip,
+        })
+    }
+
+    async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr, admission: Admission) {
+        let accepted = Instant::now();
+        let limits = self.limits().protocol();
+        let accept = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config(&limits)));
         let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => return debug!(error = %e, "handshake failed"),
             Err(_) => return debug!("handshake timed out"),
         };
         debug!(%addr, "connected");
-        let session = ServerSession::new(self.limits);
         Conn {
+            session: ServerSession::new(limits).with_frame_size(SEND_BATCH),
             server: self,
-            session,
             bound: None,
             unbound: ServerRealm::new(0),
+            reassembling: 0,
+            _admission: admission,
         }
-        .run(Link::new(ws))
+        .run(Link::new(ws), accepted)
         .await;
     }
 
-    /// The realm at `path`, opened (and replayed) or created on first use.
+    /// The realm at `path`, opened (and replayed) or created on first use, counted as having
+    /// one more session. A realm whose files are damaged stays refused.
     async fn realm(&self, path: &str) -> io::Result<Arc<Realm>> {
         let mut realms = self.realms.lock().await;
         if let Some(realm) = realms.get(path) {
+            realm.sessions.fetch_add(1, Ordering::AcqRel);
             return Ok(realm.clone());
+        }
+        if let Some(why) = lock(&self.damaged).get(path) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
         }
         let file = realm_file(&self.data, path);
         let keep = self.keep_history;
         let owned = path.to_string();
-        let realm = tokio::task::spawn_blocking(move || {
+        let opened = tokio::task::spawn_blocking(move || {
             let (realm, journal) = if file.exists() {
                 let (mut realm, journal, dropped) = open_realm(&file)?;
                 if dropped > 0 {
-                    warn!(path = %owned, dropped, "cut a torn or corrupt tail off the realm's journal");
+                    warn!(path = ?owned, dropped, "cut a torn tail off the realm's journal");
                 }
                 drop(journal);
                 let journal = checkpoint(&file, &mut realm, keep)?;
                 info!(
-                    path = %owned,
+                    path = ?owned,
                     version = %realm.server().version(),
                     horizon = %realm.server().history().horizon(),
                     "realm opened"
@@ -571,14 +649,23 @@ impl Server {
                 (realm, journal)
             } else {
                 let created = create_realm(&file)?;
-                info!(path = %owned, file_ident = created.0.file_ident(), "realm created");
+                info!(path = ?owned, file_ident = created.0.file_ident(), "realm created");
                 created
             };
             Realm::new(owned, realm, journal)
         })
         .await
-        .map_err(io::Error::other)??;
-        let realm = Arc::new(realm);
+        .map_err(io::Error::other)?;
+        let realm = match opened {
+            Ok(realm) => Arc::new(realm),
+            Err(e) => {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    lock(&self.damaged).insert(path.to_string(), e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        realm.sessions.fetch_add(1, Ordering::AcqRel);
         realms.insert(path.to_string(), realm.clone());
         Ok(realm)
     }
@@ -592,6 +679,29 @@ impl Server {
         {
             realms.remove(&realm.path);
         }
+    }
+
+    /// A session of `realm` has gone: once the realm has had none for `realm_idle_secs`, it
+    /// leaves memory (its journal has everything; the next BIND reopens it).
+    fn session_gone(self: &Arc<Self>, realm: &Arc<Realm>) {
+        if realm.sessions.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let (server, realm) = (self.clone(), realm.clone());
+        let idle = Duration::from_secs(self.limits().realm_idle_secs);
+        tokio::spawn(async move {
+            tokio::time::sleep(idle).await;
+            // Sessions are counted under this lock, so none can be joining meanwhile.
+            let mut realms = server.realms.lock().await;
+            if realm.sessions.load(Ordering::Acquire) == 0
+                && realms
+                    .get(&realm.path)
+                    .is_some_and(|r| Arc::ptr_eq(r, &realm))
+            {
+                realms.remove(&realm.path);
+                debug!(path = ?realm.path, "realm closed: no sessions");
+            }
+        });
     }
 }
 
@@ -608,6 +718,7 @@ enum Wake {
     WriterGone,
     Changed,
     Idle,
+    BindTimeout,
 }
 
 /// One connection's session and what it is bound to.
@@ -618,10 +729,16 @@ struct Conn {
     /// An empty realm to poll the session with while none is bound (or the bound one broke):
     /// `poll_transmit` wants a realm even for the frames queued before BIND (PONG, ERROR).
     unbound: ServerRealm,
+    /// This session's share of the server's bytes in transit.
+    reassembling: u64,
+    _admission: Admission,
 }
 
 impl Conn {
-    async fn run(mut self, mut link: Link<TcpStream>) {
+    async fn run(mut self, mut link: Link<TcpStream>, accepted: Instant) {
+        let limits = *self.server.limits();
+        let idle = Duration::from_secs(limits.idle_timeout_secs);
+        let bind_deadline = accepted + Duration::from_secs(limits.bind_timeout_secs);
         let mut queue = VecDeque::new();
         let mut last_heard = Instant::now();
         loop {
@@ -631,8 +748,10 @@ impl Conn {
                     break;
                 }
             }
+            // A peer that does not read its replies is not read from either, until they drain.
+            let reading = self.session.backlog() < limits.max_backlog;
             let wake = tokio::select! {
-                frame = link.incoming.next() => Wake::Frame(frame),
+                frame = link.incoming.next(), if reading => Wake::Frame(frame),
                 permit = link.outgoing.reserve(), if !queue.is_empty() => match permit {
                     Ok(permit) => {
                         permit.send(queue.pop_front().expect("a queued frame"));
@@ -641,7 +760,10 @@ impl Conn {
                     Err(_) => Wake::WriterGone,
                 },
                 () = changed(&mut self.bound) => Wake::Changed,
-                () = tokio::time::sleep_until(last_heard + IDLE_TIMEOUT) => Wake::Idle,
+                () = tokio::time::sleep_until(last_heard + idle) => Wake::Idle,
+                () = tokio::time::sleep_until(bind_deadline), if self.bound.is_none() => {
+                    Wake::BindTimeout
+                }
             };
             if let Wake::Frame(Some(Ok(_))) = &wake {
                 last_heard = Instant::now();
@@ -664,9 +786,13 @@ impl Conn {
                     break;
                 }
                 Wake::Idle => {
+                    info!("silent for {}s; dropping the connection", idle.as_secs());
+                    break;
+                }
+                Wake::BindTimeout => {
                     info!(
-                        "silent for {}s; dropping the connection",
-                        IDLE_TIMEOUT.as_secs()
+                        "not bound after {}s; dropping the connection",
+                        limits.bind_timeout_secs
                     );
                     break;
                 }
@@ -677,7 +803,11 @@ impl Conn {
             if let Ok(mut state) = bound.realm.state.lock() {
                 self.session.disconnect(&mut state.realm);
             }
+            self.server.session_gone(&bound.realm);
         }
+        self.server
+            .in_transit
+            .fetch_sub(self.reassembling, Ordering::AcqRel);
         link.close().await;
         debug!("closed");
     }
@@ -688,24 +818,28 @@ impl Conn {
             match self.session.receive(frame) {
                 Ok(Some(request)) => self.bind(request).await,
                 Ok(None) => {}
-                Err(e) => info!(error = %e, "frame refused"),
+                Err(e) => info!(error = ?e.to_string(), "frame refused"),
             }
             return;
         };
         let realm = bound.realm.clone();
+        let limits = *self.server.limits();
         let persisted = {
             let Some(mut state) = realm.lock() else {
                 return self.unavailable();
             };
             if let Err(e) = self.session.receive(frame) {
-                info!(error = %e, "frame refused");
+                info!(error = ?e.to_string(), "frame refused");
             }
+            self.count_in_transit(&limits);
+            self.session.set_clock(now_ms(), limits.max_clock_skew_ms);
             let events = self.session.process(&mut state.realm);
             for event in &events {
                 if let ServerEvent::Closed(e) = event {
-                    info!(error = %e, "session closed");
+                    info!(error = ?e.to_string(), "session closed");
                 }
             }
+            self.count_in_transit(&limits);
             state.persist(&events)
         };
         match persisted {
@@ -717,11 +851,46 @@ impl Conn {
         }
     }
 
-    /// Decides a BIND: token, path, permission; then binds the session to the realm.
+    /// Brings this session's share of the bytes in transit up to date; a session that takes
+    /// the server past its budget is closed (104, retry), which frees its buffer.
+    fn count_in_transit(&mut self, limits: &ServerLimits) {
+        let now = self.session.reassembling() as u64;
+        let before = std::mem::replace(&mut self.reassembling, now);
+        let total = if now >= before {
+            self.server
+                .in_transit
+                .fetch_add(now - before, Ordering::AcqRel)
+                + (now - before)
+        } else {
+            self.server
+                .in_transit
+                .fetch_sub(before - now, Ordering::AcqRel)
+                - (before - now)
+        };
+        if now > before && total > limits.changeset_budget {
+            info!(
+                in_transit = total,
+                budget = limits.changeset_budget,
+                "memory budget for changesets in transit spent; closing the session"
+            );
+            self.session.refuse_with(ErrorMessage {
+                code: ErrorCode::LimitsExceeded,
+                action: Action::Retry,
+                message:
+                    "the server holds as many incomplete changesets as it can; try again later"
+                        .into(),
+            });
+            self.count_in_transit(limits);
+        }
+    }
+
+    /// Decides a BIND: token, path, permission; then binds the session to the realm. Paths
+    /// are logged in their escaped (`Debug`) form: a client chooses them, and a newline in
+    /// one must not start a line of its own in the log. Tokens are never logged.
     async fn bind(&mut self, request: BindRequest) {
         let config = &self.server.config;
         let Some(user) = config.user(&request.token) else {
-            info!(path = %request.path, "unknown token");
+            info!(path = ?request.path, "unknown token");
             return self
                 .session
                 .refuse(ErrorCode::BadAuthentication, "unknown token");
@@ -729,15 +898,12 @@ impl Conn {
         let path = match resolve_path(&request.path, &user) {
             Ok(path) => path,
             Err(why) => {
-                info!(path = %request.path, %why, "illegal realm path");
-                return self.session.refuse(
-                    ErrorCode::IllegalRealmPath,
-                    format!("{}: {why}", request.path),
-                );
+                info!(path = ?request.path, why = ?why, "illegal realm path");
+                return self.session.refuse(ErrorCode::IllegalRealmPath, why);
             }
         };
         let Some(level) = config.level(&user, &path) else {
-            info!(user = user.id(), %path, "permission denied");
+            info!(user = ?user.id(), path = ?path, "permission denied");
             return self.session.refuse(
                 ErrorCode::PermissionDenied,
                 format!("user {} may not access {path}", user.id()),
@@ -745,8 +911,15 @@ impl Conn {
         };
         let realm = match self.server.realm(&path).await {
             Ok(realm) => realm,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                error!(path = ?path, error = %e, "realm refused: its files are damaged");
+                return self.session.refuse(
+                    ErrorCode::ConnectionClosed,
+                    "the realm is damaged and closed until an operator repairs it",
+                );
+            }
             Err(e) => {
-                error!(%path, error = %e, "cannot open realm");
+                error!(path = ?path, error = %e, "cannot open realm");
                 return self.unavailable();
             }
         };
@@ -755,7 +928,7 @@ impl Conn {
             write: level >= Level::Write,
         };
         self.session.accept(access, random_id());
-        info!(user = user.id(), %path, write = access.write, "bound");
+        info!(user = ?user.id(), path = ?path, write = access.write, "bound");
         self.bound = Some(Bound {
             changed: realm.changed.subscribe(),
             realm,
@@ -776,27 +949,33 @@ impl Conn {
         self.unavailable();
     }
 
-    /// The next batch of frames to send. Frames are only taken while every journal byte is
-    /// synced: any of them may reveal an entry, salt or acknowledgement of the realm.
+    /// The next batch of frames to send, once every journal byte they may depend on is on
+    /// disk: any of them may reveal an entry, salt or acknowledgement of the realm, and
+    /// everything the realm held when they were built was appended to the journal by then
+    /// (events are appended in the critical section that produced them). So the frames are
+    /// taken first and the sync waited for afterwards, to the journal's length at that moment:
+    /// a fixed target, which later uploads to a busy realm cannot move out of reach.
     async fn transmittable(&mut self) -> Vec<Vec<u8>> {
-        loop {
-            let Some(bound) = &self.bound else {
+        let Some(bound) = &self.bound else {
+            return drain(&mut self.session, &self.unbound);
+        };
+        let realm = bound.realm.clone();
+        let (frames, appended) = {
+            let Some(state) = realm.lock() else {
+                self.unavailable();
                 return drain(&mut self.session, &self.unbound);
             };
-            let realm = bound.realm.clone();
-            let appended = {
-                let Some(state) = realm.lock() else {
-                    self.unavailable();
-                    return drain(&mut self.session, &self.unbound);
-                };
-                let appended = state.journal.end();
-                if realm.synced() >= appended {
-                    return drain(&mut self.session, &state.realm);
-                }
-                appended
-            };
-            if let Err(e) = realm.sync_to(appended).await {
+            (drain(&mut self.session, &state.realm), state.journal.end())
+        };
+        if frames.is_empty() {
+            return frames;
+        }
+        match realm.sync_to(appended).await {
+            Ok(()) => frames,
+            Err(e) => {
+                // Frames that may reveal what the disk lost never leave.
                 self.broken(&realm, &e).await;
+                drain(&mut self.session, &self.unbound)
             }
         }
     }

@@ -9,9 +9,11 @@
 use objsync::json::{canonical, state_json};
 use objsync::session::ClientConfig;
 use objsync::wire::{Bind, ClientMessage, ErrorCode, Limits, ServerMessage, PROTOCOL_VERSION};
-use objsync_net::client::Local;
-use objsync_net::journal::{Journal, Put};
-use objsync_net::server::{check_path, open_realm, realm_file, resolve_path, Config, Level, User};
+use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
+use objsync_net::journal::{Damage, Journal, Put};
+use objsync_net::server::{
+    check_path, open_realm, realm_file, resolve_path, snapshot_file, Config, Level, User,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,7 @@ fn binary(name: &str) -> PathBuf {
     match name {
         "server" => PathBuf::from(env!("CARGO_BIN_EXE_server")),
         "client" => PathBuf::from(env!("CARGO_BIN_EXE_client")),
+        "objsync-admin" => PathBuf::from(env!("CARGO_BIN_EXE_objsync-admin")),
         other => panic!("no binary {other}"),
     }
 }
@@ -72,6 +75,11 @@ impl ServerProc {
 
     /// The same, with more arguments.
     fn start_with(data: &Path, config: &Path, extra: &[&str]) -> ServerProc {
+        ServerProc::start_logging(data, config, extra, "info")
+    }
+
+    /// The same, logging at `level` (`RUST_LOG`).
+    fn start_logging(data: &Path, config: &Path, extra: &[&str], level: &str) -> ServerProc {
         let log = data.with_extension("stderr");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -84,6 +92,7 @@ impl ServerProc {
             .arg("--config")
             .arg(config)
             .args(extra)
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -121,6 +130,22 @@ impl ServerProc {
 
     fn url(&self, path: &str) -> String {
         format!("realm://{}{path}", self.addr)
+    }
+
+    /// The server's resident memory in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id()))
+            .expect("the server's status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("a number");
+        kb * 1024
     }
 
     /// SIGKILL, and wait until it is gone.
@@ -859,4 +884,501 @@ fn a_restarted_server_starts_from_its_snapshot_and_new_devices_from_the_state() 
     server.kill();
     assert_eq!(ServerProc::realm_state(&data, path), state(&bob));
     assert_ne!(before, state(&bob));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reliability: damage, hostile peers, limits
+// ---------------------------------------------------------------------------------------------
+
+/// Writes a config with `limits` (a JSON object) besides the usual tokens.
+fn config_with_limits(dir: &Path, limits: serde_json::Value) -> PathBuf {
+    let mut config: serde_json::Value = serde_json::from_str(CONFIG).expect("config");
+    config["limits"] = limits;
+    let file = dir.join("limited.json");
+    std::fs::write(&file, config.to_string()).expect("config");
+    file
+}
+
+/// `n` separate writes by `local`, each its own changeset, synced.
+fn write_items(dir: &Path, local: &Path, url: &str, token: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let mut ops = board_schema();
+        ops.push(
+            serde_json::json!({"op": "insert", "type": "Item", "pk": format!("{prefix}{i}"),
+            "values": {"n": i}}),
+        );
+        apply(dir, local, &serde_json::Value::Array(ops));
+    }
+    sync(local, url, token);
+}
+
+/// Flips one byte in the middle of `file`.
+fn flip_middle_byte(file: &Path) {
+    let mut bytes = std::fs::read(file).expect("the file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(file, bytes).expect("write back");
+}
+
+/// Runs objsync-admin; returns its exit status and stdout.
+fn admin(args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary("objsync-admin"))
+        .args(args)
+        .output()
+        .expect("objsync-admin runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// One flipped byte in the middle of a realm's journal: the realm is refused (the other
+/// realms keep working), nothing is cut, `objsync-admin verify` names the file and offset, and
+/// `repair` rebuilds the realm from the records before the damage under a new file identifier,
+/// so the client that knew the lost history is told to reset.
+#[test]
+fn a_corrupt_journal_is_refused_until_repaired() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let d = dir.path();
+    let server = ServerProc::start(&data, &config);
+    let (board, news) = ("/shared/board", "/shared/news");
+    write_items(d, &d.join("alice"), &server.url(board), "t-alice", "a", 40);
+    write_items(
+        d,
+        &d.join("alice-news"),
+        &server.url(news),
+        "t-alice",
+        "n",
+        3,
+    );
+    server.kill();
+    let journal = realm_file(&data, board);
+    let length = std::fs::metadata(&journal).expect("journal").len();
+    flip_middle_byte(&journal);
+
+    let error = open_realm(&journal).expect_err("a corrupt journal does not open");
+    let damage = Damage::of(&error).expect("a Damage error");
+    assert!(damage.is_corruption());
+    assert!(damage.offset > 0 && damage.offset <= length / 2, "{damage}");
+    assert!(error.to_string().contains(&journal.display().to_string()));
+    assert_eq!(
+        std::fs::metadata(&journal).expect("journal").len(),
+        length,
+        "nothing was cut"
+    );
+
+    let server = ServerProc::start(&data, &config);
+    let why = client_err(
+        &d.join("bob"),
+        &[
+            "--url",
+            &server.url(board),
+            "--token",
+            "t-bob",
+            "--retries",
+            "1",
+            "sync",
+        ],
+    );
+    assert!(why.contains("damaged"), "{why}");
+    sync(&d.join("bob-news"), &server.url(news), "t-bob");
+    assert_eq!(state(&d.join("bob-news")), state(&d.join("alice-news")));
+    let log = std::fs::read_to_string(&server.log).expect("server log");
+    assert!(log.contains(&format!("at byte {}", damage.offset)), "{log}");
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let (ok, report) = admin(&["verify", "--data", data_arg]);
+    assert!(!ok, "verify fails on a damaged realm: {report}");
+    assert!(report.contains("/shared/board DAMAGED"), "{report}");
+    assert!(report.contains("/shared/news ok"), "{report}");
+    assert!(
+        report.contains(&format!("at byte {}", damage.offset)),
+        "{report}"
+    );
+    let (ok, _) = admin(&["repair", "--data", data_arg, board]);
+    assert!(!ok, "repair refuses to run beside the server");
+    server.kill();
+
+    let (ok, report) = admin(&["repair", "--data", data_arg, board]);
+    assert!(ok, "{report}");
+    assert!(report.contains("new realm file identifier"), "{report}");
+    let (ok, report) = admin(&["verify", "--data", data_arg]);
+    assert!(ok, "{report}");
+    let (realm, _, _) = open_realm(&journal).expect("the repaired realm opens");
+    let kept = realm.server().version().0;
+    assert!(kept > 0 && kept < 40, "kept {kept} of 40 changesets");
+
+    let server = ServerProc::start(&data, &config);
+    sync(&d.join("carol"), &server.url(board), "t-carol");
+    let json: serde_json::Value = serde_json::from_str(&state(&d.join("carol"))).expect("JSON");
+    assert_eq!(
+        json["Item"].as_object().map(|o| o.len() as u64),
+        Some(kept),
+        "an item per changeset kept"
+    );
+    let why = client_err(
+        &d.join("alice"),
+        &["--url", &server.url(board), "--token", "t-alice", "sync"],
+    );
+    assert!(why.contains("bad server file identifier"), "{why}");
+    server.kill();
+}
+
+/// A flipped byte in a realm's snapshot: the realm is refused with the file named, and
+/// `repair` rebuilds it without loss from the generation before it plus the journal.
+#[test]
+fn a_damaged_snapshot_is_refused_and_rebuilt_from_the_generation_before() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let d = dir.path();
+    let board = "/shared/board";
+    let server = ServerProc::start(&data, &config);
+    write_items(d, &d.join("alice"), &server.url(board), "t-alice", "a", 10);
+    server.kill();
+    // Reopening writes the snapshot; then more history goes into the journal after it.
+    let server = ServerProc::start(&data, &config);
+    write_items(d, &d.join("alice"), &server.url(board), "t-alice", "b", 10);
+    server.kill();
+    let before = ServerProc::realm_state(&data, board);
+    let snapshot = snapshot_file(&realm_file(&data, board));
+    flip_middle_byte(&snapshot);
+    let error =
+        open_realm(&realm_file(&data, board)).expect_err("a damaged snapshot does not open");
+    assert!(
+        error.to_string().contains(&snapshot.display().to_string()),
+        "{error}"
+    );
+    assert!(error.to_string().contains("damaged"), "{error}");
+
+    let server = ServerProc::start(&data, &config);
+    let why = client_err(
+        &d.join("bob"),
+        &[
+            "--url",
+            &server.url(board),
+            "--token",
+            "t-bob",
+            "--retries",
+            "1",
+            "sync",
+        ],
+    );
+    assert!(why.contains("damaged"), "{why}");
+    server.kill();
+    let data_arg = data.to_str().expect("UTF-8 path");
+    let (ok, report) = admin(&["verify", "--data", data_arg, board]);
+    assert!(!ok && report.contains("without loss"), "{report}");
+    let (ok, report) = admin(&["repair", "--data", data_arg, board]);
+    assert!(
+        ok && !report.contains("new realm file identifier"),
+        "{report}"
+    );
+    assert_eq!(ServerProc::realm_state(&data, board), before);
+
+    // Nothing was lost, so the client that knew the history goes on.
+    let server = ServerProc::start(&data, &config);
+    write_items(d, &d.join("alice"), &server.url(board), "t-alice", "c", 1);
+    sync(&d.join("bob"), &server.url(board), "t-bob");
+    assert_eq!(state(&d.join("bob")), state(&d.join("alice")));
+    server.kill();
+}
+
+/// A peer that floods PINGs and never reads: the server stops reading from it once its replies
+/// pile up, so its memory stays flat, and everyone else is served meanwhile.
+#[test]
+fn a_ping_flood_that_never_reads_leaves_the_server_memory_flat() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (dir, config) = setup();
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    write_items(
+        dir.path(),
+        &dir.path().join("alice"),
+        &server.url("/shared/board"),
+        "t-alice",
+        "a",
+        1,
+    );
+    let before = server.rss();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sent = runtime.block_on(async {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/realm-sync", server.addr))
+            .await
+            .expect("the server accepts WebSockets");
+        // The reading half is kept but never polled: nothing is read.
+        let (mut sink, _unread) = ws.split();
+        let ping = ClientMessage::Ping { timestamp: 7 }.encode();
+        let mut sent = 0u64;
+        let flood = async {
+            loop {
+                for _ in 0..1000 {
+                    if sink.feed(Message::binary(ping.clone())).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(4), flood).await;
+        sent
+    });
+    let after = server.rss();
+    assert!(sent > 20_000, "only {sent} PINGs went out");
+    assert!(
+        after < before + (40 << 20),
+        "{sent} PINGs took the server from {before} to {after} bytes"
+    );
+    sync(
+        &dir.path().join("bob"),
+        &server.url("/shared/board"),
+        "t-bob",
+    );
+    assert_eq!(
+        state(&dir.path().join("bob")),
+        state(&dir.path().join("alice"))
+    );
+}
+
+/// 100 connections that never bind but keep PINGing are dropped at the bind deadline (no frame
+/// extends it), a connection over the per-address cap is closed at once, and a real client syncs
+/// once they are gone.
+#[test]
+fn unbound_pinging_connections_are_dropped_at_the_bind_deadline() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (dir, _) = setup();
+    let config = config_with_limits(
+        dir.path(),
+        serde_json::json!({"bind_timeout_secs": 2, "max_connections_per_address": 100}),
+    );
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = server.addr.clone();
+    let (dropped, refused) = runtime.block_on(async move {
+        let url = format!("ws://{addr}/realm-sync");
+        let mut pingers = Vec::new();
+        for _ in 0..100 {
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .expect("the server accepts WebSockets");
+            pingers.push(tokio::spawn(async move {
+                let (mut sink, mut stream) = ws.split();
+                let started = Instant::now();
+                let ping = ClientMessage::Ping { timestamp: 1 }.encode();
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if sink.send(Message::binary(ping.clone())).await.is_err() {
+                                return started.elapsed();
+                            }
+                        }
+                        message = stream.next() => match message {
+                            Some(Ok(_)) => {}
+                            _ => return started.elapsed(),
+                        },
+                    }
+                    if started.elapsed() > Duration::from_secs(20) {
+                        return started.elapsed();
+                    }
+                }
+            }));
+        }
+        // The 101st from the same address is closed before its handshake.
+        let refused = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .is_err();
+        let mut lived = Vec::new();
+        for p in pingers {
+            lived.push(p.await.expect("a pinger"));
+        }
+        (lived, refused)
+    });
+    assert!(refused, "the 101st connection was accepted");
+    for lived in &dropped {
+        assert!(
+            *lived < Duration::from_secs(6),
+            "an unbound connection lived {lived:?}"
+        );
+    }
+    let d = dir.path();
+    write_items(
+        d,
+        &d.join("alice"),
+        &server.url("/shared/board"),
+        "t-alice",
+        "a",
+        1,
+    );
+    let log = std::fs::read_to_string(&server.log).expect("server log");
+    assert!(log.contains("not bound after 2s"), "{log}");
+}
+
+/// A changeset over the server's reassembly limit is refused at its first chunk (104, fatal);
+/// one within it whose first frame (1 MiB) takes the server past its memory budget for
+/// changesets in transit is refused as well, with retry; one that fits a frame still goes
+/// through.
+#[test]
+fn oversized_reassembly_is_refused() {
+    let (dir, _) = setup();
+    let config = config_with_limits(
+        dir.path(),
+        serde_json::json!({"max_changeset": 2_000_000, "changeset_budget": 500_000}),
+    );
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let d = dir.path();
+    let url = server.url("/shared/board");
+    let big = |local: &Path, size: usize| {
+        let mut ops = board_schema();
+        ops.push(
+            serde_json::json!({"op": "insert", "type": "Item", "pk": "big",
+            "values": {"who": "x".repeat(size)}}),
+        );
+        apply(d, local, &serde_json::Value::Array(ops));
+    };
+    big(&d.join("alice"), 3_000_000);
+    let why = client_err(
+        &d.join("alice"),
+        &["--url", &url, "--token", "t-alice", "sync"],
+    );
+    assert!(why.contains("limits exceeded (104, fatal)"), "{why}");
+    big(&d.join("bob"), 1_800_000);
+    let why = client_err(
+        &d.join("bob"),
+        &["--url", &url, "--token", "t-bob", "--retries", "1", "sync"],
+    );
+    assert!(why.contains("limits exceeded (104, retry)"), "{why}");
+    write_items(d, &d.join("carol"), &url, "t-carol", "c", 1);
+}
+
+/// A changeset stamped far in the future (u64::MAX - 1) is refused with 232 and never
+/// integrated; the server, and the clients, go on.
+#[test]
+fn a_far_future_timestamp_is_refused() {
+    let (dir, config) = setup();
+    let server = ServerProc::start(&dir.path().join("data"), &config);
+    let path = "/shared/board";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = RealmUrl::parse(&server.url(path)).expect("URL");
+    let failure = runtime.block_on(async {
+        let config = ClientConfig {
+            path: path.into(),
+            token: "t-carol".into(),
+            limits: Limits::default(),
+            start_from_state: false,
+        };
+        let mut local = Local::in_memory(config);
+        local
+            .session
+            .client_mut()
+            .write(u64::MAX - 1, |tx| {
+                tx.add_type(objsync::ObjectType::new(
+                    "Forged",
+                    Some("id"),
+                    [objsync::Property::new(
+                        "id",
+                        objsync::PropType::parse("int")?,
+                    )],
+                )?)?;
+                tx.insert("Forged", 1)
+            })
+            .expect("a local write");
+        let mut live = Live::connect(&mut local, &url, &Limits::default())
+            .await
+            .expect("connects");
+        live.pump(&mut local, |_, _| Ok(Flow::Continue))
+            .await
+            .expect_err("the server refuses")
+    });
+    match failure {
+        Failure::Server(e) => assert_eq!(e.code, ErrorCode::TimestampAhead, "{e}"),
+        other => panic!("expected an ERROR, got {other}"),
+    }
+    let d = dir.path();
+    write_items(d, &d.join("alice"), &server.url(path), "t-alice", "a", 1);
+    assert!(!state(&d.join("alice")).contains("Forged"));
+}
+
+/// Logs never carry a token (at any level, on either side) and never let a client's text
+/// start a line of its own; a 2,000-segment path is refused as illegal (204), not retried.
+#[test]
+fn logs_keep_secrets_and_client_text_in_their_place() {
+    let (dir, _) = setup();
+    let config = dir.path().join("config.json");
+    let data = dir.path().join("data");
+    let server = ServerProc::start_logging(&data, &config, &[], "trace");
+    let d = dir.path();
+    let out = Command::new(binary("client"))
+        .arg("--local")
+        .arg(d.join("alice"))
+        .args([
+            "--url",
+            &server.url("/shared/board"),
+            "--token",
+            "t-alice",
+            "sync",
+        ])
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("the client runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client_log = String::from_utf8_lossy(&out.stderr);
+    assert!(!client_log.is_empty(), "the client logged at trace level");
+    assert!(
+        !client_log.contains("t-alice"),
+        "the client logged its token"
+    );
+
+    let limits = Limits::default();
+    let bind = ClientMessage::Bind(Bind {
+        protocol_version: PROTOCOL_VERSION,
+        path: "/x\nERROR forged line".into(),
+        token: "wrong-secret".into(),
+        max_message: limits.max_message as u64,
+    })
+    .encode();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reply = runtime.block_on(raw_session(&server.addr, vec![bind]));
+    assert_eq!(error_code(&reply, &limits), ErrorCode::BadAuthentication);
+
+    let long = "/a".repeat(2000);
+    let why = client_err(
+        &d.join("x"),
+        &["--url", &server.url(&long), "--token", "t-alice", "sync"],
+    );
+    assert!(why.contains("illegal realm path (204, fatal)"), "{why}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = std::fs::read_to_string(&server.log).expect("server log");
+    assert!(log.lines().count() > 10, "the server logged at trace level");
+    for secret in ["t-alice", "wrong-secret"] {
+        assert!(!log.contains(secret), "the server logged a token");
+    }
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a client's path forged a log line"
+    );
+    assert!(
+        log.contains("ERROR forged line"),
+        "the path is logged, escaped"
+    );
 }

@@ -25,8 +25,8 @@ pub struct Identity {
     pub server_file: u64,
 }
 
-/// Where the client binds, and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the client binds, and how. Its `Debug` form leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// The realm's path.
     pub path: String,
@@ -39,6 +39,17 @@ pub struct ClientConfig {
     /// instead of its history (a bootstrap, spec/protocol.md section 11): what a new device
     /// wants, since it costs the state's size, not the history's.
     pub start_from_state: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("path", &self.path)
+            .field("token", &crate::wire::Redacted)
+            .field("limits", &self.limits)
+            .field("start_from_state", &self.start_from_state)
+            .finish()
+    }
 }
 
 /// What a [`ClientSession`] reports.

@@ -69,6 +69,14 @@ impl<S: Store> ServerRealm<S> {
         self.file_ident
     }
 
+    /// Gives the realm a new file identifier (nonzero; 0 is taken as 1): what a server does
+    /// after rebuilding a realm that lost part of its history (a repaired journal), so that
+    /// every client that knew the old history is told to reset (207) instead of going on with
+    /// server versions that now name other changesets.
+    pub fn reissue(&mut self, file_ident: u64) {
+        self.file_ident = file_ident.max(1);
+    }
+
     /// Forgets the history up to `horizon` ([`Server::trim`]): clients that need it are told
     /// to reset (222), new clients start from the state.
     pub fn trim(&mut self, horizon: ServerVersion) {

@@ -2,7 +2,7 @@
 //! and frames out, over the realm the BIND resolved to.
 
 use super::realm::ServerRealm;
-use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion, Timestamp};
 use crate::store::Store;
 use crate::sync::SyncError;
 use crate::wire::{
@@ -13,13 +13,23 @@ use crate::wire::{
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// What a server's caller is asked to decide: may this token open this realm?
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a server's caller is asked to decide: may this token open this realm? Its `Debug`
+/// form leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BindRequest {
     /// The realm path as sent (the caller resolves `/~/` and checks its form).
     pub path: String,
     /// The token.
     pub token: String,
+}
+
+impl std::fmt::Debug for BindRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindRequest")
+            .field("path", &self.path)
+            .field("token", &crate::wire::Redacted)
+            .finish()
+    }
 }
 
 /// What a bound session may do, as the caller's permission check decided.
@@ -103,7 +113,17 @@ pub struct ServerSession {
     state: Option<Outgoing<ServerVersion>>,
     ack_sent: Option<ClientVersion>,
     marks: VecDeque<(u64, ServerVersion)>,
+    /// Bytes in `outbox`.
+    queued: usize,
+    /// The caller's clock reading and how far ahead of it a changeset may be stamped.
+    clock: Option<(Timestamp, u64)>,
 }
+
+/// How many bytes of replies (PONGs, the IDENT reply, an ERROR) may wait in a session's outbox,
+/// in frames of the session's `max_message`: a client answers at most a few at a time, so only
+/// one that keeps sending PINGs without reading their PONGs gets near it. Its caller should
+/// stop reading from such a client well before ([`ServerSession::backlog`]).
+const MAX_BACKLOG_FRAMES: usize = 4;
 
 impl ServerSession {
     /// A session for a new connection.
@@ -123,7 +143,43 @@ impl ServerSession {
             state: None,
             ack_sent: None,
             marks: VecDeque::new(),
+            queued: 0,
+            clock: None,
         }
+    }
+
+    /// Builds frames of at most `bytes` (at least [`MIN_MESSAGE`]; by default the session's
+    /// `max_message`), and of at most the client's `max_message` as always. Call it before the
+    /// BIND arrives. Smaller frames bound what a connection to a client that reads slowly holds
+    /// in its buffers, at a little cost in framing; they change nothing else.
+    pub fn with_frame_size(mut self, bytes: usize) -> Self {
+        self.send_limit = bytes.max(MIN_MESSAGE).min(self.send_limit);
+        self
+    }
+
+    /// Bytes of replies queued and not yet taken by [`poll_transmit`](Self::poll_transmit) or
+    /// [`poll_queued`](Self::poll_queued). Every PING adds a PONG: a caller that keeps
+    /// reading from a client that does not read grows it, so the caller stops reading while it
+    /// is above its own bound and reads again once it drains. (DOWNLOADs are never queued: they
+    /// are built when the caller asks for the next frame.) The session itself refuses PINGs
+    /// once this passes four of its frames (104).
+    pub fn backlog(&self) -> usize {
+        self.queued
+    }
+
+    /// Bytes of an incomplete changeset buffered for reassembly (at most `max_changeset`): what
+    /// a caller counts against a budget shared by its sessions.
+    pub fn reassembling(&self) -> usize {
+        self.reassembly.buffered()
+    }
+
+    /// The caller's clock (milliseconds, as changesets are stamped) and the furthest a
+    /// changeset may be stamped ahead of it: an upload stamped later is refused with 232
+    /// (retry), so one forged or wildly wrong timestamp cannot win every last-write-wins
+    /// conflict and pin every client's clock. Set it before each [`process`](Self::process);
+    /// without it no timestamp is refused.
+    pub fn set_clock(&mut self, now: Timestamp, max_skew: u64) {
+        self.clock = Some((now, max_skew));
     }
 
     /// The bound peer, once IDENT has been accepted.
@@ -164,6 +220,13 @@ impl ServerSession {
         };
         match msg {
             ClientMessage::Ping { timestamp } => {
+                let bound = MAX_BACKLOG_FRAMES.saturating_mul(self.limits.max_message);
+                if self.queued > bound {
+                    return Err(ErrorMessage::new(
+                        ErrorCode::LimitsExceeded,
+                        format!("more than {bound} bytes of replies wait for a client that does not read them"),
+                    ));
+                }
                 self.send(ServerMessage::Pong { timestamp });
                 Ok(None)
             }
@@ -191,8 +254,7 @@ impl ServerSession {
                     ));
                 }
                 self.send_limit = self
-                    .limits
-                    .max_message
+                    .send_limit
                     .min(usize::try_from(max_message).unwrap_or(usize::MAX));
                 self.phase = ServerPhase::AwaitAccept;
                 Ok(Some(BindRequest { path, token }))
@@ -256,6 +318,15 @@ impl ServerSession {
         }
     }
 
+    /// Like [`refuse`](Self::refuse), with the whole ERROR given: its action too (the
+    /// reference server sends 104 with retry when its memory budget for changesets in transit
+    /// is spent, a condition that passes).
+    pub fn refuse_with(&mut self, error: ErrorMessage) {
+        if !self.is_closed() {
+            self.close(error);
+        }
+    }
+
     fn close(&mut self, error: ErrorMessage) {
         // Frames already queued (an IDENT reply with a new salt, a PONG) still go out first.
         self.send(ServerMessage::Error(error));
@@ -265,7 +336,9 @@ impl ServerSession {
     }
 
     fn send(&mut self, msg: ServerMessage) {
-        self.outbox.push_back(msg.encode());
+        let frame = msg.encode();
+        self.queued += frame.len();
+        self.outbox.push_back(frame);
     }
 
     /// Handles what the received frames asked of the realm (the IDENT check, integration of
@@ -377,6 +450,17 @@ impl ServerSession {
                     // error, not a duplicate.
                     return realm.integrate(peer, cs).map_err(|e| sync_error(&e));
                 }
+                if let Some((now, max_skew)) = self.clock {
+                    if cs.timestamp > now.saturating_add(max_skew) {
+                        return Err(ErrorMessage::new(
+                            ErrorCode::TimestampAhead,
+                            format!(
+                                "changeset {cv} is stamped {} ms, more than {max_skew} ms ahead of the server's clock ({now} ms): check the device's clock",
+                                cs.timestamp
+                            ),
+                        ));
+                    }
+                }
                 realm
                     .integrate(peer, cs.clone())
                     .map_err(|e| sync_error(&e))?;
@@ -409,7 +493,9 @@ impl ServerSession {
     /// The next frame already queued (a PONG, an IDENT reply, an ERROR), without looking at
     /// the realm: what a caller sends before a BIND has resolved to a realm.
     pub fn poll_queued(&mut self) -> Option<Vec<u8>> {
-        self.outbox.pop_front()
+        let frame = self.outbox.pop_front()?;
+        self.queued -= frame.len();
+        Some(frame)
     }
 
     /// The next frame to send: queued replies first, then DOWNLOADs while the client is

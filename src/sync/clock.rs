@@ -2,9 +2,14 @@
 //! about causality.
 //!
 //! The library never reads a clock; the caller passes physical time in. [`Hlc`] turns those
-//! readings into timestamps that never go backwards and are always later than every timestamp the
-//! peer has seen, so a write made after seeing another is never stamped earlier (and so never
-//! loses a last-write-wins comparison to what it overwrote, whatever the physical clocks say).
+//! readings into timestamps that never go backwards and are later than every timestamp the peer
+//! has seen, so a write made after seeing another is never stamped earlier (and so never loses
+//! a last-write-wins comparison to what it overwrote, whatever the physical clocks say) — up to
+//! a bound: it follows a timestamp seen elsewhere only as far as [`DEFAULT_MAX_SKEW`] (or the
+//! caller's bound) ahead of its own physical reading. One changeset stamped far in the future
+//! (a wrong clock, a forged u64::MAX) would otherwise pin every clock that saw it at that value,
+//! and from then on concurrent writes would be decided by peer id alone. Servers refuse such
+//! changesets too (spec/protocol.md, 5.4).
 //!
 //! [`VectorClock`] maps each peer to the number of its changesets included. Two changesets are
 //! concurrent exactly when neither clock is below or equal to the other; [`crate::sync::Server`]
@@ -15,10 +20,18 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+/// How far ahead of its physical reading [`Hlc::stamp`] follows a timestamp seen elsewhere: ten
+/// minutes, the reference server's default bound for accepting a changeset's timestamp.
+pub const DEFAULT_MAX_SKEW: u64 = 10 * 60 * 1000;
+
 /// A hybrid logical clock in milliseconds. See the module documentation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hlc {
     last: Timestamp,
+    /// The last timestamp this clock issued: its own stamps keep increasing even when `last`
+    /// is too far ahead to follow.
+    #[serde(default)]
+    issued: Timestamp,
 }
 
 impl Hlc {
@@ -28,10 +41,25 @@ impl Hlc {
     }
 
     /// A timestamp for a new local write: the physical reading, unless that is not later than
-    /// everything issued or observed so far, in which case one millisecond after that.
+    /// everything issued or observed so far, in which case one millisecond after that, but
+    /// never more than [`DEFAULT_MAX_SKEW`] ahead of the reading on account of what was
+    /// observed ([`stamp_within`](Self::stamp_within)).
     pub fn stamp(&mut self, physical_now: Timestamp) -> Timestamp {
-        let t = physical_now.max(self.last.saturating_add(1));
-        self.last = t;
+        self.stamp_within(physical_now, DEFAULT_MAX_SKEW)
+    }
+
+    /// [`stamp`](Self::stamp) with the caller's bound: what was observed is followed up to
+    /// `max_skew` ms past `physical_now`; the clock's own stamps still always increase.
+    pub fn stamp_within(&mut self, physical_now: Timestamp, max_skew: u64) -> Timestamp {
+        let followed = self
+            .last
+            .saturating_add(1)
+            .min(physical_now.saturating_add(max_skew));
+        let t = physical_now
+            .max(followed)
+            .max(self.issued.saturating_add(1));
+        self.issued = t;
+        self.last = self.last.max(t);
         t
     }
 
@@ -113,6 +141,29 @@ mod tests {
         assert_eq!(c.stamp(200), 501);
         assert_eq!(c.stamp(1000), 1000);
         assert_eq!(c.last(), 1000);
+    }
+
+    #[test]
+    fn hlc_follows_remote_time_only_within_the_skew() {
+        let mut c = Hlc::new();
+        c.observe(u64::MAX);
+        assert_eq!(c.stamp_within(1_000, 100), 1_100);
+        assert_eq!(
+            c.stamp_within(1_000, 100),
+            1_101,
+            "own stamps still increase"
+        );
+        assert_eq!(c.stamp_within(5_000, 100), 5_100);
+        let mut d = Hlc::new();
+        d.observe(5_050);
+        assert_eq!(
+            d.stamp_within(5_000, 100),
+            5_051,
+            "within the skew it follows"
+        );
+        let mut e = Hlc::new();
+        e.observe(u64::MAX);
+        assert_eq!(e.stamp(1_000), 1_000 + DEFAULT_MAX_SKEW);
     }
 
     #[test]

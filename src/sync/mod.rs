@@ -60,7 +60,7 @@ mod server;
 
 pub use crate::model::Cursor;
 pub use client::{Client, DEFAULT_RECOVERY_WINDOW};
-pub use clock::{Hlc, VectorClock};
+pub use clock::{Hlc, VectorClock, DEFAULT_MAX_SKEW};
 pub use error::SyncError;
 pub use messages::{Download, DownloadEntry, Upload, UploadAck};
 pub use reset::{Checkpoint, RecoveryRequest, Reset, ResetCause, ResetError, ResetMode};

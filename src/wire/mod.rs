@@ -27,6 +27,7 @@ mod varint;
 pub(crate) use changeset::Encoder;
 pub use changeset::{decode, encode, encode_into, FORMAT_VERSION};
 pub use error::{DecodeError, MessageError};
+pub(crate) use protocol::Redacted;
 pub use protocol::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
     FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, StatePosition,

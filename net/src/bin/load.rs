@@ -1,18 +1,27 @@
 //! A load generator for the reference server: N clients each commit M transactions, one at a
-//! time (the next once the server acknowledged the last), to one shared realm and then to a
-//! realm each, over loopback WebSockets.
+//! time (the next once the server acknowledged the last and the client has taken in what the
+//! others wrote meanwhile), to one shared realm and then to a realm each, over loopback
+//! WebSockets.
 //!
 //! ```text
 //! cargo run --release --bin load -- --clients 100 --transactions 20
 //! ```
 //!
-//! Without `--url` it starts a server in the same process (on its own runtime, over a
-//! temporary data directory, with durable journals as `examples/server.rs` keeps them); with
-//! `--url realm://host:port --token T` it loads a running one. It reports throughput and the
-//! latency from commit to acknowledgement and, in the shared realm, from commit to arrival at
-//! the other clients; it checks that every client of the shared realm ends with the same state.
+//! Without `--url` it starts a server in a child process (this program again, over a temporary
+//! data directory, with durable journals as the `server` binary keeps them); with
+//! `--url realm://host:port --token T` it loads a running one (`--server-pid` lets it read that
+//! server's memory). It reports throughput, the latency from commit to acknowledgement and, in
+//! the shared realm, from commit to arrival at the other clients, and the server's resident
+//! memory before the clients connect, at its peak, and after they have left and the server
+//! has closed their realms; it checks that every client of the shared realm ends with the
+//! same state.
 
 #![forbid(unsafe_code)]
+
+/// mimalloc rather than the system allocator: it gives freed memory back to the system, so
+/// the server's memory returns to its base once clients leave and their realms close.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,7 +30,10 @@ use objsync::wire::Limits;
 use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::server::{random_token, Config, Server};
 use std::collections::HashMap;
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
@@ -38,12 +50,25 @@ struct Args {
     /// Which realm layout to load.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
-    /// A running server, `realm://host:port` (default: one started in this process).
+    /// A running server, `realm://host:port` (default: one started in a child process).
     #[arg(long)]
     url: Option<String>,
     /// The token for `--url` (it must allow writing under /load/).
     #[arg(long)]
     token: Option<String>,
+    /// The process id of the server at `--url`, to report its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds to wait after a round before measuring the server's memory again (it closes
+    /// a realm a while after its last client leaves: 1 s for the server this program starts).
+    #[arg(long, default_value_t = 3)]
+    settle: u64,
+    /// Internal: run as the server this program starts, over this data directory.
+    #[arg(long, hide = true)]
+    serve_data: Option<PathBuf>,
+    /// Internal: the admin token of that server.
+    #[arg(long, hide = true)]
+    serve_token: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,36 +95,129 @@ struct Measured {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match load(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+    objsync_net::run_main("warn", || match (&args.serve_data, &args.serve_token) {
+        (Some(data), Some(token)) => serve(data, token),
+        _ => load(&args),
+    })
+}
+
+/// The child process's server: limits for many clients from one address, and realms closed
+/// a second after their last client leaves so that memory after a round shows what stays.
+fn serve(data: &Path, token: &str) -> Result<(), String> {
+    let mut config = Config::admin_only(token.to_string());
+    config.limits.max_connections = 1 << 20;
+    config.limits.max_connections_per_address = 1 << 20;
+    config.limits.realm_idle_secs = 1;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {addr}");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        Server::new(data.to_path_buf(), config)
+            .serve(listener)
+            .await;
+        Ok(())
+    })
+}
+
+/// The server this program started: killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
+/// Starts this program as a server over `data`; returns it and its address.
+fn start_server(data: &Path, token: &str) -> Result<(Child, String), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        // mimalloc gives freed memory back at once, rather than keeping it committed.
+        .env("MIMALLOC_PURGE_DELAY", "0")
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+        .arg("--serve-data")
+        .arg(data)
+        .args(["--serve-token", token])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let child = Child(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("the server said {line:?}"))?
+        .to_string();
+    Ok((child, addr))
+}
+
+/// A process's resident memory in bytes (Linux: `VmRSS` of /proc/PID/status).
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Samples a process's resident memory until stopped; returns the peak.
+struct PeakSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakSampler {
+    fn start(pid: u32) -> PeakSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(rss(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak.max(rss(pid).unwrap_or(0))
+        });
+        PeakSampler { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+fn megabytes(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.0}", b as f64 / (1 << 20) as f64)
+    })
+}
+
 fn load(args: &Args) -> Result<(), String> {
-    // The in-process server runs on its own threads, as it would in its own process.
-    let server_runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let _data;
-    let (authority, token) = match &args.url {
+    let _server;
+    let (authority, token, pid) = match &args.url {
         Some(url) => {
             let url = RealmUrl::parse(&format!("{}/load", url.trim_end_matches('/')))?;
             let token = args.token.clone().ok_or("--url needs --token")?;
-            (url.authority, token)
+            (url.authority, token, args.server_pid)
         }
         None => {
             let data = tempfile::tempdir().map_err(|e| e.to_string())?;
             let token = random_token();
-            let server = Server::new(data.path().to_path_buf(), Config::admin_only(token.clone()));
-            let listener = server_runtime
-                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .map_err(|e| e.to_string())?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            server_runtime.spawn(server.serve(listener));
+            let (child, addr) = start_server(data.path(), &token)?;
+            let pid = child.0.id();
+            _server = child;
             _data = data;
-            (addr.to_string(), token)
+            (addr, token, Some(pid))
         }
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -108,8 +226,16 @@ fn load(args: &Args) -> Result<(), String> {
         args.clients, args.transactions
     );
     println!(
-        "{:<14} {:>9} {:>8} {:>9} {:>9} {:>9} {:>11} {:>11}",
-        "realms", "tx", "wall s", "tx/s", "ack p50", "ack p99", "arrival p50", "arrival p99"
+        "{:<14} {:>7} {:>7} {:>7} {:>9} {:>9} {:>11} {:>11} {:>18}",
+        "realms",
+        "tx",
+        "wall s",
+        "tx/s",
+        "ack p50",
+        "ack p99",
+        "arrival p50",
+        "arrival p99",
+        "server MB b/pk/a"
     );
     let run_id = objsync_net::random_u64() % 1_000_000;
     for (mode, name) in [
@@ -125,7 +251,12 @@ fn load(args: &Args) -> Result<(), String> {
                 _ => format!("/load/r{run_id}-own-{i}"),
             })
             .collect();
+        let before = pid.and_then(rss);
+        let sampler = pid.map(PeakSampler::start);
         let (wall, measured) = runtime.block_on(round(&authority, &token, paths, args))?;
+        let peak = sampler.map(PeakSampler::finish);
+        std::thread::sleep(Duration::from_secs(args.settle));
+        let after = pid.and_then(rss);
         let total = args.clients * args.transactions;
         let acks: Vec<Duration> = measured.iter().flat_map(|m| m.acks.clone()).collect();
         let arrivals: Vec<Duration> = measured.iter().flat_map(|m| m.arrivals.clone()).collect();
@@ -142,13 +273,19 @@ fn load(args: &Args) -> Result<(), String> {
             }
         }
         println!(
-            "{name:<14} {total:>9} {:>8.2} {:>9.0} {:>9} {:>9} {:>11} {:>11}",
+            "{name:<14} {total:>7} {:>7.2} {:>7.0} {:>9} {:>9} {:>11} {:>11} {:>18}",
             wall.as_secs_f64(),
             total as f64 / wall.as_secs_f64(),
             percentile(&acks, 0.50),
             percentile(&acks, 0.99),
             percentile(&arrivals, 0.50),
             percentile(&arrivals, 0.99),
+            format!(
+                "{}/{}/{}",
+                megabytes(before),
+                megabytes(peak),
+                megabytes(after)
+            ),
         );
     }
     Ok(())

@@ -175,4 +175,8 @@ error_codes! {
     /// A client that has written or downloaded asked for the server's state: only a new client
     /// starts from it.
     BadStateRequest = 226, "state requested by a client with history", Fatal;
+    /// An uploaded changeset is stamped further ahead of the server's clock than the server
+    /// allows: the device's clock is wrong (or the timestamp forged). Retrying helps once the
+    /// server's clock has caught up with it.
+    TimestampAhead = 232, "timestamp ahead of the server's clock", Retry;
 }

@@ -82,8 +82,17 @@ pub struct DownloadHead {
     pub fingerprint: Fingerprint,
 }
 
-/// BIND: the first message of a session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Stands for a token in `Debug` output, so that no log or panic message can carry one.
+pub(crate) struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// BIND: the first message of a session. Its `Debug` form leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bind {
     /// The protocol version the client speaks.
     pub protocol_version: u32,
@@ -94,6 +103,17 @@ pub struct Bind {
     /// The largest frame the client accepts: the server cuts its DOWNLOADs to the smaller of
     /// this and its own limit.
     pub max_message: u64,
+}
+
+impl std::fmt::Debug for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bind")
+            .field("protocol_version", &self.protocol_version)
+            .field("path", &self.path)
+            .field("token", &Redacted)
+            .field("max_message", &self.max_message)
+            .finish()
+    }
 }
 
 /// IDENT from the client: who it is and where it stands, sent right after BIND.
