@@ -3,17 +3,41 @@
 
 use objsync_testkit::cases;
 
-use objsync::sync::Cursor;
+use objsync::sync::{Checkpoint, Cursor, RecoveryRequest};
 use objsync::wire::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
-    FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
-    StatePosition, UploadMessage, UploadProgress,
+    FileIdent, Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage, Start,
+    StatePosition, UploadMessage, UploadProgress, PROTOCOL_VERSION,
 };
 use objsync::{ClientVersion, Fingerprint, PeerId, ServerVersion};
 use proptest::prelude::*;
 
 fn version() -> impl Strategy<Value = u64> + Clone {
     prop_oneof![0..4u64, any::<u64>()]
+}
+
+fn start() -> impl Strategy<Value = Start> {
+    let held = (version(), version()).prop_map(|(v, offset)| StatePosition {
+        version: ServerVersion(v),
+        offset,
+    });
+    let checkpoint = (version(), any::<u64>()).prop_map(|(v, f)| Checkpoint {
+        version: ServerVersion(v),
+        fingerprint: Fingerprint(f),
+    });
+    let request = (
+        prop::collection::vec(checkpoint, 0..4),
+        prop::option::of((1..u64::MAX).prop_map(ClientVersion)),
+    )
+        .prop_map(|(checkpoints, diverged_from)| RecoveryRequest {
+            checkpoints,
+            diverged_from,
+        });
+    prop_oneof![
+        Just(Start::History),
+        held.clone().prop_map(Start::State),
+        (held, request).prop_map(|(h, r)| Start::Recovery(h, r)),
+    ]
 }
 
 fn cursor() -> impl Strategy<Value = Cursor> {
@@ -63,24 +87,26 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             cursor(),
             version(),
             version(),
-            prop::option::of((version(), version()))
+            (version(), any::<u64>()),
+            start(),
         )
-            .prop_map(|(peer, salt, server_file, download, latest, last, state)| {
-                ClientMessage::Ident(Ident {
-                    file: FileIdent {
-                        peer: PeerId(peer),
-                        salt,
-                    },
-                    server_file,
-                    download,
-                    latest: ServerVersion(latest),
-                    last_version: ClientVersion(last),
-                    state: state.map(|(v, offset)| StatePosition {
-                        version: ServerVersion(v),
-                        offset,
-                    }),
-                })
-            }),
+            .prop_map(
+                |(peer, salt, server_file, download, latest, last, acked, start)| {
+                    ClientMessage::Ident(Ident {
+                        file: FileIdent {
+                            peer: PeerId(peer),
+                            salt,
+                        },
+                        server_file,
+                        download,
+                        latest: ServerVersion(latest),
+                        last_version: ClientVersion(last),
+                        acknowledged: ClientVersion(acked.0),
+                        acknowledged_signature: acked.1,
+                        start,
+                    })
+                },
+            ),
         (
             version(),
             version(),
@@ -144,13 +170,17 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_filter_map("one piece", |mut c| c.pop().map(ServerMessage::State)),
         version().prop_map(|request| ServerMessage::Mark { request }),
         version().prop_map(|timestamp| ServerMessage::Pong { timestamp }),
-        (code, action, ".{0,30}").prop_map(|(code, action, message)| {
-            ServerMessage::Error(ErrorMessage {
-                code,
-                action,
-                message,
-            })
-        }),
+        (code, action, ".{0,30}", version(), version()).prop_map(
+            |(code, action, message, cv, sv)| {
+                ServerMessage::Error(ErrorMessage {
+                    code,
+                    action,
+                    message,
+                    client_version: ClientVersion(cv),
+                    server_version: ServerVersion(sv),
+                })
+            }
+        ),
     ]
 }
 
@@ -351,17 +381,21 @@ fn reassembly_refuses_gaps_and_interleaving() {
     );
 }
 
-/// The examples of spec/protocol.md 3.12 that involve the bootstrap.
+/// Every example of spec/protocol.md 3.12 encodes as written there.
 #[test]
-fn the_bootstrap_examples_of_the_spec_encode_as_written() {
-    use objsync::wire::StatePosition;
+fn the_examples_of_the_spec_encode_as_written() {
+    let spec = std::fs::read_to_string("spec/protocol.md").expect("the protocol spec");
     let hex = |b: Vec<u8>| {
         b.iter()
             .map(|x| format!("{x:02x}"))
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let ident = |state| Ident {
+    let held = StatePosition {
+        version: ServerVersion(9),
+        offset: 300,
+    };
+    let first = Ident {
         file: FileIdent {
             peer: PeerId(7),
             salt: 0,
@@ -370,25 +404,116 @@ fn the_bootstrap_examples_of_the_spec_encode_as_written() {
         download: Cursor::default(),
         latest: ServerVersion(0),
         last_version: ClientVersion(0),
-        state,
+        acknowledged: ClientVersion(0),
+        acknowledged_signature: 0,
+        start: Start::History,
     };
-    assert_eq!(
-        hex(ClientMessage::Ident(ident(None)).encode()),
-        "02 07 00 00 00 00 00 00 00 00"
-    );
-    let held = StatePosition {
-        version: ServerVersion(9),
-        offset: 300,
+    let resume = Ident {
+        file: FileIdent {
+            peer: PeerId(7),
+            salt: 0x1234,
+        },
+        server_file: 0x5eed,
+        download: Cursor {
+            server: ServerVersion(3),
+            own: ClientVersion(1),
+            fingerprint: Fingerprint(0x2a),
+        },
+        latest: ServerVersion(3),
+        last_version: ClientVersion(2),
+        acknowledged: ClientVersion(1),
+        acknowledged_signature: 0x63,
+        start: Start::History,
     };
-    assert_eq!(
-        hex(ClientMessage::Ident(ident(Some(held))).encode()),
-        "02 07 00 00 00 00 00 00 00 01 09 ac 02"
-    );
-    let state = ServerMessage::State(Chunk {
-        head: ServerVersion(9),
-        total: 300,
-        offset: 0,
-        data: b"OSS".to_vec(),
-    });
-    assert_eq!(hex(state.encode()), "86 01 09 ac 02 00 03 4f 53 53");
+    let recovery = RecoveryRequest {
+        checkpoints: vec![Checkpoint {
+            version: ServerVersion(3),
+            fingerprint: Fingerprint(0x2a),
+        }],
+        diverged_from: None,
+    };
+    let client = [
+        ClientMessage::Bind(Bind {
+            protocol_version: PROTOCOL_VERSION,
+            path: "/notes".into(),
+            token: "t".into(),
+            max_message: 1 << 20,
+        }),
+        ClientMessage::Ident(first.clone()),
+        ClientMessage::Ident(resume.clone()),
+        ClientMessage::Ident(Ident {
+            start: Start::State(held),
+            ..first
+        }),
+        ClientMessage::Ident(Ident {
+            start: Start::Recovery(StatePosition::default(), recovery),
+            ..resume
+        }),
+        ClientMessage::Upload(UploadMessage {
+            progress: UploadProgress {
+                client: ClientVersion(2),
+                server: ServerVersion(3),
+            },
+            chunks: vec![Chunk {
+                head: ClientVersion(3),
+                total: 300,
+                offset: 0,
+                data: b"OSC".to_vec(),
+            }],
+        }),
+        ClientMessage::Mark { request: 42 },
+        ClientMessage::Ping { timestamp: 300 },
+    ];
+    let server = [
+        ServerMessage::Ident(IdentReply {
+            file: FileIdent {
+                peer: PeerId(7),
+                salt: 0x1234,
+            },
+            server_file: 0x5eed,
+            latest: ServerVersion(3),
+        }),
+        ServerMessage::Download(DownloadMessage {
+            cursor: Cursor {
+                server: ServerVersion(5),
+                own: ClientVersion(2),
+                fingerprint: Fingerprint(0x2a),
+            },
+            latest: ServerVersion(6),
+            upload_ack: ClientVersion(2),
+            own_signature: 0x63,
+            downloadable: 150,
+            chunks: vec![Chunk {
+                head: DownloadHead {
+                    server_version: ServerVersion(6),
+                    last_own: ClientVersion(2),
+                    fingerprint: Fingerprint(0x2b),
+                },
+                total: 200,
+                offset: 0,
+                data: b"OS".to_vec(),
+            }],
+        }),
+        ServerMessage::Mark { request: 42 },
+        ServerMessage::Pong { timestamp: 300 },
+        ServerMessage::Error(ErrorMessage::new(ErrorCode::ClientFileBound, "busy")),
+        ServerMessage::Error(
+            ErrorMessage::new(ErrorCode::ChangesetsLost, "lost").about_client(ClientVersion(4)),
+        ),
+        ServerMessage::State(Chunk {
+            head: ServerVersion(9),
+            total: 300,
+            offset: 0,
+            data: b"OSS".to_vec(),
+        }),
+    ];
+    let encoded =
+        (client.iter().map(ClientMessage::encode)).chain(server.iter().map(ServerMessage::encode));
+    for bytes in encoded {
+        let h = hex(bytes);
+        assert!(
+            spec.contains(&format!("`{h}`")),
+            "spec/protocol.md 3.12 lacks `{h}`"
+        );
+    }
 }

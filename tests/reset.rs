@@ -185,8 +185,8 @@ proptest! {
             .cloned()
             .collect();
         let reset = r.reset(c, ResetCause::Requested, ResetMode::Discard);
-        prop_assert_eq!(&reset.reverted, &unsynced);
-        prop_assert!(reset.recovered.is_empty());
+        prop_assert_eq!(&reset.report.reverted, &unsynced);
+        prop_assert!(reset.report.recovered.is_empty());
         prop_assert_eq!(state(r.clients[c].replica()), state(r.server.replica()));
         r.settle(&order);
         converged(&r)?;
@@ -261,7 +261,7 @@ fn recovery_never_duplicates_list_inserts() {
     let error = sync(&mut server, &mut alice).unwrap_err();
     let cause = error.reset_cause().expect("a reset cause");
     let report = reset(&server, &mut alice, cause);
-    assert_eq!(report.recovered.len(), 2);
+    assert_eq!(report.report.recovered.len(), 2);
     sync(&mut server, &mut alice).unwrap();
     sync(&mut server, &mut bob).unwrap();
     let tags = server
@@ -276,7 +276,7 @@ fn recovery_never_duplicates_list_inserts() {
     assert_eq!(json(&alice), json(&bob));
     // A reset the server had nothing to lose for replays nothing twice either.
     let report = reset(&server, &mut alice, ResetCause::Requested);
-    assert!(report.recovered.is_empty());
+    assert!(report.report.recovered.is_empty());
     sync(&mut server, &mut alice).unwrap();
     assert_eq!(
         server
@@ -360,7 +360,10 @@ fn writes_made_while_a_client_must_reset_are_replayed() {
     let error = sync(&mut server, &mut alice).unwrap_err();
     alice.write(7, |tx| tx.insert("Person", 4)).unwrap();
     let report = reset(&server, &mut alice, error.reset_cause().unwrap());
-    assert_eq!(report.recovered, [ClientVersion(2), ClientVersion(3)]);
+    assert_eq!(
+        report.report.recovered,
+        [ClientVersion(2), ClientVersion(3)]
+    );
     sync(&mut server, &mut alice).unwrap();
     sync(&mut server, &mut bob).unwrap();
     let people = server.replica().store().objects("Person").unwrap();
@@ -394,8 +397,8 @@ fn a_refused_changeset_is_reverted_and_reported() {
         }
     );
     let report = reset(&server, &mut alice, cause);
-    assert_eq!(report.reverted.len(), 1);
-    assert_eq!(report.reverted[0].client_version, ClientVersion(2));
+    assert_eq!(report.report.reverted.len(), 1);
+    assert_eq!(report.report.reverted[0].client_version, ClientVersion(2));
     sync(&mut server, &mut alice).unwrap();
     sync(&mut server, &mut bob).unwrap();
     assert_eq!(json(&alice), json(&bob));

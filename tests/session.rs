@@ -8,10 +8,10 @@ use objsync::session::{
     Access, ClientConfig, ClientError, ClientEvent, ClientSession, ServerEvent, ServerRealm,
     ServerSession,
 };
-use objsync::sync::{Client, Cursor};
+use objsync::sync::{Client, Cursor, ResetCause, ResetMode, ResetReport};
 use objsync::wire::{
-    Action, Bind, ClientMessage, ErrorCode, FileIdent, Ident, Limits, ServerMessage, StatePosition,
-    UploadMessage, UploadProgress, PROTOCOL_VERSION,
+    Action, Bind, ClientMessage, ErrorCode, FileIdent, Ident, Limits, ServerMessage, Start,
+    StatePosition, UploadMessage, UploadProgress, PROTOCOL_VERSION,
 };
 use objsync::{
     json, ClientVersion, Error, ObjectType, PeerId, PropType, Property, Replica, ServerVersion,
@@ -162,8 +162,13 @@ impl World {
     }
 
     fn assert_converged(&self) {
+        assert_eq!(state(self.realm.server().replica()), replay(&self.realm));
+        self.assert_clients_converged();
+    }
+
+    /// Every client holds the server's state (a trimmed history no longer replays).
+    fn assert_clients_converged(&self) {
         let server = state(self.realm.server().replica());
-        assert_eq!(server, replay(&self.realm));
         for p in &self.peers {
             assert_eq!(state(p.session.client().replica()), server);
         }
@@ -596,9 +601,114 @@ fn refused_binds_and_permissions() {
             6,
         )
     });
-    assert_eq!(server_code(e), (ErrorCode::PermissionDenied, Action::Fatal));
+    assert_eq!(server_code(e), (ErrorCode::PermissionDenied, Action::Reset));
     assert_eq!(w.realm.server().version().0, 1);
     assert!(!state(w.realm.server().replica()).contains("\"9\""));
+}
+
+impl World {
+    /// Client `i` ended with an error that asks for a reset: resets it with `mode` over the
+    /// protocol and returns the report.
+    fn reset(&mut self, i: usize, mode: ResetMode) -> ResetReport {
+        let p = &mut self.peers[i];
+        let error = p.error.take().expect("the session ended with an error");
+        let cause = p.session.reset_cause(&error).expect("a reset cause");
+        p.session.begin_reset(cause, mode);
+        p.events.clear();
+        self.connect(i);
+        self.settle();
+        let p = &self.peers[i];
+        assert_eq!(p.error, None, "the reset client syncs");
+        (p.events.iter())
+            .find_map(|e| match e {
+                ClientEvent::Reset(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a reset")
+    }
+}
+
+#[test]
+fn a_read_only_client_reverts_what_it_wrote_and_converges() {
+    let mut w = World::new(2, Limits::default());
+    write(w.client(1), 1, |tx| tx.insert("Doc", 1));
+    w.connect(1);
+    w.settle();
+    w.access.write = false;
+    write(w.client(0), 2, |tx| tx.insert("Doc", 9));
+    write(w.client(0), 3, |tx| tx.insert("Doc", 10));
+    w.connect(0);
+    w.settle();
+    let report = w.reset(0, ResetMode::Recover);
+    assert_eq!(report.cause, ResetCause::WriteDenied);
+    assert_eq!(report.reverted.len(), 2, "both writes are reverted");
+    w.assert_converged();
+    assert!(!state(w.realm.server().replica()).contains("\"9\""));
+}
+
+#[test]
+fn clients_of_a_restored_realm_recover_everything_over_the_protocol() {
+    let mut w = World::new(3, Limits::default());
+    write(w.client(0), 1, |tx| tx.insert("Doc", 1));
+    for i in [0, 1] {
+        w.connect(i);
+    }
+    w.settle();
+    let backup = w.realm.save();
+    // Acknowledged by the server that will be lost, and one more written offline.
+    write(w.client(0), 2, |tx| tx.set("Doc", 1, "body", "acked"));
+    write(w.client(1), 3, |tx| {
+        tx.list_insert("Doc", 1, "tags", 0, "t")
+    });
+    w.settle();
+    assert_eq!(w.realm.server().version().0, 3);
+    write(w.client(1), 4, |tx| tx.insert("Doc", 2));
+    for i in [0, 1] {
+        w.drop_connection(i);
+    }
+    w.realm = ServerRealm::load(&backup).expect("a backup loads");
+    // The restored realm moves on before the others come back: version numbers exist again.
+    write(w.client(2), 5, |tx| tx.insert("Doc", 3));
+    w.connect(2);
+    w.settle();
+    for i in [0, 1] {
+        w.connect(i);
+        w.settle();
+        let error = w.peers[i].error.as_ref();
+        assert_eq!(error.map(ClientError::action), Some(Action::Reset));
+        w.reset(i, ResetMode::Recover);
+    }
+    w.settle();
+    w.assert_converged();
+    let s = state(w.realm.server().replica());
+    for expected in ["acked", "\"t\"", "\"2\"", "\"3\""] {
+        assert!(s.contains(expected), "{expected} in {s}");
+    }
+}
+
+#[test]
+fn a_client_behind_a_trim_recovers_its_unsynced_writes_over_the_protocol() {
+    let mut w = World::new(2, Limits::default());
+    write(w.client(0), 1, |tx| tx.insert("Doc", 1));
+    w.connect(0);
+    w.connect(1);
+    w.settle();
+    w.drop_connection(1);
+    write(w.client(1), 30, |tx| {
+        tx.set("Doc", 1, "body", "late but later")
+    });
+    write(w.client(0), 20, |tx| tx.set("Doc", 1, "body", "early"));
+    w.settle();
+    let latest = w.realm.server().version();
+    w.realm.trim(latest);
+    w.connect(1);
+    w.settle();
+    let report = w.reset(1, ResetMode::Recover);
+    assert!(matches!(report.cause, ResetCause::Trimmed { .. }));
+    assert_eq!(report.recovered.len(), 1);
+    w.settle();
+    w.assert_clients_converged();
+    assert!(state(w.realm.server().replica()).contains("late but later"));
 }
 
 #[test]
@@ -1159,7 +1269,9 @@ fn only_a_new_client_may_ask_for_the_state() {
         download: Cursor::default(),
         latest: ServerVersion(0),
         last_version: ClientVersion(4),
-        state: Some(StatePosition::default()),
+        acknowledged: ClientVersion(0),
+        acknowledged_signature: 0,
+        start: Start::State(StatePosition::default()),
     };
     let mut conn = ServerSession::new(Limits::default());
     let bind = ClientMessage::Bind(Bind {

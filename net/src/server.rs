@@ -874,11 +874,11 @@ impl Conn {
                 "memory budget for changesets in transit spent; closing the session"
             );
             self.session.refuse_with(ErrorMessage {
-                code: ErrorCode::LimitsExceeded,
                 action: Action::Retry,
-                message:
-                    "the server holds as many incomplete changesets as it can; try again later"
-                        .into(),
+                ..ErrorMessage::new(
+                    ErrorCode::LimitsExceeded,
+                    "the server holds as many incomplete changesets as it can; try again later",
+                )
             });
             self.count_in_transit(limits);
         }

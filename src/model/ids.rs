@@ -170,3 +170,25 @@ pub struct Key {
     /// Origin peer id; breaks ties between equal timestamps.
     pub peer: PeerId,
 }
+
+/// A server version the client's changesets are based on, with the history's fingerprint
+/// there as the client integrated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The server version.
+    pub version: ServerVersion,
+    /// The fingerprint the client holds for it.
+    pub fingerprint: Fingerprint,
+}
+
+/// What a client sends the server to be recovered: where its history is based.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRequest {
+    /// Server versions the client integrated, with their fingerprints, ascending; the last is
+    /// its download cursor.
+    pub checkpoints: Vec<Checkpoint>,
+    /// The client version from which the server holds other changesets than the client's
+    /// under the same versions
+    /// ([`ResetCause::ChangesetMismatch`](crate::sync::ResetCause::ChangesetMismatch)).
+    pub diverged_from: Option<ClientVersion>,
+}

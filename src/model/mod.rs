@@ -17,7 +17,10 @@ mod value;
 pub use changeset::Changeset;
 pub use decimal::{Decimal128, DecimalError, DecimalKind};
 pub use error::{Error, ListProblem, SchemaConflict};
-pub use ids::{ClientVersion, Cursor, Fingerprint, Key, OpId, PeerId, ServerVersion, Timestamp};
+pub use ids::{
+    Checkpoint, ClientVersion, Cursor, Fingerprint, Key, OpId, PeerId, RecoveryRequest,
+    ServerVersion, Timestamp,
+};
 pub use instruction::{Fate, Instruction, Kind, ObjRef, Op, PropRef};
 pub use place::{Place, Side};
 pub use schema::{

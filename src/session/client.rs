@@ -4,11 +4,14 @@
 use super::Progress;
 use crate::model::{ClientVersion, Cursor, ServerVersion};
 use crate::store::{MemoryStore, Store};
-use crate::sync::{Client, Download, DownloadEntry, SyncError, UploadAck};
+use crate::sync::{
+    Client, Download, DownloadEntry, ResetCause, ResetError, ResetMode, ResetReport, SyncError,
+    UploadAck,
+};
 use crate::wire::{
-    decode, encode, Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage,
+    decode, encode, Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode,
     ErrorMessage, FileIdent, Ident, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
-    StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
+    Start, StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
     PROTOCOL_VERSION,
 };
 use hashbrown::HashMap;
@@ -68,6 +71,10 @@ pub enum ClientEvent {
     /// The client now holds the server's state at this version instead of the history
     /// before it: a durable client saves itself ([`Client::save`]) before anything else.
     StartedFromState(ServerVersion),
+    /// The client was reset ([`ClientSession::begin_reset`]): it now holds the server's state
+    /// and, with [`ResetMode::Recover`], its changesets replayed on it. A durable client saves
+    /// itself ([`Client::save`]) before anything else.
+    Reset(ResetReport),
     /// A PONG arrived for the PING sent at `timestamp`.
     Pong {
         /// The PING's timestamp.
@@ -95,6 +102,9 @@ pub enum ClientError {
     /// went back (restored from a backup) and must be reset.
     #[error("the client's history diverged from the server's: {0}")]
     Diverged(String),
+    /// A reset could not be carried out (the client is left as it was).
+    #[error("the reset failed: {0}")]
+    Reset(#[from] ResetError),
     /// The client wrote while it was receiving the server's state, so the state no longer
     /// fits it: the next connection downloads the history instead (nothing is lost).
     #[error(
@@ -114,6 +124,9 @@ impl ClientError {
             ClientError::Diverged(_) => Action::Reset,
             ClientError::TooLarge(_) => Action::Fatal,
             ClientError::StateAbandoned => Action::Retry,
+            // A reset for the same cause again, or a recovery that does not load: resetting
+            // again cannot help.
+            ClientError::Reset(_) => Action::Fatal,
         }
     }
 }
@@ -150,6 +163,10 @@ pub struct ClientSession<S: Store = MemoryStore> {
     state: Option<PartialState>,
     /// Whether this connection's IDENT asked for the state, and it has not all arrived.
     awaiting_state: bool,
+    /// A reset under way: the next connection asks for a recovery instead of the state.
+    resetting: Option<(ResetCause, ResetMode)>,
+    /// With [`ResetMode::Manual`]: the client as it was before its last reset.
+    previous: Option<Client<S>>,
 }
 
 /// The part of the server's state received so far.
@@ -160,7 +177,7 @@ struct PartialState {
     bytes: Vec<u8>,
 }
 
-impl<S: Store> ClientSession<S> {
+impl<S: Store + Default> ClientSession<S> {
     /// A session around `client`; `identity` is what an earlier session reported (None for a
     /// client file new to the realm).
     pub fn new(client: Client<S>, config: ClientConfig, identity: Option<Identity>) -> Self {
@@ -183,7 +200,83 @@ impl<S: Store> ClientSession<S> {
             ping: None,
             state: None,
             awaiting_state: false,
+            resetting: None,
+            previous: None,
         }
+    }
+
+    /// Why the session's error means the client must be reset, if it does: the server's
+    /// error code and the versions it names (spec/protocol.md 9.3), or a sync error's cause.
+    pub fn reset_cause(&self, error: &ClientError) -> Option<ResetCause> {
+        let e = match error {
+            ClientError::Server(e) if e.action == Action::Reset => e,
+            ClientError::Sync(e) => return e.reset_cause(),
+            ClientError::Diverged(_) => {
+                return Some(ResetCause::ClientBehind {
+                    integrated: self.client.acknowledged(),
+                    written: self.client.last_version(),
+                })
+            }
+            _ => return None,
+        };
+        let cursor = self.client.cursor();
+        Some(match e.code {
+            ErrorCode::BadServerFileIdent | ErrorCode::BadClientFileIdent => {
+                ResetCause::UnknownIdentity
+            }
+            ErrorCode::ClientFileExpired => ResetCause::Trimmed {
+                horizon: e.server_version,
+                needed: cursor.server,
+            },
+            ErrorCode::BadServerVersion => ResetCause::ServerBehind {
+                integrated: cursor.server,
+                latest: e.server_version,
+            },
+            ErrorCode::DivergingHistories => ResetCause::Diverged {
+                version: cursor.server,
+            },
+            ErrorCode::ChangesetsLost => ResetCause::ChangesetsLost {
+                acknowledged: self.client.acknowledged(),
+                integrated: e.client_version,
+            },
+            ErrorCode::ClientVersionReused => ResetCause::ChangesetMismatch {
+                client_version: e.client_version,
+            },
+            ErrorCode::BadClientVersion => ResetCause::ClientBehind {
+                integrated: e.client_version,
+                written: self.client.last_version(),
+            },
+            ErrorCode::PermissionDenied => ResetCause::WriteDenied,
+            _ if e.client_version.0 > 0 => ResetCause::Refused {
+                client_version: e.client_version,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Resets the client on the next connection: it asks the server for a recovery and
+    /// resets with `mode` when it has arrived ([`ClientEvent::Reset`]; `cause` is usually
+    /// [`ClientSession::reset_cause`] of the error that ended the last session). A client the
+    /// server does not know starts again as a first contact under its peer id.
+    pub fn begin_reset(&mut self, cause: ResetCause, mode: ResetMode) {
+        if cause == ResetCause::UnknownIdentity {
+            self.identity = None;
+        }
+        if self.resetting.is_none() {
+            // A partial state of a bootstrap is not what the reset waits for.
+            self.state = None;
+        }
+        self.resetting = Some((cause, mode));
+    }
+
+    /// Whether a reset is under way.
+    pub fn is_resetting(&self) -> bool {
+        self.resetting.is_some()
+    }
+
+    /// With [`ResetMode::Manual`]: takes the client as it was before its last reset.
+    pub fn take_previous(&mut self) -> Option<Client<S>> {
+        self.previous.take()
     }
 
     /// Whether this connection asks for the server's state: the configuration wants it and
@@ -252,22 +345,28 @@ impl<S: Store> ClientSession<S> {
             token: self.config.token.clone(),
             max_message: self.config.limits.max_message as u64,
         }));
-        self.awaiting_state = self.wants_state();
-        let state = self.awaiting_state.then(|| {
-            self.state
-                .as_ref()
-                .map_or(StatePosition::default(), |p| StatePosition {
-                    version: p.version,
-                    offset: p.bytes.len() as u64,
-                })
-        });
+        let held = self
+            .state
+            .as_ref()
+            .map_or(StatePosition::default(), |p| StatePosition {
+                version: p.version,
+                offset: p.bytes.len() as u64,
+            });
+        let start = match self.resetting {
+            Some((cause, _)) => Start::Recovery(held, self.client.recovery_request(cause)),
+            None if self.wants_state() => Start::State(held),
+            None => Start::History,
+        };
+        self.awaiting_state = start != Start::History;
         self.send(ClientMessage::Ident(Ident {
             file,
             server_file: self.identity.map_or(0, |i| i.server_file),
             download: self.client.cursor(),
             latest: self.latest.max(self.client.cursor().server),
             last_version: self.client.last_version(),
-            state,
+            acknowledged: self.client.acknowledged(),
+            acknowledged_signature: self.client.acknowledged_signature().unwrap_or(0),
+            start,
         }));
     }
 
@@ -493,12 +592,23 @@ impl<S: Store> ClientSession<S> {
             return Ok(());
         };
         self.awaiting_state = false;
+        self.latest = self.latest.max(state.version);
+        if let Some((cause, mode)) = self.resetting {
+            let reset = self
+                .client
+                .reset_into(S::default(), &state.bytes, cause, mode)?;
+            self.resetting = None;
+            self.previous = reset.previous;
+            self.sent = self.client.acknowledged();
+            self.sizes.clear();
+            events.push(ClientEvent::Reset(reset.report));
+            return Ok(());
+        }
         if !self.wants_state() {
             return Err(ClientError::StateAbandoned);
         }
         (self.client.start_from_state(&state.bytes))
             .map_err(|e| ClientError::Protocol(format!("the server's state: {e}")))?;
-        self.latest = self.latest.max(state.version);
         events.push(ClientEvent::StartedFromState(state.version));
         Ok(())
     }

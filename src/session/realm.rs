@@ -1,12 +1,12 @@
 //! One realm on the server as the protocol sees it: its [`Server`] plus the client identities
 //! it issued (peer ids with their secret salts) and which of them are bound to a session now.
 
-use crate::model::{Changeset, Cursor, PeerId, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion};
 use crate::replica::Replica;
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::sync::{Server, SyncError};
-use crate::wire::{ErrorCode, ErrorMessage, FileIdent, Ident};
+use crate::wire::{ErrorCode, ErrorMessage, FileIdent, Ident, Start};
 use hashbrown::HashMap;
 use std::sync::Arc;
 
@@ -124,7 +124,7 @@ impl<S: Store> ServerRealm<S> {
     ) -> Result<(FileIdent, bool), ErrorMessage> {
         let salt = self.check_identity(ident, fresh_salt)?;
         self.check_position(ident)?;
-        if ident.state.is_some()
+        if matches!(ident.start, Start::State(_))
             && (ident.download != Cursor::default() || ident.last_version.0 > 0)
         {
             return fail(
@@ -195,9 +195,14 @@ impl<S: Store> ServerRealm<S> {
         Ok(salt)
     }
 
-    /// Where the client stands: its versions must fit what the realm has of it.
+    /// Where the client stands: its versions must fit what the realm has of it. A client
+    /// asking for a recovery is being reset, so where it stood does not matter; one asking for
+    /// the state must be new (checked by the caller).
     fn check_position(&self, ident: &Ident) -> Result<(), ErrorMessage> {
         let peer = ident.file.peer;
+        if let Start::Recovery(..) = ident.start {
+            return Ok(());
+        }
         if ident.file.salt == 0 && ident.download.server.0 != 0 {
             return fail(
                 ErrorCode::BadServerVersion,
@@ -206,47 +211,33 @@ impl<S: Store> ServerRealm<S> {
         }
         let integrated = self.server.last_integrated(peer);
         if ident.last_version < integrated {
-            return fail(
-                ErrorCode::BadClientVersion,
-                format!(
-                    "the server has integrated client version {integrated} but the client's \
-                     history ends at {}: it went back (restored from a backup?)",
-                    ident.last_version
-                ),
-            );
+            let behind = SyncError::ClientBehind {
+                peer,
+                integrated,
+                written: ident.last_version,
+            };
+            return Err(sync_error(&behind));
         }
         let latest = self.server.version();
         if ident.latest > latest {
-            return fail(
+            return Err(ErrorMessage::new(
                 ErrorCode::DivergingHistories,
                 format!(
                     "the client has seen server version {} but the realm ends at {latest}",
                     ident.latest
                 ),
-            );
+            )
+            .about_server(latest));
         }
-        if ident.download.server > latest {
-            return fail(
-                ErrorCode::BadServerVersion,
-                format!(
-                    "download cursor {} is beyond the realm's version {latest}",
-                    ident.download.server
-                ),
-            );
+        if let Start::State(_) = ident.start {
+            return Ok(());
         }
-        let horizon = self.server.history().horizon();
-        if ident.download.server < horizon && ident.state.is_none() {
-            return fail(
-                ErrorCode::ClientFileExpired,
-                format!(
-                    "download cursor {} is before the history's horizon {horizon}: the history \
-                     it needs was trimmed",
-                    ident.download.server
-                ),
-            );
-        }
+        let signature = (ident.acknowledged_signature != 0).then_some(ident.acknowledged_signature);
+        (self.server.check_position(peer, ident.download))
+            .and_then(|()| (self.server).check_acknowledged(peer, ident.acknowledged, signature))
+            .map_err(|e| sync_error(&e))?;
         let own = self.server.own_at(peer, ident.download.server);
-        if ident.download.own != own {
+        if ident.download.own < own {
             return fail(
                 ErrorCode::BadClientVersion,
                 format!(
@@ -331,4 +322,46 @@ impl<S: Store> ServerRealm<S> {
             state: None,
         })
     }
+}
+
+/// The protocol's error for a sync error: its code, and the versions it is about (so that the
+/// client can tell why it must be reset, spec/protocol.md 9.3).
+pub(super) fn sync_error(e: &SyncError) -> ErrorMessage {
+    let none = (ClientVersion(0), ServerVersion(0));
+    let (code, (client, server)) = match e {
+        SyncError::ResetRequired { horizon, .. } => {
+            (ErrorCode::ClientFileExpired, (none.0, *horizon))
+        }
+        SyncError::ServerBehind { latest, .. } | SyncError::BadServerVersion { latest, .. } => {
+            (ErrorCode::BadServerVersion, (none.0, *latest))
+        }
+        SyncError::BaseBehind { floor, .. } => (ErrorCode::BadServerVersion, (none.0, *floor)),
+        SyncError::Diverged { version, .. } => (ErrorCode::DivergingHistories, (none.0, *version)),
+        SyncError::ChangesetsLost { integrated, .. } => {
+            (ErrorCode::ChangesetsLost, (*integrated, none.1))
+        }
+        SyncError::ChangesetMismatch { version, .. } => {
+            (ErrorCode::ClientVersionReused, (*version, none.1))
+        }
+        SyncError::ClientBehind { integrated, .. } => {
+            (ErrorCode::BadClientVersion, (*integrated, none.1))
+        }
+        SyncError::BadClientVersion { .. } => (ErrorCode::BadClientVersion, none),
+        SyncError::BadOrigin { .. } => (ErrorCode::BadOriginFileIdent, none),
+        SyncError::Rejected {
+            client_version,
+            error,
+            ..
+        } => {
+            let code = match error.root() {
+                Error::SchemaMismatch { .. } => ErrorCode::InvalidSchemaChange,
+                _ => ErrorCode::BadChangeset,
+            };
+            (code, (*client_version, none.1))
+        }
+        _ => (ErrorCode::BadChangeset, none),
+    };
+    (ErrorMessage::new(code, e.to_string()))
+        .about_client(client)
+        .about_server(server)
 }

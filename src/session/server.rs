@@ -1,14 +1,13 @@
 //! The server's end of one connection: [`ServerSession`], driven by the caller with frames in
 //! and frames out, over the realm the BIND resolved to.
 
-use super::realm::ServerRealm;
-use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion, Timestamp};
+use super::realm::{sync_error, ServerRealm};
+use crate::model::{Changeset, ClientVersion, PeerId, ServerVersion, Timestamp};
 use crate::store::Store;
-use crate::sync::SyncError;
 use crate::wire::{
-    decode, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage, Ident,
-    IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage, UploadMessage,
-    UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
+    decode, Action, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
+    Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage, Start,
+    UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -273,10 +272,14 @@ impl ServerSession {
                     return order("UPLOAD before the server's IDENT");
                 };
                 if !access.write && !chunks.is_empty() {
-                    return Err(ErrorMessage::new(
-                        ErrorCode::PermissionDenied,
-                        "no write access to this realm",
-                    ));
+                    // The client can still read: it reverts what it wrote by a reset.
+                    return Err(ErrorMessage {
+                        action: Action::Reset,
+                        ..ErrorMessage::new(
+                            ErrorCode::PermissionDenied,
+                            "no write access to this realm",
+                        )
+                    });
                 }
                 for chunk in chunks {
                     if let Some((cv, bytes)) = self.reassembly.push(chunk).map_err(message_error)? {
@@ -371,7 +374,7 @@ impl ServerSession {
                     let Some(Input::Ident(ident)) = self.inbox.front() else {
                         return Ok(());
                     };
-                    let ident = *ident;
+                    let ident = ident.clone();
                     self.inbox.pop_front();
                     let (file, issued) = realm.check_ident(&ident, fresh_salt)?;
                     if issued {
@@ -387,10 +390,21 @@ impl ServerSession {
                     self.bound = Some(file.peer);
                     self.next = ident.download.server;
                     self.progress = ident.download.server;
-                    if let Some(at) = ident.state {
-                        // The client resumes a state it partly holds if that is still the
-                        // server's, else it starts again from the current one.
-                        let (v, bytes) = realm.state();
+                    if let Some(at) = ident.start.held() {
+                        // A state, or a recovery (the state and what a reset needs): the client
+                        // resumes one it partly holds if that is still the server's (both are
+                        // functions of the version and the request), else it starts again
+                        // from the current one.
+                        let (v, bytes) = match &ident.start {
+                            Start::Recovery(_, request) => {
+                                // Where a client being reset stood says nothing of where it
+                                // will stand: its progress starts again.
+                                self.progress = ServerVersion(0);
+                                let bytes = realm.server.recovery(file.peer, request);
+                                (realm.server.version(), bytes.into())
+                            }
+                            _ => realm.state(),
+                        };
                         let held = if at.version == v { at.offset } else { 0 };
                         let held = usize::try_from(held).unwrap_or(usize::MAX);
                         self.state = Some(Outgoing::resume(v, bytes, held));
@@ -435,6 +449,7 @@ impl ServerSession {
                 }
                 let cs = decode(&bytes).map_err(|e| {
                     ErrorMessage::new(ErrorCode::BadChangeset, format!("changeset {cv}: {e}"))
+                        .about_client(cv)
                 })?;
                 if cs.client_version != cv {
                     return Err(ErrorMessage::new(
@@ -443,7 +458,8 @@ impl ServerSession {
                             "chunks name client version {cv}, the changeset {}",
                             cs.client_version
                         ),
-                    ));
+                    )
+                    .about_client(cv));
                 }
                 if cv <= realm.server.last_integrated(peer) {
                     // A resend, recognised by version; a different changeset under it is an
@@ -595,22 +611,4 @@ impl ServerSession {
 
 fn message_error(e: MessageError) -> ErrorMessage {
     ErrorMessage::new(e.code(), e.to_string())
-}
-
-fn sync_error(e: &SyncError) -> ErrorMessage {
-    let code = match e {
-        SyncError::BadServerVersion { .. } | SyncError::BaseBehind { .. } => {
-            ErrorCode::BadServerVersion
-        }
-        SyncError::BadClientVersion { .. } | SyncError::ChangesetMismatch { .. } => {
-            ErrorCode::BadClientVersion
-        }
-        SyncError::BadOrigin { .. } => ErrorCode::BadOriginFileIdent,
-        SyncError::ResetRequired { .. } => ErrorCode::ClientFileExpired,
-        _ if matches!(e.data_error(), Some(Error::SchemaMismatch { .. })) => {
-            ErrorCode::InvalidSchemaChange
-        }
-        _ => ErrorCode::BadChangeset,
-    };
-    ErrorMessage::new(code, e.to_string())
 }

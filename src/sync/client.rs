@@ -1,9 +1,9 @@
 //! A client: a local replica, its unacknowledged changesets, and its versions.
 
 use super::clock::Hlc;
-use super::reset::Checkpoint;
 use super::{Download, SyncError, Upload, UploadAck};
 use crate::merge::merge;
+use crate::model::Checkpoint;
 use crate::model::{
     Changeset, ClientVersion, Cursor, Error, Fingerprint, PeerId, ServerVersion, Timestamp,
 };
@@ -406,7 +406,7 @@ impl<S: Store> Client<S> {
         Upload {
             cursor: self.cursor,
             acknowledged: self.acked,
-            acknowledged_signature: self.own(self.acked).map(Changeset::signature),
+            acknowledged_signature: self.acknowledged_signature(),
             changesets: self
                 .unacked
                 .iter()
@@ -414,6 +414,13 @@ impl<S: Store> Client<S> {
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// The [signature](Changeset::signature) of the last changeset the server acknowledged, if
+    /// the client still has it: what it shows a server so that one holding another changeset
+    /// under that version finds out.
+    pub fn acknowledged_signature(&self) -> Option<u64> {
+        self.own(self.acked).map(Changeset::signature)
     }
 
     /// This client's changeset with client version `cv`, if it still has it.

@@ -59,9 +59,10 @@ mod reset;
 mod server;
 
 pub use crate::model::Cursor;
+pub use crate::model::{Checkpoint, RecoveryRequest};
 pub use client::{Client, DEFAULT_RECOVERY_WINDOW};
 pub use clock::{Hlc, VectorClock, DEFAULT_MAX_SKEW};
 pub use error::SyncError;
 pub use messages::{Download, DownloadEntry, Upload, UploadAck};
-pub use reset::{Checkpoint, RecoveryRequest, Reset, ResetCause, ResetError, ResetMode};
+pub use reset::{Reset, ResetCause, ResetError, ResetMode, ResetReport};
 pub use server::{History, HistoryEntry, Server};

@@ -14,7 +14,8 @@
 use super::{Client, DownloadEntry};
 use crate::merge::merge;
 use crate::model::{
-    Changeset, ClientVersion, Cursor, Error, Fingerprint, PeerId, Schema, ServerVersion,
+    Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, PeerId, RecoveryRequest,
+    Schema, ServerVersion,
 };
 use crate::replica::Replica;
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
@@ -105,11 +106,14 @@ pub enum ResetCause {
     /// The server does not know the client's identity (or the realm's file identifier is
     /// another one): the realm was restored or recreated.
     UnknownIdentity,
-    /// The server refused this changeset for good (a schema conflict, a permission).
+    /// The server refused this changeset for good (a schema conflict, a bad changeset).
     Refused {
         /// The refused changeset's client version.
         client_version: ClientVersion,
     },
+    /// The server refuses every write of this client (it may only read): a reset reverts
+    /// everything it has not synced.
+    WriteDenied,
     /// The caller asked for a reset.
     Requested,
 }
@@ -128,6 +132,7 @@ impl ResetCause {
             ResetCause::ChangesetMismatch { .. } => 8,
             ResetCause::ClientBehind { .. } => 9,
             ResetCause::BaseBehind { .. } => 10,
+            ResetCause::WriteDenied => 11,
         }
     }
 }
@@ -173,34 +178,23 @@ impl fmt::Display for ResetCause {
                 write!(f, "the server refused client version {client_version}")
             }
             ResetCause::Requested => f.write_str("a reset was asked for"),
+            ResetCause::WriteDenied => f.write_str("the server refuses this client's writes"),
         }
     }
 }
 
-/// A server version the client's changesets are based on, with the history's fingerprint
-/// there as the client integrated it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// The server version.
-    pub version: ServerVersion,
-    /// The fingerprint the client holds for it.
-    pub fingerprint: Fingerprint,
-}
-
-/// What a client sends the server to be recovered: where its history is based.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecoveryRequest {
-    /// Server versions the client integrated, with their fingerprints, ascending; the last is
-    /// its download cursor.
-    pub checkpoints: Vec<Checkpoint>,
-    /// The client version from which the server holds other changesets than the client's
-    /// under the same versions ([`ResetCause::ChangesetMismatch`]).
-    pub diverged_from: Option<ClientVersion>,
-}
-
-/// What a reset did.
+/// What a reset did: [`ResetReport`], and in [`ResetMode::Manual`] the client as it was.
 #[derive(Debug)]
 pub struct Reset<S: Store = MemoryStore> {
+    /// What was recovered, reverted and deferred.
+    pub report: ResetReport,
+    /// With [`ResetMode::Manual`]: the client as it was.
+    pub previous: Option<Client<S>>,
+}
+
+/// What a reset did with the client's changesets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResetReport {
     /// Why.
     pub cause: ResetCause,
     /// How.
@@ -220,11 +214,9 @@ pub struct Reset<S: Store = MemoryStore> {
     /// another device created in history the server lost, which that device brings back when
     /// it recovers in turn; each is tried again after every download.
     pub deferred: Vec<Changeset>,
-    /// With [`ResetMode::Manual`]: the client as it was.
-    pub previous: Option<Client<S>>,
 }
 
-impl<S: Store> fmt::Display for Reset<S> {
+impl fmt::Display for ResetReport {
     /// A readable summary: the cause, the mode, and what was recovered and reverted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ops: usize = self.reverted.iter().map(|cs| cs.ops.len()).sum();
@@ -247,7 +239,7 @@ impl<S: Store> fmt::Display for Reset<S> {
 }
 
 /// Why a reset did not happen. The client is left exactly as it was.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResetError {
     /// The recovery does not load, or is not for this client.
@@ -437,12 +429,14 @@ impl<S: Store> Client<S> {
         let deferred = fresh.deferred.clone();
         let previous = std::mem::replace(self, fresh);
         Ok(Reset {
-            cause,
-            mode,
-            version: window.version,
-            recovered,
-            reverted,
-            deferred,
+            report: ResetReport {
+                cause,
+                mode,
+                version: window.version,
+                recovered,
+                reverted,
+                deferred,
+            },
             previous: (mode == ResetMode::Manual).then_some(previous),
         })
     }
@@ -464,7 +458,9 @@ impl<S: Store> Client<S> {
         let mut own = Vec::new();
         let mut reverted = Vec::new();
         for cs in lost.chain(&self.unacked).cloned() {
-            if Some(cs.client_version) == refused {
+            let unsynced = cs.client_version > held;
+            if Some(cs.client_version) == refused || (unsynced && cause == ResetCause::WriteDenied)
+            {
                 reverted.push(cs);
             } else {
                 own.push(cs);

@@ -30,7 +30,8 @@ pub use error::{DecodeError, MessageError};
 pub(crate) use protocol::Redacted;
 pub use protocol::{
     Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
-    FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, StatePosition,
-    UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
+    FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, Start,
+    StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE,
+    PROTOCOL_VERSION,
 };
 pub(crate) use varint::Reader;

@@ -82,26 +82,7 @@ impl<S: Store> Server<S> {
     /// error; the ones before it stay integrated and nothing of the failing one is applied.
     pub fn integrate(&mut self, peer: PeerId, upload: Upload) -> Result<UploadAck, SyncError> {
         self.check_position(peer, upload.cursor)?;
-        let integrated = self.last_integrated(peer);
-        if upload.acknowledged > integrated {
-            return Err(SyncError::ChangesetsLost {
-                peer,
-                acknowledged: upload.acknowledged,
-                integrated,
-            });
-        }
-        let held = self
-            .peers
-            .get(&peer)
-            .and_then(|s| s.signature(upload.acknowledged));
-        if let (Some(held), Some(theirs)) = (held, upload.acknowledged_signature) {
-            if held != theirs {
-                return Err(SyncError::ChangesetMismatch {
-                    peer,
-                    version: upload.acknowledged,
-                });
-            }
-        }
+        self.check_acknowledged(peer, upload.acknowledged, upload.acknowledged_signature)?;
         for cs in upload.changesets {
             self.integrate_changeset(peer, cs)?;
         }
@@ -144,6 +125,35 @@ impl<S: Store> Server<S> {
             });
         }
         Ok(())
+    }
+
+    /// Checks that the server still holds the changesets of `peer` it acknowledged up to
+    /// `acknowledged`, and under that version the changeset with `signature` (if given).
+    pub fn check_acknowledged(
+        &self,
+        peer: PeerId,
+        acknowledged: ClientVersion,
+        signature: Option<u64>,
+    ) -> Result<(), SyncError> {
+        let integrated = self.last_integrated(peer);
+        if acknowledged > integrated {
+            return Err(SyncError::ChangesetsLost {
+                peer,
+                acknowledged,
+                integrated,
+            });
+        }
+        let held = self
+            .peers
+            .get(&peer)
+            .and_then(|s| s.signature(acknowledged));
+        match (held, signature) {
+            (Some(held), Some(theirs)) if held != theirs => Err(SyncError::ChangesetMismatch {
+                peer,
+                version: acknowledged,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Integrates one changeset uploaded by `peer`, without looking at where its client's

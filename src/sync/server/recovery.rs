@@ -3,11 +3,10 @@
 //! (spec/semantics.md section 10).
 
 use super::Server;
-use crate::model::{ClientVersion, PeerId, ServerVersion};
+use crate::model::{ClientVersion, PeerId, RecoveryRequest, ServerVersion};
 use crate::snapshot::{Kind, SnapshotWriter};
 use crate::store::Store;
 use crate::sync::reset::RecoveryWindow;
-use crate::sync::RecoveryRequest;
 
 impl<S: Store> Server<S> {
     /// A recovery for `peer`, whose client asks with `request`

@@ -1,6 +1,7 @@
 //! The protocol's error codes, numbered after the source documents', each with the [`Action`]
 //! a client takes after it, and the ERROR message that carries them.
 
+use crate::model::{ClientVersion, ServerVersion};
 use serde::{Deserialize, Serialize};
 
 /// ERROR: why the server ends the session, and what the client should do.
@@ -13,6 +14,12 @@ pub struct ErrorMessage {
     pub action: Action,
     /// Human-readable detail.
     pub message: String,
+    /// The client version the error is about (0: none): the changeset refused, the version
+    /// under which the server holds another changeset, or the last one the server holds.
+    pub client_version: ClientVersion,
+    /// The server version the error is about (0: none): the history's horizon, or the
+    /// server's latest version.
+    pub server_version: ServerVersion,
 }
 
 impl ErrorMessage {
@@ -22,6 +29,24 @@ impl ErrorMessage {
             code,
             action: code.action(),
             message: message.into(),
+            client_version: ClientVersion(0),
+            server_version: ServerVersion(0),
+        }
+    }
+
+    /// The same error about client version `cv`.
+    pub fn about_client(self, cv: ClientVersion) -> Self {
+        ErrorMessage {
+            client_version: cv,
+            ..self
+        }
+    }
+
+    /// The same error about server version `v`.
+    pub fn about_server(self, v: ServerVersion) -> Self {
+        ErrorMessage {
+            server_version: v,
+            ..self
         }
     }
 }
@@ -163,15 +188,23 @@ error_codes! {
     BadClientVersion = 210, "bad client version", Reset;
     /// The client has seen a server history the server no longer has.
     DivergingHistories = 211, "diverging histories", Reset;
-    /// An uploaded changeset does not decode, or does not apply to the state it is based on.
-    BadChangeset = 212, "bad changeset", Fatal;
+    /// An uploaded changeset does not decode, or does not apply to the state it is based on:
+    /// the client reverts it by a reset (ERROR's client version names it).
+    BadChangeset = 212, "bad changeset", Reset;
+    /// The server holds fewer of the client's changesets than it acknowledged: it lost some (it
+    /// was restored from a backup). ERROR's client version is the last one it holds.
+    ChangesetsLost = 213, "changesets lost", Reset;
+    /// The server holds another changeset under a client version the client used (a copied
+    /// client, or a server restored from another copy). ERROR's client version names it.
+    ClientVersionReused = 214, "client version reused", Reset;
     /// An uploaded changeset claims another origin than the uploading client.
     BadOriginFileIdent = 216, "bad origin file identifier", Fatal;
     /// The client needs history the server has trimmed (forgotten): it must start again from
     /// the server's state.
     ClientFileExpired = 222, "client file expired", Reset;
-    /// An uploaded changeset changes the schema in a way that conflicts with the realm's.
-    InvalidSchemaChange = 225, "invalid schema change", Fatal;
+    /// An uploaded changeset changes the schema in a way that conflicts with the realm's: the
+    /// client reverts it by a reset (ERROR's client version names it).
+    InvalidSchemaChange = 225, "invalid schema change", Reset;
     /// A client that has written or downloaded asked for the server's state: only a new client
     /// starts from it.
     BadStateRequest = 226, "state requested by a client with history", Fatal;

@@ -31,7 +31,9 @@ pub use codes::{Action, ErrorCode, ErrorMessage};
 
 use super::varint::{put_len, put_u64, Reader};
 use super::{DecodeError, MessageError};
-use crate::model::{ClientVersion, Cursor, Fingerprint, PeerId, ServerVersion};
+use crate::model::{
+    Checkpoint, ClientVersion, Cursor, Fingerprint, PeerId, RecoveryRequest, ServerVersion,
+};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks. A BIND naming another is refused with
@@ -117,7 +119,7 @@ impl std::fmt::Debug for Bind {
 }
 
 /// IDENT from the client: who it is and where it stands, sent right after BIND.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ident {
     /// The client file's identity (salt 0 on first contact).
     pub file: FileIdent,
@@ -130,9 +132,40 @@ pub struct Ident {
     /// The client version of the client's latest local changeset: a server that has integrated
     /// a later one knows the client's history went back (restored from a backup) and must reset.
     pub last_version: ClientVersion,
-    /// A new client's request for the server's state instead of the history (a bootstrap), and
-    /// how much of a state it already holds from a dropped connection.
-    pub state: Option<StatePosition>,
+    /// The last client version the server acknowledged to the client: a server that holds less
+    /// lost changesets.
+    pub acknowledged: ClientVersion,
+    /// The [signature](crate::Changeset::signature) of that changeset (0 if the client no
+    /// longer has it): a server that holds another one under that version was restored from
+    /// another copy.
+    pub acknowledged_signature: u64,
+    /// Where the session starts: the history after the cursor, the server's state (a new
+    /// client), or a recovery (a client being reset).
+    pub start: Start,
+}
+
+/// Where a session starts (IDENT field 9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Start {
+    /// The history after the client's cursor.
+    #[default]
+    History,
+    /// The server's state (a bootstrap), of which the client holds what the position says.
+    State(StatePosition),
+    /// A recovery for a client being reset
+    /// ([`Server::recovery`](crate::sync::Server::recovery)), of which the client holds what
+    /// the position says.
+    Recovery(StatePosition, RecoveryRequest),
+}
+
+impl Start {
+    /// How much the client holds of what it asks for, unless it asks for the history.
+    pub fn held(&self) -> Option<StatePosition> {
+        match self {
+            Start::History => None,
+            Start::State(p) | Start::Recovery(p, _) => Some(*p),
+        }
+    }
 }
 
 /// How much of the server's state a bootstrapping client holds: `offset` bytes of the state at
@@ -308,14 +341,9 @@ impl ClientMessage {
                 put_cursor(&mut out, i.download);
                 put_u64(&mut out, i.latest.0);
                 put_u64(&mut out, i.last_version.0);
-                match i.state {
-                    None => put_u64(&mut out, 0),
-                    Some(p) => {
-                        put_u64(&mut out, 1);
-                        put_u64(&mut out, p.version.0);
-                        put_u64(&mut out, p.offset);
-                    }
-                }
+                put_u64(&mut out, i.acknowledged.0);
+                put_u64(&mut out, i.acknowledged_signature);
+                put_start(&mut out, &i.start);
             }
             ClientMessage::Upload(u) => {
                 let data: usize = u.chunks.iter().map(|c| c.data.len()).sum();
@@ -357,7 +385,9 @@ impl ClientMessage {
                 download: cursor(&mut r)?,
                 latest: ServerVersion(r.u64("latest server version")?),
                 last_version: ClientVersion(r.u64("last client version")?),
-                state: state_request(&mut r)?,
+                acknowledged: ClientVersion(r.u64("acknowledged client version")?),
+                acknowledged_signature: r.u64("acknowledged signature")?,
+                start: start(&mut r)?,
             }),
             UPLOAD => ClientMessage::Upload(UploadMessage {
                 progress: UploadProgress {
@@ -421,6 +451,8 @@ impl ServerMessage {
                 put_u64(&mut out, u64::from(e.code.number()));
                 out.push(e.action.code());
                 put_text(&mut out, &e.message);
+                put_u64(&mut out, e.client_version.0);
+                put_u64(&mut out, e.server_version.0);
             }
             ServerMessage::State(c) => {
                 out.reserve(MESSAGE_OVERHEAD + c.data.len() + CHUNK_OVERHEAD);
@@ -479,6 +511,8 @@ impl ServerMessage {
                     code,
                     action,
                     message: text(&mut r, limits, "error message")?,
+                    client_version: ClientVersion(r.u64("error client version")?),
+                    server_version: ServerVersion(r.u64("error server version")?),
                 })
             }
             S_STATE => {
@@ -528,17 +562,67 @@ fn text(r: &mut Reader<'_>, limits: &Limits, what: &'static str) -> Result<Strin
     Ok(s.to_string())
 }
 
-fn state_request(r: &mut Reader<'_>) -> Result<Option<StatePosition>, DecodeError> {
+fn put_start(out: &mut Vec<u8>, start: &Start) {
+    let held = |out: &mut Vec<u8>, p: &StatePosition| {
+        put_u64(out, p.version.0);
+        put_u64(out, p.offset);
+    };
+    match start {
+        Start::History => put_u64(out, 0),
+        Start::State(p) => {
+            put_u64(out, 1);
+            held(out, p);
+        }
+        Start::Recovery(p, request) => {
+            put_u64(out, 2);
+            held(out, p);
+            put_len(out, request.checkpoints.len());
+            for c in &request.checkpoints {
+                put_u64(out, c.version.0);
+                put_u64(out, c.fingerprint.0);
+            }
+            put_u64(out, request.diverged_from.map_or(0, |v| v.0));
+        }
+    }
+}
+
+/// Smallest encoded checkpoint (two varints).
+const MIN_CHECKPOINT_BYTES: usize = 2;
+
+fn start(r: &mut Reader<'_>) -> Result<Start, DecodeError> {
     let at = r.pos();
-    match r.u64("state request")? {
-        0 => Ok(None),
-        1 => Ok(Some(StatePosition {
-            version: ServerVersion(r.u64("state version")?),
-            offset: r.u64("state offset")?,
-        })),
+    let tag = r.u64("start")?;
+    if tag == 0 {
+        return Ok(Start::History);
+    }
+    let held = StatePosition {
+        version: ServerVersion(r.u64("state version")?),
+        offset: r.u64("state offset")?,
+    };
+    match tag {
+        1 => Ok(Start::State(held)),
+        2 => {
+            let n = r.count(MIN_CHECKPOINT_BYTES, "checkpoints")?;
+            let mut checkpoints = Vec::with_capacity(n);
+            for _ in 0..n {
+                checkpoints.push(Checkpoint {
+                    version: ServerVersion(r.u64("checkpoint version")?),
+                    fingerprint: Fingerprint(r.u64("checkpoint fingerprint")?),
+                });
+            }
+            let diverged_from = match r.u64("diverged from")? {
+                0 => None,
+                v => Some(ClientVersion(v)),
+            };
+            let request = RecoveryRequest {
+                checkpoints,
+                diverged_from,
+            };
+            Ok(Start::Recovery(held, request))
+        }
         value => Err(DecodeError::IntegerOutOfRange {
             offset: at,
-            what: "state request (0 or 1)",
+            what: "start (0, 1 or 2)",
             value,
         }),
     }

@@ -23,11 +23,11 @@
 use super::input::Input;
 use super::{ops, state};
 use objsync::session::{Access, ServerEvent, ServerRealm, ServerSession};
-use objsync::sync::{Client, Cursor};
+use objsync::sync::{Checkpoint, Client, Cursor, RecoveryRequest};
 use objsync::wire::{decode, encode};
 use objsync::wire::{
     Bind, Chunk, ClientMessage, DownloadHead, ErrorCode, ErrorMessage, FileIdent, Ident, Limits,
-    Reassembly, ServerMessage, StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD,
+    Reassembly, ServerMessage, Start, StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD,
     MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
 };
 use objsync::ElemType;
@@ -503,8 +503,11 @@ impl Harness {
             1 => input.small_or_any(),
             _ => self.realm.file_ident(),
         };
-        let model = self.model(peer).map(|m| (m.cursor(), m.last_version()));
-        let (model_cursor, model_last) = model.unwrap_or_default();
+        let model = (self.model(peer)).map(|m| {
+            let signature = m.acknowledged_signature().unwrap_or(0);
+            (m.cursor(), m.last_version(), (m.acknowledged(), signature))
+        });
+        let (model_cursor, model_last, model_acked) = model.unwrap_or_default();
         let download = match input.below(4) {
             0 => Cursor {
                 server: ServerVersion(input.small_or_any()),
@@ -524,17 +527,42 @@ impl Harness {
         } else {
             model_last
         };
-        let state = input.one_in(6).then(|| StatePosition {
+        let (acknowledged, acknowledged_signature) = if input.one_in(8) {
+            (ClientVersion(input.small_or_any()), input.small_or_any())
+        } else {
+            model_acked
+        };
+        let held = StatePosition {
             version: ServerVersion(input.below(4) as u64),
             offset: input.below(64) as u64,
-        });
+        };
+        let start = match input.below(8) {
+            0 => Start::State(held),
+            1 => {
+                let checkpoints = (0..input.below(4))
+                    .map(|_| Checkpoint {
+                        version: ServerVersion(input.small_or_any()),
+                        fingerprint: Fingerprint(input.small_or_any()),
+                    })
+                    .collect();
+                let diverged_from = input.one_in(4).then(|| ClientVersion(input.small_or_any()));
+                let request = RecoveryRequest {
+                    checkpoints,
+                    diverged_from,
+                };
+                Start::Recovery(held, request)
+            }
+            _ => Start::History,
+        };
         ClientMessage::Ident(Ident {
             file: FileIdent { peer, salt },
             server_file,
             download,
             latest,
             last_version,
-            state,
+            acknowledged,
+            acknowledged_signature,
+            start,
         })
     }
 

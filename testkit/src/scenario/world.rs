@@ -68,7 +68,7 @@ impl World {
             .recovery(client.peer(), &client.recovery_request(cause));
         match client.reset(&recovery, cause, mode) {
             Ok(reset) => {
-                eprintln!("client {k}: {reset}");
+                eprintln!("client {k}: {}", reset.report);
                 self.bootstrapping[k - 1] = false;
                 true
             }
