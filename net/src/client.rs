@@ -15,10 +15,21 @@
 //! - Ack: the server acknowledged local changesets up to a client version;
 //! - Latest: the latest server version heard of.
 //!
+//! - Snapshot: the whole client (`Client::save`), after it started from the server's state or
+//!   was reset, and as the checkpoint every open leaves (see below).
+//!
 //! Records replay in the order they happened, which is what reproduces the state: a write
 //! replays on the downloads integrated before it. Downloads, acks and latest versions are not
 //! synced one by one: losing the tail of them in a power failure only means downloading again
 //! or re-uploading changesets the server will recognise, and any later Write's sync covers them.
+//!
+//! Opening a local realm whose journal holds more than a checkpoint replaces it, atomically,
+//! with a checkpoint: the header, the identity, the latest version heard of and a snapshot of the
+//! client. So a client starts in time proportional to its state, not to its history.
+//!
+//! When the server says the local realm must be reset ([`Failure::Reset`]), [`run`] resets it
+//! with the local realm's [`ResetMode`] (recover by default) on the next connection and logs
+//! what was recovered, reverted and deferred.
 
 use super::journal::{invalid, Journal, Put, Take};
 use super::{lock_dir, now_ms, random_id, random_u64, ws_config, Link};
@@ -26,7 +37,9 @@ use futures_util::StreamExt;
 use objsync::json::{canonical, state_json};
 use objsync::json::{parse_ops, WriteOp};
 use objsync::session::{ClientConfig, ClientError, ClientEvent, ClientSession, Identity};
-use objsync::sync::{Client, Cursor, Download, DownloadEntry, UploadAck};
+use objsync::sync::{
+    Client, Cursor, Download, DownloadEntry, ResetCause, ResetMode, ResetReport, UploadAck,
+};
 use objsync::wire;
 use objsync::wire::{Action, ErrorMessage, FileIdent, Limits};
 use objsync::{ClientVersion, Fingerprint, PeerId, ServerVersion};
@@ -50,6 +63,9 @@ const LATEST: u8 = 5;
 /// The whole client (`Client::save`), after it started from the server's state: what the
 /// records before it cannot rebuild.
 const SNAPSHOT: u8 = 6;
+
+/// A checkpoint's records: the header, the identity, the latest version and the snapshot.
+const CHECKPOINT_RECORDS: usize = 4;
 
 /// What a local realm journal's header record says it is.
 const CLIENT_KIND: &[u8] = b"objsync client";
@@ -78,6 +94,13 @@ pub enum Failure {
     Protocol(String),
     /// A local failure: the journal, or a download that does not integrate.
     Local(String),
+    /// The local realm cannot sync with the server's as it is: it must be reset.
+    Reset {
+        /// Why.
+        cause: ResetCause,
+        /// The error that said so.
+        error: String,
+    },
     /// Retries exhausted.
     GaveUp {
         /// Connection attempts made.
@@ -93,6 +116,7 @@ impl Failure {
         match self {
             Failure::Connection(_) | Failure::Protocol(_) => Action::Retry,
             Failure::Server(e) => e.action,
+            Failure::Reset { .. } => Action::Reset,
             Failure::Local(_) | Failure::GaveUp { .. } => Action::Fatal,
         }
     }
@@ -118,6 +142,9 @@ impl fmt::Display for Failure {
             }
             Failure::Protocol(e) => write!(f, "protocol violation by the server: {e}"),
             Failure::Local(e) => write!(f, "local realm: {e}"),
+            Failure::Reset { cause, error } => {
+                write!(f, "the local realm must be reset ({cause}): {error}")
+            }
             Failure::GaveUp { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts; last: {last}")
             }
@@ -173,11 +200,18 @@ pub struct Local {
     /// connection got anywhere. Being bound is not enough: a server that binds and then refuses
     /// every attempt with a retry error would otherwise be retried at once, for ever.
     progressed: u64,
+    /// How [`run`] resets the local realm when the server says it must be; `None`: it stops
+    /// with the error instead.
+    pub reset_mode: Option<ResetMode>,
+    /// The cause of a reset [`run`] began and the session has not carried out yet.
+    resetting: Option<ResetCause>,
 }
 
 /// What replaying a local journal rebuilds.
 #[derive(Default)]
 struct Replayed {
+    /// Records replayed.
+    records: usize,
     client: Option<Client>,
     identity: Option<(Identity, String)>,
     latest: ServerVersion,
@@ -185,6 +219,7 @@ struct Replayed {
 
 impl Replayed {
     fn record(&mut self, rec: &[u8]) -> io::Result<()> {
+        self.records += 1;
         let mut t = Take(rec);
         let tag = t.tag()?;
         if tag == HEADER {
@@ -297,11 +332,32 @@ impl Local {
             }
         }
         let client = replayed.client.expect("a journal has a header");
+        let records = replayed.records;
         let mut local = Local::build(client, config, replayed.identity, Some(journal));
         local._lock = Some(lock);
         local.session.set_latest(replayed.latest);
         local.latest = replayed.latest;
+        if records > CHECKPOINT_RECORDS {
+            local
+                .checkpoint(&file)
+                .map_err(|e| format!("cannot checkpoint {}: {e}", file.display()))?;
+        }
         Ok(local)
+    }
+
+    /// Replaces the journal with a checkpoint of everything it holds (see the module
+    /// documentation), atomically.
+    fn checkpoint(&mut self, file: &Path) -> io::Result<()> {
+        let client = self.session.client();
+        let header = Put::tag(HEADER).bytes(CLIENT_KIND).u64(client.peer().0).0;
+        let mut records = vec![header];
+        if let Some((identity, path)) = &self.identity {
+            records.push(identity_record(identity, path));
+        }
+        records.push(Put::tag(LATEST).u64(self.latest.0).0);
+        records.push(Put::tag(SNAPSHOT).bytes(&client.save()).0);
+        self.journal = Some(Journal::rewrite(file, &records)?);
+        Ok(())
     }
 
     /// A realm in memory only (the load generator's clients), with a random peer id.
@@ -323,6 +379,8 @@ impl Local {
             identity,
             latest: ServerVersion(0),
             progressed: 0,
+            reset_mode: Some(ResetMode::Recover),
+            resetting: None,
         }
     }
 
@@ -358,7 +416,15 @@ impl Local {
     /// Takes one frame from the server and persists what its events say must outlive the
     /// process, before the caller sends anything else.
     pub fn handle(&mut self, frame: &[u8]) -> Result<Vec<ClientEvent>, Failure> {
-        let events = self.session.handle(frame)?;
+        let events = self.session.handle(frame).map_err(|e| {
+            match (self.reset_mode, self.session.reset_cause(&e)) {
+                (Some(_), Some(cause)) => Failure::Reset {
+                    cause,
+                    error: e.to_string(),
+                },
+                _ => Failure::from(e),
+            }
+        })?;
         let mut records = Vec::new();
         let mut sync = false;
         for event in &events {
@@ -366,15 +432,7 @@ impl Local {
                 ClientEvent::Identified(identity) => {
                     let path = &self.path;
                     if self.identity.as_ref() != Some(&(*identity, path.clone())) {
-                        let FileIdent { peer, salt } = identity.file;
-                        records.push(
-                            Put::tag(IDENTITY)
-                                .u64(peer.0)
-                                .u64(salt)
-                                .u64(identity.server_file)
-                                .bytes(path.as_bytes())
-                                .0,
-                        );
+                        records.push(identity_record(identity, path));
                         self.identity = Some((*identity, path.clone()));
                         sync = true;
                     }
@@ -389,6 +447,13 @@ impl Local {
                 }
                 ClientEvent::StartedFromState(_) => {
                     self.progressed += 1;
+                    records.push(Put::tag(SNAPSHOT).bytes(&self.session.client().save()).0);
+                    sync = true;
+                }
+                ClientEvent::Reset(report) => {
+                    self.progressed += 1;
+                    self.resetting = None;
+                    log_reset(report);
                     records.push(Put::tag(SNAPSHOT).bytes(&self.session.client().save()).0);
                     sync = true;
                 }
@@ -419,6 +484,38 @@ impl Local {
             Some(journal) => journal.sync(),
             None => Ok(()),
         }
+    }
+}
+
+/// The journal record of the identity the server issued for the realm at `path`.
+fn identity_record(identity: &Identity, path: &str) -> Vec<u8> {
+    let FileIdent { peer, salt } = identity.file;
+    (Put::tag(IDENTITY)
+        .u64(peer.0)
+        .u64(salt)
+        .u64(identity.server_file))
+    .bytes(path.as_bytes())
+    .0
+}
+
+/// Logs what a reset did: the summary, then each reverted and deferred changeset.
+fn log_reset(report: &ResetReport) {
+    tracing::warn!("{report}");
+    let ops = |cs: &objsync::Changeset| {
+        let ops = cs.ops.iter().map(|op| {
+            let obj = op
+                .instr
+                .object()
+                .map(|o| format!(" {}[{}]", o.ty, o.key.render()));
+            format!("{}{}", op.instr.kind().name(), obj.unwrap_or_default())
+        });
+        ops.collect::<Vec<_>>().join(", ")
+    };
+    for cs in &report.reverted {
+        tracing::warn!(timestamp = cs.timestamp, "reverted: {}", ops(cs));
+    }
+    for cs in &report.deferred {
+        tracing::warn!(timestamp = cs.timestamp, "deferred: {}", ops(cs));
     }
 }
 
@@ -645,6 +742,18 @@ where
             }
             Err(failure) => failure,
         };
+        if let (Failure::Reset { cause, .. }, Some(mode)) = (&failure, local.reset_mode) {
+            // A reset refused before it could be carried out (the recovery never came) is not
+            // tried again for the same cause; one that was carried out is refused by the
+            // session if the same cause comes back before a sync. Neither loops.
+            if local.resetting == Some(*cause) {
+                return Err(failure);
+            }
+            local.resetting = Some(*cause);
+            local.session.begin_reset(*cause, mode);
+            on_retry(&failure, Duration::ZERO);
+            continue;
+        }
         if failure.action() != Action::Retry {
             return Err(failure);
         }

@@ -178,8 +178,16 @@ impl Journal {
     /// Replaces the log at `path` (if any) with a new one holding only `header`, atomically: a
     /// crash leaves the old log or the new one, whole.
     pub fn replace(path: &Path, header: &[u8]) -> io::Result<Journal> {
+        Journal::rewrite(path, &[header])
+    }
+
+    /// Replaces the log at `path` (if any) with a new one holding `records` (the header
+    /// first), atomically: a crash leaves the old log or the new one, whole.
+    pub fn rewrite<P: AsRef<[u8]>>(path: &Path, records: &[P]) -> io::Result<Journal> {
         let mut bytes = MAGIC.to_vec();
-        frame(&mut bytes, header);
+        for record in records {
+            frame(&mut bytes, record.as_ref());
+        }
         write_atomically(path, &bytes)?;
         Journal::open(path, |_| Ok(())).map(|o| o.journal)
     }

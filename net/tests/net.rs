@@ -656,7 +656,8 @@ fn permissions_are_enforced() {
     assert!(why.contains("permission denied"), "{why}");
     assert_eq!(state(&carol), "{}", "carol read nothing");
 
-    // bob's own write is refused on upload, and the realm does not change.
+    // bob's own write is refused on upload, and the realm does not change: without resets he
+    // stops there; with them (the default) his write is reverted and he converges.
     apply(
         d,
         &d.join("bob"),
@@ -665,9 +666,20 @@ fn permissions_are_enforced() {
     );
     let why = client_err(
         &d.join("bob"),
-        &["--url", &news, "--token", "t-bob", "sync"],
+        &[
+            "--url",
+            &news,
+            "--token",
+            "t-bob",
+            "--reset-mode",
+            "off",
+            "sync",
+        ],
     );
     assert!(why.contains("permission denied"), "{why}");
+    assert!(state(&d.join("bob")).contains("\"who\":\"bob\""));
+    sync(&d.join("bob"), &news, "t-bob");
+    assert_eq!(state(&d.join("bob")), state(&d.join("alice")));
     let admin = d.join("admin");
     sync(&admin, &news, "admin-secret");
     assert!(state(&admin).contains("\"who\":\"alice\""));
@@ -870,11 +882,22 @@ fn a_restarted_server_starts_from_its_snapshot_and_new_devices_from_the_state() 
         journal < 200,
         "the journal was cut behind the snapshot: {journal} bytes"
     );
-    let reason = client_err(
-        &alice,
-        &["--url", &server.url(path), "--token", "t-alice", "sync"],
-    );
+    // Alice was behind the trimmed history: told to reset, she stops if she may not, and
+    // otherwise resets and syncs.
+    let url = server.url(path);
+    let off = [
+        "--url",
+        &url,
+        "--token",
+        "t-alice",
+        "--reset-mode",
+        "off",
+        "sync",
+    ];
+    let reason = client_err(&alice, &off);
     assert!(reason.contains("client file expired"), "{reason}");
+    sync(&alice, &server.url(path), "t-alice");
+    assert_eq!(state(&alice), state(&bob));
     // The new device writes, the one that kept up downloads it.
     let op = serde_json::json!([{"op": "insert", "type": "Item", "pk": "c", "values": {"n": 7}}]);
     apply(dir.path(), &carol, &op);
@@ -884,6 +907,85 @@ fn a_restarted_server_starts_from_its_snapshot_and_new_devices_from_the_state() 
     server.kill();
     assert_eq!(ServerProc::realm_state(&data, path), state(&bob));
     assert_ne!(before, state(&bob));
+}
+
+/// A server restored from a copy of its data folder taken earlier: three devices that wrote
+/// since (acknowledged by the lost server, and offline) reset, recover, and converge with every
+/// write back; one more device writes to the restored server before the others come back, so
+/// the versions they had seen exist again with other content.
+#[test]
+fn a_server_restored_from_an_older_copy_gets_every_write_back() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let path = "/shared/board";
+    let devices: Vec<(PathBuf, &str)> =
+        [("alice", "t-alice"), ("bob", "t-bob"), ("carol", "t-carol")]
+            .iter()
+            .map(|(d, t)| (dir.path().join(d), *t))
+            .collect();
+    let item = |pk: &str, n: i64| {
+        let mut ops = board_schema();
+        ops.push(serde_json::json!({"op": "insert", "type": "Item", "pk": pk, "values": {"n": n}}));
+        serde_json::Value::Array(ops)
+    };
+    let server = ServerProc::start(&data, &config);
+    for (i, (local, token)) in devices.iter().enumerate() {
+        apply(dir.path(), local, &item(&format!("before{i}"), 0));
+        sync(local, &server.url(path), token);
+    }
+    server.kill();
+    let copy = dir.path().join("copy");
+    copy_dir(&data, &copy);
+
+    let server = ServerProc::start(&data, &config);
+    for (i, (local, token)) in devices.iter().enumerate() {
+        apply(dir.path(), local, &item(&format!("acked{i}"), 1));
+        sync(local, &server.url(path), token);
+        apply(dir.path(), local, &item(&format!("offline{i}"), 2));
+    }
+    server.kill();
+    std::fs::remove_dir_all(&data).expect("remove the data");
+    copy_dir(&copy, &data);
+
+    let server = ServerProc::start(&data, &config);
+    let dave = dir.path().join("dave");
+    apply(dir.path(), &dave, &item("dave", 3));
+    sync(&dave, &server.url(path), "t-alice");
+    for (local, token) in &devices {
+        sync(local, &server.url(path), token);
+    }
+    for (local, token) in devices.iter().chain([&(dave.clone(), "t-alice")]) {
+        sync(local, &server.url(path), token);
+    }
+    let everyone = state(&dave);
+    for (local, _) in &devices {
+        assert_eq!(state(local), everyone);
+    }
+    for i in 0..3 {
+        for prefix in ["before", "acked", "offline"] {
+            assert!(
+                everyone.contains(&format!("\"{prefix}{i}\"")),
+                "{prefix}{i} in {everyone}"
+            );
+        }
+    }
+    assert!(everyone.contains("\"dave\""));
+    server.kill();
+    assert_eq!(ServerProc::realm_state(&data, path), everyone);
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1016,11 +1118,26 @@ fn a_corrupt_journal_is_refused_until_repaired() {
         Some(kept),
         "an item per changeset kept"
     );
-    let why = client_err(
-        &d.join("alice"),
-        &["--url", &server.url(board), "--token", "t-alice", "sync"],
-    );
+    // Alice knew the realm before it was repaired under a new identifier: told so, she stops
+    // if she may not reset; with a reset (the default) she brings back the 40 items the damage
+    // lost, which she still holds.
+    let url = server.url(board);
+    let off = [
+        "--url",
+        &url,
+        "--token",
+        "t-alice",
+        "--reset-mode",
+        "off",
+        "sync",
+    ];
+    let why = client_err(&d.join("alice"), &off);
     assert!(why.contains("bad server file identifier"), "{why}");
+    sync(&d.join("alice"), &server.url(board), "t-alice");
+    sync(&d.join("carol"), &server.url(board), "t-carol");
+    let json: serde_json::Value = serde_json::from_str(&state(&d.join("carol"))).expect("JSON");
+    assert_eq!(json["Item"].as_object().map(|o| o.len()), Some(40));
+    assert_eq!(state(&d.join("carol")), state(&d.join("alice")));
     server.kill();
 }
 

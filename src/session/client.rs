@@ -221,9 +221,8 @@ impl<S: Store + Default> ClientSession<S> {
         };
         let cursor = self.client.cursor();
         Some(match e.code {
-            ErrorCode::BadServerFileIdent | ErrorCode::BadClientFileIdent => {
-                ResetCause::UnknownIdentity
-            }
+            ErrorCode::BadServerFileIdent => ResetCause::UnknownRealm,
+            ErrorCode::BadClientFileIdent => ResetCause::UnknownIdentity,
             ErrorCode::ClientFileExpired => ResetCause::Trimmed {
                 horizon: e.server_version,
                 needed: cursor.server,
@@ -257,10 +256,17 @@ impl<S: Store + Default> ClientSession<S> {
     /// Resets the client on the next connection: it asks the server for a recovery and
     /// resets with `mode` when it has arrived ([`ClientEvent::Reset`]; `cause` is usually
     /// [`ClientSession::reset_cause`] of the error that ended the last session). A client the
-    /// server does not know starts again as a first contact under its peer id.
+    /// server does not know starts again as a first contact under its peer id; one that knew
+    /// another realm file presents its identity without it.
     pub fn begin_reset(&mut self, cause: ResetCause, mode: ResetMode) {
-        if cause == ResetCause::UnknownIdentity {
-            self.identity = None;
+        match cause {
+            ResetCause::UnknownIdentity => self.identity = None,
+            ResetCause::UnknownRealm => {
+                if let Some(identity) = &mut self.identity {
+                    identity.server_file = 0;
+                }
+            }
+            _ => {}
         }
         if self.resetting.is_none() {
             // A partial state of a bootstrap is not what the reset waits for.

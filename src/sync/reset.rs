@@ -103,8 +103,11 @@ pub enum ResetCause {
         /// The client version.
         client_version: ClientVersion,
     },
-    /// The server does not know the client's identity (or the realm's file identifier is
-    /// another one): the realm was restored or recreated.
+    /// The realm's file identifier is another one: the realm was recreated (or repaired under a
+    /// new identifier). The client keeps its identity and presents no realm identifier.
+    UnknownRealm,
+    /// The server does not know the client's identity: the client starts again as a first
+    /// contact under its peer id.
     UnknownIdentity,
     /// The server refused this changeset for good (a schema conflict, a bad changeset).
     Refused {
@@ -133,6 +136,7 @@ impl ResetCause {
             ResetCause::ClientBehind { .. } => 9,
             ResetCause::BaseBehind { .. } => 10,
             ResetCause::WriteDenied => 11,
+            ResetCause::UnknownRealm => 12,
         }
     }
 }
@@ -174,6 +178,7 @@ impl fmt::Display for ResetCause {
                 "the server holds another changeset under client version {client_version}"
             ),
             ResetCause::UnknownIdentity => f.write_str("the server does not know this client"),
+            ResetCause::UnknownRealm => f.write_str("the realm's file identifier is another one"),
             ResetCause::Refused { client_version } => {
                 write!(f, "the server refused client version {client_version}")
             }

@@ -11,15 +11,21 @@
 //! - `state`: print the local state as canonical JSON; offline.
 //! - `watch`: stay connected and print a line per change, reconnecting on drops.
 //!
+//! When the server says the local realm must be reset (its history was trimmed, the server was
+//! restored from a backup, a write was refused), `sync` and `watch` reset it with
+//! `--reset-mode` (recover by default: everything written here that the server does not have is
+//! replayed on the server's state) and log what was recovered, reverted and deferred.
+//!
 //! Exit status 0 on success; 1 with a one-line reason on stderr otherwise (the server refused
-//! the token, the path or the permission, the local realm cannot sync with the server's any
-//! more, or the server could not be reached after the retries).
+//! the token, the path or the permission, the local realm cannot sync with the server's and
+//! `--reset-mode off` forbids a reset, or the server could not be reached after the retries).
 
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use objsync::session::{ClientConfig, ClientEvent};
+use objsync::sync::ResetMode;
 use objsync::wire::Limits;
 use objsync_net::client::{run, Flow, Local, RealmUrl};
 use std::io::Write;
@@ -42,8 +48,21 @@ struct Args {
     /// Consecutive failed connection attempts `sync` makes before giving up.
     #[arg(long, default_value_t = 8)]
     retries: u32,
+    /// How the local realm is reset when the server says it must be: `recover` replays every
+    /// local write the server does not have on its state, `discard` drops them (and logs them),
+    /// `off` stops with the error instead.
+    #[arg(long, value_enum, default_value_t = ResetArg::Recover)]
+    reset_mode: ResetArg,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--reset-mode`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ResetArg {
+    Recover,
+    Discard,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +118,11 @@ fn command(args: Args) -> Result<(), String> {
                 return Err("sync and watch need --token".into());
             }
             let mut local = Local::open(&args.local, config)?;
+            local.reset_mode = match args.reset_mode {
+                ResetArg::Recover => Some(ResetMode::Recover),
+                ResetArg::Discard => Some(ResetMode::Discard),
+                ResetArg::Off => None,
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
