@@ -24,6 +24,7 @@ mod snapshot;
 mod write;
 
 pub mod json;
+pub mod observe;
 pub mod session;
 pub mod store;
 pub mod sync;
@@ -36,6 +37,7 @@ pub use model::{
     ObjectId, ObjectType, Op, OpId, PeerId, Place, PropRef, PropType, Properties, Property,
     ScalarKind, Schema, SchemaConflict, ServerVersion, Side, Timestamp, Value, MAX_NAME_LEN,
 };
+pub use observe::{Changes, Observe};
 pub use replica::{ElemState, Replica, Sequence};
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use store::{MemoryStore, Store};

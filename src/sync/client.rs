@@ -4,6 +4,7 @@ use super::clock::Hlc;
 use super::{Download, SyncError, Upload, UploadAck};
 use crate::merge::merge;
 use crate::model::{Changeset, ClientVersion, Cursor, Error, PeerId, ServerVersion, Timestamp};
+use crate::observe::{Changes, Observe};
 use crate::replica::Replica;
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -184,6 +185,24 @@ impl<S: Store> Client<S> {
     /// The local replica.
     pub fn replica(&self) -> &Replica<S> {
         &self.replica
+    }
+
+    /// Starts observing a type or an object: what changes in it, by local writes and by
+    /// integrated downloads, is reported by [`Client::take_changes`]
+    /// ([`Replica::observe`]).
+    pub fn observe(&mut self, what: Observe) -> bool {
+        self.replica.observe(what)
+    }
+
+    /// Stops observing a type or an object ([`Replica::unobserve`]).
+    pub fn unobserve(&mut self, what: &Observe) -> bool {
+        self.replica.unobserve(what)
+    }
+
+    /// What changed in the observed types and objects since the changes were last taken
+    /// ([`Replica::take_changes`]).
+    pub fn take_changes(&mut self) -> Changes {
+        self.replica.take_changes()
     }
 
     /// Where the download stands.
