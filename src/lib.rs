@@ -23,6 +23,7 @@ mod replica;
 mod snapshot;
 mod write;
 
+pub mod feed;
 pub mod json;
 pub mod observe;
 pub mod session;

@@ -159,6 +159,7 @@ impl Pending {
                 ty,
                 created,
                 properties,
+                ..
             } => {
                 let t = self.types.entry(ty).or_default();
                 t.created |= created;

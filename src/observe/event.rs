@@ -8,10 +8,12 @@ use crate::model::{Name, ObjRef, Property, Value};
 /// does, change notifications do not).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Event {
-    /// A type was created (`created`) or gained properties: `properties` are the new ones.
+    /// A type was created (`created`, with its primary key) or gained properties:
+    /// `properties` are the new ones.
     Schema {
         ty: Name,
         created: bool,
+        primary_key: Option<Name>,
         properties: Vec<Property>,
     },
     /// An object was created; `values` are its properties but the primary key and the lists,

@@ -26,12 +26,14 @@ impl<S: Store> Replica<S> {
         let live = op.fate == Fate::Live;
         match &op.instr {
             Instruction::AddType(def) => {
-                let effect = self.schema_effect(&def.name, |s| s.plan_add_type(def));
+                let pk = def.primary_key.as_ref();
+                let effect = self.schema_effect(&def.name, pk, |s| s.plan_add_type(def));
                 self.store.add_type(def)?;
                 self.recorder.push_some(effect);
             }
             Instruction::AddProperties { ty, properties } => {
-                let effect = self.schema_effect(ty, |s| s.plan_add_properties(ty, properties));
+                let effect =
+                    self.schema_effect(ty, None, |s| s.plan_add_properties(ty, properties));
                 self.store.add_properties(ty, properties)?;
                 self.recorder.push_some(effect);
             }

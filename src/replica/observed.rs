@@ -39,11 +39,13 @@ impl<S: Store> Replica<S> {
         self.recorder.take_events()
     }
 
-    /// The effect of a schema change of `ty` that `plan` (a [`Schema`] planning method) says
-    /// adds properties, if the type's schema is observed. Asked before the change is made.
+    /// The effect of a schema change of `ty` (whose primary key, if it creates the type, is
+    /// `primary_key`) that `plan` (a [`Schema`] planning method) says adds properties, if the
+    /// type's schema is observed. Asked before the change is made.
     pub(super) fn schema_effect(
         &self,
         ty: &Name,
+        primary_key: Option<&Name>,
         plan: impl FnOnce(&Schema) -> Result<Option<Vec<Property>>, Error>,
     ) -> Option<Event> {
         if !self.recorder.watches_type(ty) {
@@ -55,6 +57,7 @@ impl<S: Store> Replica<S> {
         Some(Event::Schema {
             ty: ty.clone(),
             created,
+            primary_key: primary_key.filter(|_| created).cloned(),
             properties,
         })
     }

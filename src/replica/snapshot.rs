@@ -10,7 +10,8 @@
 use super::list::{DocNode, DocRole};
 use super::{ElemState, Replica, Sequence};
 use crate::model::{
-    ListProblem, Name, ObjKey, ObjRef, ObjectType, OpId, PeerId, PropRef, Property, Side, Value,
+    ListProblem, Name, ObjKey, ObjRef, ObjectType, OpId, PeerId, PropRef, Property, ServerVersion,
+    Side, Timestamp, Value,
 };
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -68,6 +69,31 @@ impl<S: Store> Replica<S> {
         let replica = Replica::read_state(store, r.items())?;
         r.finish()?;
         Ok(replica)
+    }
+
+    /// This replica as a server's state at `version`, whose latest changeset timestamp is
+    /// `timestamp` (spec/snapshot.md, section "state"): what a new device, or a feed, starts
+    /// from.
+    pub(crate) fn server_state(&self, version: ServerVersion, timestamp: Timestamp) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::State);
+        w.items().u64(version.0);
+        w.items().u64(timestamp);
+        self.write_state(w.items());
+        w.finish()
+    }
+
+    /// Loads a server's state made by [`Replica::server_state`] into `store`, which must be
+    /// empty: the replica, its version and its latest timestamp.
+    pub(crate) fn read_server_state(
+        store: S,
+        bytes: &[u8],
+    ) -> Result<(Self, ServerVersion, Timestamp), SnapshotError> {
+        let mut r = SnapshotReader::open(bytes, Kind::State)?;
+        let version = ServerVersion(r.items().u64("server version")?);
+        let timestamp = r.items().u64("latest timestamp")?;
+        let replica = Replica::read_state(store, r.items())?;
+        r.finish()?;
+        Ok((replica, version, timestamp))
     }
 
     /// Makes a replica loaded from another peer's snapshot this peer's own, for a client that

@@ -73,11 +73,7 @@ impl<S: Store> Server<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn state_snapshot(&self) -> Vec<u8> {
-        let mut w = SnapshotWriter::new(Kind::State);
-        w.items().u64(self.version().0);
-        w.items().u64(self.history.latest_timestamp());
-        self.replica.write_state(w.items());
-        w.finish()
+        (self.replica).server_state(self.version(), self.history.latest_timestamp())
     }
 
     /// Loads a server saved with [`Server::save`] into `store`, which must be empty.
