@@ -324,6 +324,30 @@ fn behind_a_trimmed_horizon_the_feed_starts_from_the_state() {
     assert!(drain(&mut resumed, server.history()).is_empty());
 }
 
+/// The fenced block after `marker` in spec/feed.md.
+fn spec_block(marker: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/feed.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let after = &text[text.find(marker).expect("the marker")..];
+    let body = &after[after.find("```").unwrap()..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// spec/feed.md's example: the runner gives exactly the lines the spec shows.
+#[test]
+fn the_spec_example_is_what_the_feed_gives() {
+    let (outcome, feed) =
+        objsync_testkit::scenario::run_with_feed(&spec_block("<!-- example: scenario -->"));
+    let objsync_testkit::scenario::Outcome::Pass(state) = outcome else {
+        panic!("{outcome:?}");
+    };
+    let mut lines = vec![canonical(&state)];
+    lines.extend(feed.iter().map(|t| serde_json::to_string(t).unwrap()));
+    let expected = spec_block("<!-- example: feed -->");
+    assert_eq!(lines, expected.lines().collect::<Vec<_>>());
+}
+
 /// Applies every item to a mirror, checking after each that the mirror equals the feed's own
 /// state (the realm's state at that version); returns the items.
 fn mirror_all(

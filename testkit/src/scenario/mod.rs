@@ -5,7 +5,9 @@
 //! downloads, syncs) and optionally the state the server must end in. The runner executes the
 //! steps, performs a closing full sync, checks that every client equals the server, and compares
 //! the server's state with "expect". [`run`] returns an [`Outcome`] that the example binary maps
-//! to exit codes 0 (pass), 1 (divergence or mismatch) and 2 (malformed scenario).
+//! to exit codes 0 (pass), 1 (divergence or mismatch) and 2 (malformed scenario);
+//! [`run_with_feed`] also returns the server's Adapter feed, which the binary prints with
+//! `--feed`.
 
 mod expect;
 mod parse;
@@ -13,7 +15,9 @@ mod world;
 
 pub use parse::{parse, Scenario, Step, Who, EXPECTABLE_ERRORS};
 
+use objsync::feed::{Feed, FeedError, FeedItem, FeedTransaction};
 use objsync::json::{canonical, state_json};
+use objsync::sync::Server;
 use objsync::Store;
 use serde_json::Value as Json;
 use std::fmt;
@@ -63,7 +67,7 @@ pub(crate) fn malformed<T>(msg: impl Into<String>) -> Result<T, Malformed> {
 /// Runs a parsed scenario once. With `order` (a permutation of 1..=clients) the clients inside
 /// every sync step, and in the closing sync, are visited in that order; without it, in the order
 /// the step lists them (and 1..=n for the closing sync).
-fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Malformed> {
+fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<(Outcome, Server), Malformed> {
     let natural: Vec<usize> = (1..=scenario.clients).collect();
     let rank = |k: &usize| order.and_then(|o| o.iter().position(|x| x == k));
     let mut world = World::new(scenario.clients);
@@ -146,14 +150,15 @@ fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Mal
             }
         }
     }
-    Ok(if findings.is_empty() {
+    let outcome = if findings.is_empty() {
         Outcome::Pass(server_state)
     } else {
         Outcome::Fail {
             state: server_state,
             report: findings.join("\n"),
         }
-    })
+    };
+    Ok((outcome, world.server))
 }
 
 /// Every permutation of 1..=n, in lexicographic order.
@@ -177,11 +182,15 @@ pub const MAX_PERMUTED_CLIENTS: usize = 8;
 
 /// Runs a parsed scenario: once, or once per permutation of the client order.
 pub fn run_scenario(scenario: &Scenario) -> Outcome {
+    run_keeping_server(scenario).0
+}
+
+/// [`run_scenario`], keeping the server of the first run (when the scenario is not malformed).
+fn run_keeping_server(scenario: &Scenario) -> (Outcome, Option<Server>) {
     let orders: Vec<Option<Vec<usize>>> = if scenario.permute {
         if scenario.clients > MAX_PERMUTED_CLIENTS {
-            return Outcome::Malformed(format!(
-                "permute is limited to {MAX_PERMUTED_CLIENTS} clients"
-            ));
+            let m = format!("permute is limited to {MAX_PERMUTED_CLIENTS} clients");
+            return (Outcome::Malformed(m), None);
         }
         permutations(scenario.clients)
             .into_iter()
@@ -191,20 +200,23 @@ pub fn run_scenario(scenario: &Scenario) -> Outcome {
         vec![None]
     };
     let mut first: Option<(Option<Vec<usize>>, Json)> = None;
+    let mut server = None;
     for order in orders {
         let outcome = match run_once(scenario, order.as_deref()) {
-            Ok(o) => o,
-            Err(Malformed(m)) => return Outcome::Malformed(m),
+            Ok((o, s)) => {
+                server.get_or_insert(s);
+                o
+            }
+            Err(Malformed(m)) => return (Outcome::Malformed(m), None),
         };
         let state = match &outcome {
             Outcome::Pass(s) => s.clone(),
             Outcome::Fail { state, report } => {
-                return Outcome::Fail {
-                    state: state.clone(),
-                    report: format!("with client order {order:?}:\n{report}"),
-                }
+                let report = format!("with client order {order:?}:\n{report}");
+                let state = state.clone();
+                return (Outcome::Fail { state, report }, server);
             }
-            Outcome::Malformed(_) => return outcome,
+            Outcome::Malformed(_) => return (outcome, None),
         };
         match &first {
             None => first = Some((order, state)),
@@ -214,22 +226,61 @@ pub fn run_scenario(scenario: &Scenario) -> Outcome {
                     canonical(s),
                     canonical(&state)
                 );
-                return Outcome::Fail { state, report };
+                return (Outcome::Fail { state, report }, server);
             }
             Some(_) => {}
         }
     }
     match first {
-        Some((_, s)) => Outcome::Pass(s),
-        None => Outcome::Malformed("no run".to_string()),
+        Some((_, s)) => (Outcome::Pass(s), server),
+        None => (Outcome::Malformed("no run".to_string()), None),
     }
 }
 
 /// Runs a scenario given as JSON text.
 pub fn run(text: &str) -> Outcome {
+    match parse(text) {
+        Ok(scenario) => run_scenario(&scenario),
+        Err(Malformed(m)) => Outcome::Malformed(m),
+    }
+}
+
+/// Runs a scenario given as JSON text, and returns with its outcome the server's Adapter feed
+/// (of the first run when the scenario permutes): one transaction per integrated changeset,
+/// oldest first (empty for a malformed scenario). A feed that cannot be read makes the run
+/// fail.
+pub fn run_with_feed(text: &str) -> (Outcome, Vec<FeedTransaction>) {
     let scenario = match parse(text) {
         Ok(s) => s,
-        Err(Malformed(m)) => return Outcome::Malformed(m),
+        Err(Malformed(m)) => return (Outcome::Malformed(m), Vec::new()),
     };
-    run_scenario(&scenario)
+    let (outcome, server) = run_keeping_server(&scenario);
+    let Some(server) = server else {
+        return (outcome, Vec::new());
+    };
+    match transactions(&server) {
+        Ok(feed) => (outcome, feed),
+        Err(e) => {
+            let (state, report) = match outcome {
+                Outcome::Pass(state) => (state, String::new()),
+                Outcome::Fail { state, report } => (state, report + "\n"),
+                Outcome::Malformed(_) => return (outcome, Vec::new()),
+            };
+            let report = format!("{report}the server's feed: {e}");
+            (Outcome::Fail { state, report }, Vec::new())
+        }
+    }
+}
+
+/// Every transaction of the server's feed, from its first version.
+fn transactions(server: &Server) -> Result<Vec<FeedTransaction>, FeedError> {
+    let mut feed = Feed::new();
+    let mut out = Vec::new();
+    while let Some(item) = feed.current(server.history())? {
+        if let FeedItem::Transaction(t) = item {
+            out.push(t.clone());
+        }
+        feed.advance();
+    }
+    Ok(out)
 }
