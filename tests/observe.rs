@@ -187,6 +187,32 @@ fn observing_an_object_reports_that_object_only_and_unobserving_stops() {
     assert!(c.take_changes().is_empty());
 }
 
+/// Observing from inside an open unit: what that unit did is dropped with it when it rolls
+/// back, and kept when it commits.
+#[test]
+fn observing_inside_an_open_unit_follows_the_unit() {
+    for commit in [false, true] {
+        let mut r = objsync::Replica::new(PeerId(1));
+        r.begin();
+        r.observe(Observe::ty("Dog"));
+        let mut tx = r.transaction(1);
+        tx.add_type(dog()).unwrap();
+        tx.insert("Dog", "rex").unwrap();
+        tx.commit();
+        if commit {
+            r.commit();
+        } else {
+            r.rollback();
+        }
+        let dogs = r.take_changes().of("Dog").cloned();
+        assert_eq!(dogs.is_some(), commit);
+        if let Some(dogs) = dogs {
+            assert!(dogs.created);
+            assert_eq!(dogs.inserted, [ObjKey::from("rex")]);
+        }
+    }
+}
+
 #[test]
 fn nothing_observed_reports_nothing() {
     let (_, mut clients) = setup(1);

@@ -92,7 +92,10 @@ pub(crate) struct Recorder {
     objects: HashSet<ObjRef>,
     /// Events of the open units (and, for the feed, everything not yet handed out).
     log: Vec<Event>,
-    /// For each open unit, the length of `log` when it began.
+    /// The number of open units.
+    depth: usize,
+    /// For each unit open since something is observed, the length of `log` when it began
+    /// (units opened before that have no events to drop).
     marks: Vec<usize>,
     pending: Pending,
 }
@@ -104,8 +107,16 @@ impl Recorder {
             Observe::Type(ty) => self.types.insert(ty),
             Observe::Object(obj) => self.objects.insert(obj),
         };
-        self.active = true;
+        self.activate();
         added
+    }
+
+    /// From now on effects are recorded, in the units open now too.
+    fn activate(&mut self) {
+        if !self.active {
+            self.marks.resize(self.depth, self.log.len());
+        }
+        self.active = true;
     }
 
     /// Stops observing `what`; returns whether it was observed. Changes already recorded stay
@@ -123,26 +134,31 @@ impl Recorder {
     /// [`Recorder::take_events`].
     pub(crate) fn record_effects(&mut self) {
         self.effects = true;
-        self.active = true;
+        self.activate();
     }
 
     /// Whether anything is observed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn active(&self) -> bool {
         self.active
     }
 
-    /// Whether effects on `obj` are observed.
-    #[inline]
+    /// Whether effects on `obj` are observed. Inlined down to the test of `active`, so that
+    /// observing nothing costs a load and a branch where an effect happens.
+    #[inline(always)]
     pub(crate) fn watches(&self, obj: &ObjRef) -> bool {
-        self.active
-            && (self.effects
-                || self.types.contains(&*obj.ty)
-                || (!self.objects.is_empty() && self.objects.contains(obj)))
+        self.active && self.watches_active(obj)
+    }
+
+    #[inline(never)]
+    fn watches_active(&self, obj: &ObjRef) -> bool {
+        self.effects
+            || self.types.contains(&*obj.ty)
+            || (!self.objects.is_empty() && self.objects.contains(obj))
     }
 
     /// Whether schema changes of type `ty` are observed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn watches_type(&self, ty: &str) -> bool {
         self.active && (self.effects || self.types.contains(ty))
     }
@@ -168,25 +184,38 @@ impl Recorder {
     }
 
     /// An atomic unit began.
+    #[inline(always)]
     pub(crate) fn begin(&mut self) {
-        self.marks.push(self.log.len());
+        self.depth += 1;
+        if self.active {
+            self.marks.push(self.log.len());
+        }
     }
 
     /// The innermost unit committed; the outermost folds its events into the changes.
+    #[inline(always)]
     pub(crate) fn commit(&mut self) {
-        self.marks.pop();
-        if self.marks.is_empty() && !self.effects {
+        self.depth = self.depth.saturating_sub(1);
+        if self.marks.len() > self.depth {
+            self.marks.pop();
+        }
+        if self.depth == 0 && !self.effects && !self.log.is_empty() {
             self.fold();
         }
     }
 
     /// The innermost unit rolled back: its events go.
+    #[inline(always)]
     pub(crate) fn rollback(&mut self) {
-        if let Some(mark) = self.marks.pop() {
-            self.log.truncate(mark);
+        self.depth = self.depth.saturating_sub(1);
+        if self.marks.len() > self.depth {
+            if let Some(mark) = self.marks.pop() {
+                self.log.truncate(mark);
+            }
         }
     }
 
+    #[inline(never)]
     fn fold(&mut self) {
         for event in self.log.drain(..) {
             self.pending.fold(event);

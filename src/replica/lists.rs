@@ -151,6 +151,7 @@ impl<S: Store> Replica<S> {
     }
 
     /// Inserts into the store's list at `index`, and reports it.
+    #[inline(always)]
     fn store_insert(
         &mut self,
         obj: &ObjRef,
@@ -174,6 +175,7 @@ impl<S: Store> Replica<S> {
     }
 
     /// Removes the element at `index` of the store's list, and reports it.
+    #[inline(always)]
     fn store_erase(&mut self, obj: &ObjRef, prop: &Name, index: usize) -> Result<(), Error> {
         self.store.list_erase(&obj.ty, &obj.key, prop, index)?;
         self.note(obj, || Event::ListErased {

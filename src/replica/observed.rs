@@ -63,10 +63,15 @@ impl<S: Store> Replica<S> {
     }
 
     /// Reports that `obj` was created, if it is observed.
+    #[inline(always)]
     pub(super) fn note_created(&mut self, obj: &ObjRef) {
-        if !self.recorder.watches(obj) {
-            return;
+        if self.recorder.watches(obj) {
+            self.record_created(obj);
         }
+    }
+
+    #[inline(never)]
+    fn record_created(&mut self, obj: &ObjRef) {
         let values = self.recorder.keeps_values().then(|| {
             let def = self.store.schema().get(&obj.ty).ok();
             (def.into_iter().flat_map(|d| d.properties.iter()))
@@ -84,6 +89,7 @@ impl<S: Store> Replica<S> {
 
     /// What to report of `value` written to `obj`, asked before the value moves into the
     /// store: `None` if `obj` is not observed, else the value if events keep values.
+    #[inline(always)]
     pub(super) fn watch(&self, obj: &ObjRef, value: &Value) -> Option<Option<Value>> {
         self.recorder
             .watches(obj)
@@ -91,6 +97,7 @@ impl<S: Store> Replica<S> {
     }
 
     /// Reports an effect on an observed object (`event` is only made if `obj` is observed).
+    #[inline(always)]
     pub(super) fn note(&mut self, obj: &ObjRef, event: impl FnOnce() -> Event) {
         if self.recorder.watches(obj) {
             self.recorder.push(event());
