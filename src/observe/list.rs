@@ -487,6 +487,15 @@ fn stay_in_place(old: &[(usize, usize, bool, usize)]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The one range of a set that has one.
+    fn only(set: &IndexSet) -> Option<Range<usize>> {
+        match set.ranges() {
+            [r] => Some(r.clone()),
+            _ => None,
+        }
+    }
 
     /// Applies `changes` to `old` as a table view would, taking inserted and modified elements
     /// from `new`.
@@ -563,14 +572,14 @@ mod tests {
     fn single_edits_report_one_index() {
         let mut b = Both::new(5);
         b.insert(2);
-        assert_eq!(b.check().insertions.ranges(), [2..3]);
+        assert_eq!(only(&b.check().insertions), Some(2..3));
         let mut b = Both::new(5);
         b.erase(3);
         let c = b.check();
-        assert_eq!((c.deletions.ranges(), c.insertions.len()), (&[3..4][..], 0));
+        assert_eq!((only(&c.deletions), c.insertions.len()), (Some(3..4), 0));
         let mut b = Both::new(5);
         b.set(4);
-        assert_eq!(b.check().modifications.ranges(), [4..5]);
+        assert_eq!(only(&b.check().modifications), Some(4..5));
     }
 
     #[test]
@@ -592,7 +601,7 @@ mod tests {
         b.mv(1, 3);
         let c = b.check();
         assert_eq!(c.moves, [Move { from: 1, to: 3 }]);
-        assert_eq!(c.modifications.ranges(), [3..4]);
+        assert_eq!(only(&c.modifications), Some(3..4));
     }
 
     #[test]
@@ -602,7 +611,7 @@ mod tests {
         b.set(1);
         b.mv(1, 0);
         let c = b.check();
-        assert_eq!(c.insertions.ranges(), [0..1]);
+        assert_eq!(only(&c.insertions), Some(0..1));
         assert!(c.modifications.is_empty() && c.moves.is_empty());
         b.erase(0);
         assert!(b.check().is_empty());
@@ -616,8 +625,8 @@ mod tests {
         b.clear();
         b.insert(0);
         let c = b.check();
-        assert_eq!(c.deletions.ranges(), [0..5]);
-        assert_eq!(c.insertions.ranges(), [0..1]);
+        assert_eq!(only(&c.deletions), Some(0..5));
+        assert_eq!(only(&c.insertions), Some(0..1));
     }
 
     #[test]
@@ -631,37 +640,68 @@ mod tests {
         }
         assert!(b.tracker.chunks.iter().map(|c| c.runs.len()).sum::<usize>() <= 4);
         let c = b.check();
-        assert_eq!(c.insertions.ranges(), [20..1020]);
-        assert_eq!(c.deletions.ranges(), [10..40]);
+        assert_eq!(only(&c.insertions), Some(20..1020));
+        assert_eq!(only(&c.deletions), Some(10..40));
     }
 
-    /// Random edits of every kind, many chunks: the changes always animate the old list into
-    /// the new one.
-    #[test]
-    fn random_edits_animate_exactly() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |m: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % m as u64) as usize
-        };
-        for round in 0..200 {
-            let mut b = Both::new(next(40) as i64);
-            let edits = if round % 20 == 0 { 3000 } else { 1 + next(30) };
-            for _ in 0..edits {
+    #[derive(Clone, Debug)]
+    enum Edit {
+        Insert(usize),
+        Erase(usize),
+        Set(usize),
+        Move(usize, usize),
+        Clear,
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let i = any::<usize>;
+        prop_oneof![
+            4 => i().prop_map(Edit::Insert),
+            2 => i().prop_map(Edit::Erase),
+            2 => i().prop_map(Edit::Set),
+            2 => (i(), i()).prop_map(|(a, b)| Edit::Move(a, b)),
+            1 => Just(Edit::Clear),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Random edits of every kind: the changes always animate the old list into the new
+        /// one.
+        #[test]
+        fn random_edits_animate_exactly(n in 0i64..40, edits in prop::collection::vec(edit(), 0..300)) {
+            let mut b = Both::new(n);
+            for e in edits {
                 let n = b.list.len();
-                match next(if round % 7 == 0 { 11 } else { 10 }) {
-                    0..=3 => b.insert(next(n + 1)),
-                    4 | 5 if n > 0 => b.erase(next(n)),
-                    6 | 7 if n > 0 => b.set(next(n)),
-                    8 | 9 if n > 0 => b.mv(next(n), next(n)),
-                    10 => b.clear(),
+                match e {
+                    Edit::Insert(i) => b.insert(i % (n + 1)),
+                    Edit::Erase(i) if n > 0 => b.erase(i % n),
+                    Edit::Set(i) if n > 0 => b.set(i % n),
+                    Edit::Move(i, j) if n > 0 => b.mv(i % n, j % n),
+                    Edit::Clear => b.clear(),
                     _ => {}
                 }
             }
             b.check();
         }
+    }
+
+    /// Edits all over a long list: many runs, many chunks, split and dropped.
+    #[test]
+    fn many_chunks_animate_exactly() {
+        let mut b = Both::new(3000);
+        for i in 0..1500 {
+            b.insert(2 * i);
+            b.set(2 * i + 1);
+        }
+        assert!(b.tracker.chunks.len() > 10);
+        for i in (0..1000).rev() {
+            let n = b.list.len();
+            b.mv(3 * i, (4000 - i) % n);
+            b.erase(i);
+        }
+        b.check();
     }
 
     #[test]
@@ -683,6 +723,6 @@ mod tests {
         let set = IndexSet::from_ranges(vec![5..7, 0..2, 2..3, 6..9, 4..4]);
         assert_eq!(set.ranges(), [0..3, 5..9]);
         assert_eq!(serde_json::to_string(&set).unwrap(), "[[0,3],[5,9]]");
-        assert_eq!(set.iter().rev().next(), Some(8));
+        assert_eq!(set.iter().next_back(), Some(8));
     }
 }
