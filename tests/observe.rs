@@ -207,6 +207,8 @@ fn observing_inside_an_open_unit_follows_the_unit() {
         tx.add_type(dog()).unwrap();
         tx.insert("Dog", "rex").unwrap();
         tx.commit();
+        // Taken while the unit is open: what it did is not reported yet.
+        assert!(r.take_changes().is_empty());
         if commit {
             r.commit();
         } else {

@@ -215,14 +215,20 @@ impl Recorder {
         }
     }
 
+    /// Folds the events of committed units into the changes; those of units still open stay
+    /// in the log, where a rollback can drop them.
     #[inline(never)]
     fn fold(&mut self) {
-        for event in self.log.drain(..) {
+        let open = self.marks.first().copied().unwrap_or(self.log.len());
+        for event in self.log.drain(..open) {
             self.pending.fold(event);
+        }
+        for mark in &mut self.marks {
+            *mark -= open;
         }
     }
 
-    /// The changes since they were last taken.
+    /// The changes since they were last taken (what units still open did is not in them yet).
     pub(crate) fn take_changes(&mut self) -> Changes {
         self.fold();
         self.pending.take()
