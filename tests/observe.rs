@@ -294,6 +294,33 @@ fn a_download_reports_what_it_changed_and_not_what_lost() {
     assert_eq!(&*people.modified[0].properties, ["name".into()]);
 }
 
+/// A downloaded list insert that a concurrent clear dropped changes nothing here: only the
+/// download's other write is reported.
+#[test]
+fn a_dropped_list_insert_is_not_reported() {
+    let (mut server, mut clients) = setup(2);
+    clients[0]
+        .write(10, |tx| tx.list_clear("Person", 1, "tags"))
+        .unwrap();
+    clients[1]
+        .write(50, |tx| {
+            tx.list_insert("Person", 1, "tags", 1, "x")?;
+            tx.set("Person", 1, "age", 5)
+        })
+        .unwrap();
+    sync(&mut server, &mut clients, &[1]);
+    clients[0].observe(Observe::ty("Person"));
+    sync(&mut server, &mut clients, &[0]);
+    let tags = clients[0]
+        .replica()
+        .store()
+        .list("Person", &1.into(), "tags");
+    assert_eq!(tags.unwrap(), Vec::<Value>::new());
+    let people = clients[0].take_changes().of("Person").cloned().unwrap();
+    assert_eq!(&*people.modified[0].properties, ["age".into()]);
+    assert!(people.modified[0].lists.is_empty());
+}
+
 /// Concurrent list edits: the receiver reports the indices where the merged edits landed in
 /// its own list.
 #[test]
