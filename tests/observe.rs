@@ -223,6 +223,35 @@ fn observing_inside_an_open_unit_follows_the_unit() {
     }
 }
 
+/// Many observed types are looked up by hash, a few by comparing names: the same answers.
+#[test]
+fn many_observed_types_report_as_few_do() {
+    let (_, mut clients) = setup(1);
+    let c = &mut clients[0];
+    let others: Vec<Observe> = (0..9).map(|i| Observe::ty(&format!("T{i}"))).collect();
+    for many in [true, false] {
+        for o in &others {
+            if many {
+                c.observe(o.clone());
+            } else {
+                c.unobserve(o);
+            }
+        }
+        c.observe(Observe::ty("Person"));
+        c.write(10, |tx| {
+            tx.set("Person", 1, "age", 1)?;
+            tx.insert("Dog", "fido").map(|_| ())
+        })
+        .unwrap();
+        let changes = c.take_changes();
+        assert_eq!(changes.of("Person").map(|p| p.modified.len()), Some(1));
+        assert!(changes.of("Dog").is_none());
+        assert!(c.unobserve(&Observe::ty("Person")));
+        c.write(11, |tx| tx.set("Person", 1, "age", 2)).unwrap();
+        assert!(c.take_changes().is_empty());
+    }
+}
+
 #[test]
 fn nothing_observed_reports_nothing() {
     let (_, mut clients) = setup(1);

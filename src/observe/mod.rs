@@ -89,6 +89,9 @@ pub(crate) struct Recorder {
     /// Everything is observed and effects keep their values and are not folded (the feed).
     effects: bool,
     types: HashSet<Name>,
+    /// `types` as a vector while it is short: comparing a few short names costs less than
+    /// hashing one.
+    few_types: Vec<Name>,
     objects: HashSet<ObjRef>,
     /// Events of the open units (and, for the feed, everything not yet handed out).
     log: Vec<Event>,
@@ -107,8 +110,18 @@ impl Recorder {
             Observe::Type(ty) => self.types.insert(ty),
             Observe::Object(obj) => self.objects.insert(obj),
         };
+        self.list_few_types();
         self.activate();
         added
+    }
+
+    /// Keeps `few_types` the list of `types` while there are few.
+    fn list_few_types(&mut self) {
+        const FEW: usize = 8;
+        self.few_types.clear();
+        if self.types.len() <= FEW {
+            self.few_types.extend(self.types.iter().cloned());
+        }
     }
 
     /// From now on effects are recorded, in the units open now too.
@@ -126,6 +139,7 @@ impl Recorder {
             Observe::Type(ty) => self.types.remove(ty),
             Observe::Object(obj) => self.objects.remove(obj),
         };
+        self.list_few_types();
         self.active = self.effects || !self.types.is_empty() || !self.objects.is_empty();
         removed
     }
@@ -153,14 +167,23 @@ impl Recorder {
     #[inline(never)]
     fn watches_active(&self, obj: &ObjRef) -> bool {
         self.effects
-            || self.types.contains(&*obj.ty)
+            || self.observes_type(&obj.ty)
             || (!self.objects.is_empty() && self.objects.contains(obj))
     }
 
     /// Whether schema changes of type `ty` are observed.
     #[inline(always)]
     pub(crate) fn watches_type(&self, ty: &str) -> bool {
-        self.active && (self.effects || self.types.contains(ty))
+        self.active && (self.effects || self.observes_type(ty))
+    }
+
+    /// Whether type `ty` is observed.
+    #[inline]
+    fn observes_type(&self, ty: &str) -> bool {
+        match self.few_types.is_empty() {
+            false => self.few_types.iter().any(|t| **t == *ty),
+            true => !self.types.is_empty() && self.types.contains(ty),
+        }
     }
 
     /// Whether events carry values.
