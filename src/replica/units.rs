@@ -1,11 +1,10 @@
 //! Atomic units across a replica's store and the merge metadata of its lists.
 //!
 //! A unit is opened on the store and on the recorder of change notifications, and recorded
-//! here: which lists the unit created or dropped,
-//! which existing lists it opened a unit on (each [`Sequence`] keeps its own undo log), and the
-//! id counter before it minted. Rolling back undoes all of it, last first; committing the
-//! outermost unit forgets it. Units nest: a committed inner unit hands what it touched to the
-//! enclosing one, which can still undo it.
+//! here: which lists the unit created or dropped, which existing lists it opened a unit on (each
+//! [`Sequence`] keeps its own undo log), and the id counter before it minted. Rolling back
+//! undoes all of it, last first; committing the outermost unit forgets it. Units nest: a
+//! committed inner unit hands what it touched to the enclosing one, which can still undo it.
 
 use super::{ListAt, Replica, Sequence};
 use crate::model::PropRef;

@@ -73,7 +73,8 @@ impl<S: Store> Server<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn state_snapshot(&self) -> Vec<u8> {
-        (self.replica).server_state(self.version(), self.history.latest_timestamp())
+        let timestamp = self.history.latest_timestamp();
+        self.replica.server_state(self.version(), timestamp)
     }
 
     /// Loads a server saved with [`Server::save`] into `store`, which must be empty.
