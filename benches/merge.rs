@@ -1,6 +1,8 @@
 //! Merge benchmarks after realm-core's bench_transform.cpp: the time a receiving client takes
 //! from having the downloaded changesets in hand to having them integrated (merged with its own
-//! unsynced changesets and applied to its MemoryStore).
+//! unsynced changesets and applied to its MemoryStore); and the cost of change notifications on
+//! them (group Observe: a representative size of each, with the receiving client observing
+//! nothing, an unrelated type, or every type).
 //!
 //!     cargo bench --bench merge
 
@@ -9,7 +11,7 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
 };
 use objsync::sync::{Client, Download, Server};
-use objsync::{Error, ObjectType, PeerId, PropType, Property, Store, Transaction, Value};
+use objsync::{Error, ObjectType, Observe, PeerId, PropType, Property, Store, Transaction, Value};
 
 fn prop(n: &str, t: &str) -> Property {
     Property::new(n, PropType::parse(t).expect("type"))
@@ -77,60 +79,70 @@ fn erase_first(tx: &mut Transaction<'_, objsync::MemoryStore>, ty: &str) -> Resu
     }
 }
 
+/// MergeNxNInstructions: each peer creates `n` objects in one transaction, erasing one in four.
+fn nxn_instructions(n: usize) -> (Client, Download) {
+    let schema = vec![ObjectType::new("Obj", None, [prop("v", "int")]).expect("type")];
+    let work = |cl: &mut Client| {
+        cl.write(10 + cl.peer().0, |tx| {
+            for i in 0..n {
+                let k = tx.create("Obj")?;
+                tx.set("Obj", k, "v", 123)?;
+                if i % 4 == 3 {
+                    erase_first(tx, "Obj")?;
+                }
+            }
+            Ok(())
+        })
+        .expect("write");
+    };
+    scenario(schema, work)
+}
+
 fn merge_nxn_instructions(c: &mut Criterion) {
     let mut g = c.benchmark_group("MergeNxNInstructions");
     g.sample_size(10);
     for n in [1000usize, 2000, 4000, 8000, 16000] {
-        let schema = || vec![ObjectType::new("Obj", None, [prop("v", "int")]).expect("type")];
-        let work = |cl: &mut Client| {
-            cl.write(10 + cl.peer().0, |tx| {
-                for i in 0..n {
-                    let k = tx.create("Obj")?;
-                    tx.set("Obj", k, "v", 123)?;
-                    if i % 4 == 3 {
-                        erase_first(tx, "Obj")?;
-                    }
+        measure(&mut g, BenchmarkId::from_parameter(n), || {
+            nxn_instructions(n)
+        });
+    }
+    g.finish();
+}
+
+/// MergeNxNTransactions: each peer creates `n` objects holding 500 bytes of text, one per
+/// transaction, erasing one in four.
+fn nxn_transactions(n: usize) -> (Client, Download) {
+    let text: String = "x".repeat(500);
+    let schema = vec![ObjectType::new("Obj", None, [prop("s", "string")]).expect("type")];
+    let work = |cl: &mut Client| {
+        for i in 0..n {
+            cl.write(10 + i as u64 * 2 + cl.peer().0, |tx| {
+                let k = tx.create("Obj")?;
+                tx.set("Obj", k, "s", text.as_str())?;
+                if i % 4 == 3 {
+                    erase_first(tx, "Obj")?;
                 }
                 Ok(())
             })
             .expect("write");
-        };
-        measure(&mut g, BenchmarkId::from_parameter(n), || {
-            scenario(schema(), work)
-        });
-    }
-    g.finish();
+        }
+    };
+    scenario(schema, work)
 }
 
 fn merge_nxn_transactions(c: &mut Criterion) {
     let mut g = c.benchmark_group("MergeNxNTransactions");
     g.sample_size(10);
-    let text: String = "x".repeat(500);
     for n in [100usize, 500, 1000, 2000, 4000, 8000, 16000] {
-        let schema = || vec![ObjectType::new("Obj", None, [prop("s", "string")]).expect("type")];
-        let work = |cl: &mut Client| {
-            for i in 0..n {
-                cl.write(10 + i as u64 * 2 + cl.peer().0, |tx| {
-                    let k = tx.create("Obj")?;
-                    tx.set("Obj", k, "s", text.as_str())?;
-                    if i % 4 == 3 {
-                        erase_first(tx, "Obj")?;
-                    }
-                    Ok(())
-                })
-                .expect("write");
-            }
-        };
         measure(&mut g, BenchmarkId::from_parameter(n), || {
-            scenario(schema(), work)
+            nxn_transactions(n)
         });
     }
     g.finish();
 }
 
-fn many_connected_objects(c: &mut Criterion) {
-    let mut g = c.benchmark_group("ManyConnectedObjects");
-    g.sample_size(10);
+/// ManyConnectedObjects: each peer creates 1,000 objects linking to one of them.
+fn connected_objects() -> (Client, Download) {
     let work = |cl: &mut Client| {
         cl.write(10 + cl.peer().0, |tx| {
             tx.add_type(
@@ -151,70 +163,144 @@ fn many_connected_objects(c: &mut Criterion) {
         })
         .expect("write");
     };
-    measure(&mut g, BenchmarkId::from_parameter(1000), || {
-        scenario(Vec::new(), work)
-    });
+    scenario(Vec::new(), work)
+}
+
+fn many_connected_objects(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ManyConnectedObjects");
+    g.sample_size(10);
+    measure(&mut g, BenchmarkId::from_parameter(1000), connected_objects);
     g.finish();
 }
 
 /// Not one of realm-core's: sqrt(N) clients each insert N / sqrt(N) values, one per
 /// transaction, at random positions of one shared list. Every client but the receiving one has
 /// uploaded; the receiving client, with its own inserts unsynced, integrates all the others'.
+fn hot_list_setup(n: usize) -> (Client, Download) {
+    let doc = ObjectType::new(
+        "Doc",
+        Some("id"),
+        [prop("id", "int"), prop("items", "list<int>")],
+    )
+    .expect("type");
+    let (mut server, mut first, receiver) = pair(vec![doc]);
+    first.write(2, |tx| tx.insert("Doc", 1)).expect("the list");
+    let ack = server
+        .integrate(first.peer(), first.upload())
+        .expect("upload");
+    first.acknowledge(ack);
+    let k = (n as f64).sqrt() as u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut below = |m: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % m as u64) as usize
+    };
+    let mut receiver = receiver;
+    let d = server
+        .download(receiver.peer(), receiver.cursor(), None)
+        .expect("the history is whole");
+    receiver.integrate(d).expect("the list");
+    let mut writers: Vec<Client> = (3..k + 2).map(|p| Client::new(PeerId(p))).collect();
+    for w in &mut writers {
+        let d = server
+            .download(w.peer(), w.cursor(), None)
+            .expect("the history is whole");
+        w.integrate(d).expect("the list");
+    }
+    writers.push(receiver);
+    for w in &mut writers {
+        for i in 0..n as u64 / k {
+            let at = below(i as usize + 1);
+            w.write(10 + i, |tx| tx.list_insert("Doc", 1, "items", at, i as i64))
+                .expect("insert");
+        }
+    }
+    let receiver = writers.pop().expect("the receiver");
+    for w in &mut writers {
+        server.integrate(w.peer(), w.upload()).expect("upload");
+    }
+    let d = server
+        .download(receiver.peer(), receiver.cursor(), None)
+        .expect("the history is whole");
+    (receiver, d)
+}
+
 fn hot_list(c: &mut Criterion) {
     let mut g = c.benchmark_group("HotList");
     g.sample_size(10);
     for n in [2_500usize, 10_000, 40_000] {
-        let setup = || {
-            let doc = ObjectType::new(
-                "Doc",
-                Some("id"),
-                [prop("id", "int"), prop("items", "list<int>")],
-            )
-            .expect("type");
-            let (mut server, mut first, receiver) = pair(vec![doc]);
-            first.write(2, |tx| tx.insert("Doc", 1)).expect("the list");
-            let ack = server
-                .integrate(first.peer(), first.upload())
-                .expect("upload");
-            first.acknowledge(ack);
-            let k = (n as f64).sqrt() as u64;
-            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-            let mut below = |m: usize| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (rng % m as u64) as usize
-            };
-            let mut receiver = receiver;
-            let d = server
-                .download(receiver.peer(), receiver.cursor(), None)
-                .expect("the history is whole");
-            receiver.integrate(d).expect("the list");
-            let mut writers: Vec<Client> = (3..k + 2).map(|p| Client::new(PeerId(p))).collect();
-            for w in &mut writers {
-                let d = server
-                    .download(w.peer(), w.cursor(), None)
-                    .expect("the history is whole");
-                w.integrate(d).expect("the list");
-            }
-            writers.push(receiver);
-            for w in &mut writers {
-                for i in 0..n as u64 / k {
-                    let at = below(i as usize + 1);
-                    w.write(10 + i, |tx| tx.list_insert("Doc", 1, "items", at, i as i64))
-                        .expect("insert");
-                }
-            }
-            let receiver = writers.pop().expect("the receiver");
-            for w in &mut writers {
-                server.integrate(w.peer(), w.upload()).expect("upload");
-            }
-            let d = server
-                .download(receiver.peer(), receiver.cursor(), None)
-                .expect("the history is whole");
-            (receiver, d)
-        };
-        measure(&mut g, BenchmarkId::from_parameter(n), setup);
+        measure(&mut g, BenchmarkId::from_parameter(n), || hot_list_setup(n));
+    }
+    g.finish();
+}
+
+/// What the receiving client observes in the Observe group.
+#[derive(Clone, Copy)]
+enum Watching {
+    /// Nothing: the merge benchmarks as they are.
+    Nothing,
+    /// A type the workload does not touch: every effect pays the check and nothing more.
+    OtherType,
+    /// Every type the workload touches: every effect is recorded and folded into changes.
+    EveryType,
+}
+
+/// A representative size of each merge benchmark, with the receiving client observing
+/// nothing, another type, or every type; the measurement includes taking the changes.
+fn observe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("Observe");
+    g.sample_size(10);
+    type Setup = Box<dyn Fn() -> (Client, Download)>;
+    let workloads: [(&str, &str, Setup); 4] = [
+        (
+            "MergeNxNInstructions/4000",
+            "Obj",
+            Box::new(|| nxn_instructions(4000)),
+        ),
+        (
+            "MergeNxNTransactions/4000",
+            "Obj",
+            Box::new(|| nxn_transactions(4000)),
+        ),
+        (
+            "ManyConnectedObjects/1000",
+            "Node",
+            Box::new(connected_objects),
+        ),
+        ("HotList/10000", "Doc", Box::new(|| hot_list_setup(10_000))),
+    ];
+    for (name, ty, setup) in &workloads {
+        for (mode, watching) in [
+            ("nothing", Watching::Nothing),
+            ("other-type", Watching::OtherType),
+            ("every-type", Watching::EveryType),
+        ] {
+            g.bench_function(BenchmarkId::new(*name, mode), |bench| {
+                bench.iter_batched(
+                    || {
+                        let (mut client, d) = setup();
+                        match watching {
+                            Watching::Nothing => {}
+                            Watching::OtherType => {
+                                client.observe(Observe::ty("Unrelated"));
+                            }
+                            Watching::EveryType => {
+                                client.observe(Observe::ty(ty));
+                            }
+                        }
+                        (client, d)
+                    },
+                    |(mut client, d)| {
+                        client.integrate(d).expect("integrates");
+                        let changes = client.take_changes();
+                        (client, changes)
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
     }
     g.finish();
 }
@@ -224,6 +310,7 @@ criterion_group!(
     merge_nxn_instructions,
     merge_nxn_transactions,
     many_connected_objects,
-    hot_list
+    hot_list,
+    observe
 );
 criterion_main!(benches);

@@ -1,9 +1,11 @@
-//! The conformance scenario runner: `cargo run --release --example scenario -- FILE... [--pretty]`.
+//! The conformance scenario runner:
+//! `cargo run --release --example scenario -- FILE... [--pretty] [--feed]`.
 //!
 //! For each file it runs the scenario (spec/scenario-format.md) and prints the final server
-//! state as canonical JSON, one line per file (indented with --pretty). Exit status: 0 when every
-//! file passed, 1 when one diverged or missed its "expect" (a diff on stderr), 2 when one was
-//! malformed (a one-line reason on stderr).
+//! state as canonical JSON, one line per file (indented with --pretty); with --feed, after the
+//! state line, the server's Adapter feed as JSON lines, one transaction per line
+//! (spec/feed.md). Exit status: 0 when every file passed, 1 when one diverged or missed its
+//! "expect" (a diff on stderr), 2 when one was malformed (a one-line reason on stderr).
 
 use clap::Parser;
 use objsync_testkit::scenario::{self, Outcome};
@@ -16,6 +18,9 @@ struct Args {
     /// Print each final state indented instead of on one line.
     #[arg(long)]
     pretty: bool,
+    /// After each state, print the server's feed: one JSON line per integrated transaction.
+    #[arg(long)]
+    feed: bool,
     /// Scenario files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -40,7 +45,11 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let outcome = scenario::run(&text);
+        let (outcome, feed) = if args.feed {
+            scenario::run_with_feed(&text)
+        } else {
+            (scenario::run(&text), Vec::new())
+        };
         let print = |state: &serde_json::Value| {
             if args.pretty {
                 println!(
@@ -49,6 +58,12 @@ fn main() -> ExitCode {
                 );
             } else {
                 println!("{}", objsync::json::canonical(state));
+            }
+        };
+        let print = |state: &serde_json::Value| {
+            print(state);
+            for transaction in &feed {
+                println!("{}", serde_json::to_string(transaction).unwrap_or_default());
             }
         };
         match &outcome {

@@ -5,13 +5,15 @@
 //! The everyday types are at the crate root: the model ([`Value`], [`ObjKey`], [`Schema`],
 //! [`ObjectType`], [`Instruction`], [`Changeset`], ids and versions), a [`Replica`] and its
 //! [`Transaction`]s, the [`Store`] trait and [`MemoryStore`], and the data layer's [`Error`].
-//! Five modules hold the rest:
+//! Seven modules hold the rest:
 //!
 //! - [`sync`]: the sans-IO [`sync::Client`] and [`sync::Server`], what they exchange, and clocks;
 //! - [`session`]: the protocol's state machines, frames in and frames out;
 //! - [`wire`]: the binary forms of changesets and protocol messages;
 //! - [`json`]: the JSON forms of values, writes and states;
-//! - [`store`]: the [`Store`] trait and what implementing one involves.
+//! - [`store`]: the [`Store`] trait and what implementing one involves;
+//! - [`observe`]: change notifications ([`Observe`], [`Changes`]);
+//! - [`feed`]: the Adapter feed over a server's history.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,7 +25,9 @@ mod replica;
 mod snapshot;
 mod write;
 
+pub mod feed;
 pub mod json;
+pub mod observe;
 pub mod session;
 pub mod store;
 pub mod sync;
@@ -37,6 +41,7 @@ pub use model::{
     Property, ScalarKind, Schema, SchemaConflict, ServerVersion, Side, Timestamp, Value,
     MAX_NAME_LEN,
 };
+pub use observe::{Changes, Observe};
 pub use replica::{ElemState, Replica, Sequence};
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use store::{MemoryStore, Store};

@@ -1,7 +1,9 @@
-//! Runs every conformance scenario in spec/scenarios (each must pass) and every malformed
-//! scenario in tests/malformed (each must be reported as malformed, never panic).
+//! Runs every conformance scenario in spec/scenarios (each must pass, and its feed must rebuild
+//! its state) and every malformed scenario in tests/malformed (each must be reported as
+//! malformed, never panic).
 
-use objsync_testkit::scenario::{run, Outcome};
+use objsync_testkit::mirror::Mirror;
+use objsync_testkit::scenario::{run, run_with_feed, Outcome};
 use std::path::Path;
 
 fn files(dir: &str) -> Vec<std::path::PathBuf> {
@@ -28,6 +30,41 @@ fn every_spec_scenario_passes() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--feed` prints each transaction as a line of exactly version, peer, timestamp and
+/// instructions, versions 1, 2, ...; the lines, applied in order to an empty mirror, give the
+/// printed state: the feed is the server's whole integrated history.
+#[test]
+fn every_spec_scenario_has_a_feed_that_rebuilds_its_state() {
+    for f in files("spec/scenarios") {
+        let text = std::fs::read_to_string(&f).expect("readable scenario");
+        let (outcome, feed) = run_with_feed(&text);
+        let Outcome::Pass(state) = outcome else {
+            panic!("{}: {outcome:?}", f.display());
+        };
+        assert!(!feed.is_empty(), "{}", f.display());
+        let mut mirror = Mirror::new();
+        for (i, t) in feed.iter().enumerate() {
+            let line: serde_json::Value =
+                serde_json::from_str(&serde_json::to_string(t).unwrap()).unwrap();
+            let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["instructions", "peer", "timestamp", "version"]);
+            assert_eq!(line["version"], i as u64 + 1, "{}", f.display());
+            let item = objsync::feed::FeedItem::Transaction(t.clone());
+            mirror
+                .apply(&item)
+                .unwrap_or_else(|e| panic!("{} v{}: {e}", f.display(), i + 1));
+        }
+        assert_eq!(mirror.state(), state, "{}", f.display());
+    }
+}
+
+#[test]
+fn a_malformed_scenario_has_no_feed() {
+    let (outcome, feed) = run_with_feed(r#"{"clients": 1, "steps": [{"upload": 2}]}"#);
+    assert!(matches!(outcome, Outcome::Malformed(_)));
+    assert!(feed.is_empty());
 }
 
 #[test]

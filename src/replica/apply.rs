@@ -7,6 +7,7 @@ use super::{ElemState, ListAt, Replica};
 use crate::model::{
     Error, Fate, Instruction, ListProblem, Name, ObjKey, ObjRef, Op, Timestamp, Value,
 };
+use crate::observe::Event;
 use crate::store::{Store, Unlinked};
 
 impl<S: Store> Replica<S> {
@@ -25,21 +26,38 @@ impl<S: Store> Replica<S> {
         let live = op.fate == Fate::Live;
         match &op.instr {
             Instruction::AddType(def) => {
+                let pk = def.primary_key.as_ref();
+                let effect = self.schema_effect(&def.name, pk, |s| s.plan_add_type(def));
                 self.store.add_type(def)?;
+                self.recorder.push_some(effect);
             }
             Instruction::AddProperties { ty, properties } => {
+                let effect =
+                    self.schema_effect(ty, None, |s| s.plan_add_properties(ty, properties));
                 self.store.add_properties(ty, properties)?;
+                self.recorder.push_some(effect);
             }
             Instruction::Insert { obj } if live => {
-                self.store.create(&obj.ty, &obj.key)?;
+                if self.store.create(&obj.ty, &obj.key)? {
+                    self.note_created(obj);
+                }
             }
             // A dead link becomes null.
             Instruction::Set { obj, prop, .. } => {
                 let value = if live { value } else { Value::Null };
+                let seen = self.watch(obj, &value);
                 self.store.set(&obj.ty, &obj.key, prop, value)?;
+                if let Some(value) = seen {
+                    self.recorder.push(Event::set(obj, prop, value));
+                }
             }
             Instruction::AddInt { obj, prop, delta } if live => {
                 self.store.add_int(&obj.ty, &obj.key, prop, *delta)?;
+                if self.recorder.watches(obj) {
+                    let now = self.store.get(&obj.ty, &obj.key, prop)?;
+                    let value = self.recorder.keep(&now);
+                    self.recorder.push(Event::set(obj, prop, value));
+                }
             }
             Instruction::Delete { obj } if live => self.delete_object(&obj.ty, &obj.key)?,
             Instruction::Clear { ty, objects } if live => {
@@ -86,17 +104,34 @@ impl<S: Store> Replica<S> {
             return Ok(());
         }
         for u in self.store.delete(ty, key)? {
-            if let Unlinked::ListEntry { list, index } = u {
-                self.hide_unlinked(ListAt::new(&list.obj, &list.prop), index)?;
+            match u {
+                Unlinked::ListEntry { list, index } => {
+                    self.hide_unlinked(ListAt::new(&list.obj, &list.prop), index)?;
+                    self.note(&list.obj, || Event::ListErased {
+                        obj: list.obj.clone(),
+                        prop: list.prop.clone(),
+                        index,
+                    });
+                }
+                Unlinked::Field(link) => {
+                    if let Some(value) = self.watch(&link.obj, &Value::Null) {
+                        self.recorder.push(Event::set(&link.obj, &link.prop, value));
+                    }
+                }
             }
+        }
+        let obj = || ObjRef {
+            ty: ty.clone(),
+            key: key.clone(),
+        };
+        if self.recorder.active() {
+            let obj = obj();
+            self.note(&obj, || Event::Deleted { obj: obj.clone() });
         }
         if self.lists.is_empty() {
             return Ok(());
         }
-        let obj = ObjRef {
-            ty: ty.clone(),
-            key: key.clone(),
-        };
+        let obj = obj();
         let list_props: Vec<Name> = (self.store.schema().get(ty)?.properties.iter())
             .filter(|(_, pt)| pt.list)
             .map(|(n, _)| n.clone())

@@ -1,11 +1,12 @@
 //! Applying list instructions: each registers its ids in the list's [`super::Sequence`], which
 //! answers where the change is visible in this replica ([`VisibleChange`]), and the store is
-//! told the plain index.
+//! told the plain index (and the recorder of change notifications what the store did).
 
 use super::check::bad_list;
 use super::list::VisibleChange;
 use super::{ElemState, ListAt, Replica};
 use crate::model::{Error, Fate, ListProblem, Name, ObjRef, OpId, Place, Timestamp, Value};
+use crate::observe::Event;
 use crate::store::Store;
 
 impl<S: Store> Replica<S> {
@@ -32,7 +33,7 @@ impl<S: Store> Replica<S> {
             .insert(elem, ts, place, state)
             .map_err(|p| bad_list(list, p))?;
         if let VisibleChange::Inserted(i) = change {
-            self.store.list_insert(&obj.ty, &obj.key, prop, i, value)?;
+            self.store_insert(obj, prop, i, value)?;
         }
         Ok(())
     }
@@ -55,15 +56,26 @@ impl<S: Store> Replica<S> {
             (ElemState::Visible, true) => {
                 let i = self.list(list).and_then(|s| s.index_of(elem));
                 let i = i.ok_or_else(|| bad_list(list, ListProblem::NotVisible(elem)))?;
-                return self.store.list_set(&obj.ty, &obj.key, prop, i, value);
+                let seen = self.watch(obj, &value);
+                self.store.list_set(&obj.ty, &obj.key, prop, i, value)?;
+                if let Some(value) = seen {
+                    let (obj, prop) = (obj.clone(), prop.clone());
+                    self.recorder.push(Event::ListSet {
+                        obj,
+                        prop,
+                        index: i,
+                        value,
+                    });
+                }
+                return Ok(());
             }
             (ElemState::Hidden, false) => return Ok(()),
             (ElemState::Visible, false) => ElemState::Hidden,
             (ElemState::Hidden, true) => ElemState::Visible,
         };
         match self.set_elem_state(list, elem, target)? {
-            VisibleChange::Removed(i) => self.store.list_erase(&obj.ty, &obj.key, prop, i),
-            VisibleChange::Inserted(i) => self.store.list_insert(&obj.ty, &obj.key, prop, i, value),
+            VisibleChange::Removed(i) => self.store_erase(obj, prop, i),
+            VisibleChange::Inserted(i) => self.store_insert(obj, prop, i, value),
             _ => Ok(()),
         }
     }
@@ -81,7 +93,7 @@ impl<S: Store> Replica<S> {
             return Err(bad_list(list, ListProblem::Erased(elem)));
         }
         if let VisibleChange::Removed(i) = self.set_elem_state(list, elem, ElemState::Erased)? {
-            self.store.list_erase(&obj.ty, &obj.key, prop, i)?;
+            self.store_erase(obj, prop, i)?;
         }
         Ok(())
     }
@@ -104,6 +116,14 @@ impl<S: Store> Replica<S> {
             .map_err(|p| bad_list(list, p))?;
         if let VisibleChange::Moved { from, to } = change {
             self.store.list_move(&obj.ty, &obj.key, prop, from, to)?;
+            if from != to {
+                self.note(obj, || Event::ListMoved {
+                    obj: obj.clone(),
+                    prop: prop.clone(),
+                    from,
+                    to,
+                });
+            }
         }
         Ok(())
     }
@@ -115,7 +135,55 @@ impl<S: Store> Replica<S> {
         if self.lists.contains_key(&list) {
             self.seq_mut(list).clear();
         }
-        self.store.list_clear(&obj.ty, &obj.key, prop)
+        let len = match self.recorder.watches(obj) {
+            true => self.store.list_len(&obj.ty, &obj.key, prop)?,
+            false => 0,
+        };
+        self.store.list_clear(&obj.ty, &obj.key, prop)?;
+        if len > 0 {
+            self.note(obj, || Event::ListCleared {
+                obj: obj.clone(),
+                prop: prop.clone(),
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Inserts into the store's list at `index`, and reports it.
+    #[inline(always)]
+    fn store_insert(
+        &mut self,
+        obj: &ObjRef,
+        prop: &Name,
+        index: usize,
+        value: Value,
+    ) -> Result<(), Error> {
+        let seen = self.watch(obj, &value);
+        self.store
+            .list_insert(&obj.ty, &obj.key, prop, index, value)?;
+        if let Some(value) = seen {
+            let (obj, prop) = (obj.clone(), prop.clone());
+            self.recorder.push(Event::ListInserted {
+                obj,
+                prop,
+                index,
+                value,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the element at `index` of the store's list, and reports it.
+    #[inline(always)]
+    fn store_erase(&mut self, obj: &ObjRef, prop: &Name, index: usize) -> Result<(), Error> {
+        self.store.list_erase(&obj.ty, &obj.key, prop, index)?;
+        self.note(obj, || Event::ListErased {
+            obj: obj.clone(),
+            prop: prop.clone(),
+            index,
+        });
+        Ok(())
     }
 
     fn elem_state(&self, list: ListAt<'_>, elem: OpId) -> Result<ElemState, Error> {

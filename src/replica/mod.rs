@@ -12,6 +12,10 @@
 //! the store and the sequences (`units`); units nest, so a transaction can reject one bad write
 //! and keep the others.
 //!
+//! Change notifications: every store-level effect on something observed is reported to the
+//! replica's recorder ([`crate::observe`]) where it happens, in `apply` and `lists`; `observed`
+//! holds the observing API.
+//!
 //! The write layer ([`crate::Transaction`]) uses a replica through a narrow interface: minting
 //! ids, reading a list's sequence, and applying one op. Nothing here knows about transactions.
 
@@ -19,14 +23,17 @@ mod apply;
 mod check;
 mod list;
 mod lists;
+mod observed;
 mod snapshot;
 mod units;
 
 pub use list::{ElemState, Sequence};
+pub(crate) use snapshot::StateHead;
 
 use crate::model::{
     Changeset, Error, Name, ObjKey, ObjRef, Op, OpId, PeerId, PropRef, Timestamp, Value,
 };
+use crate::observe::Recorder;
 use crate::store::{MemoryStore, Store};
 use hashbrown::{Equivalent, HashMap};
 use std::hash::{Hash, Hasher};
@@ -103,6 +110,7 @@ pub struct Replica<S: Store = MemoryStore> {
     peer: PeerId,
     next_seq: u64,
     units: Units,
+    recorder: Recorder,
 }
 
 impl Replica<MemoryStore> {
@@ -113,7 +121,8 @@ impl Replica<MemoryStore> {
 }
 
 impl<S: Store + Clone> Clone for Replica<S> {
-    /// Clones the state; an open unit is not carried over.
+    /// Clones the state; an open unit, what is observed and the changes not yet taken are
+    /// not carried over.
     fn clone(&self) -> Self {
         Replica {
             store: self.store.clone(),
@@ -121,6 +130,7 @@ impl<S: Store + Clone> Clone for Replica<S> {
             peer: self.peer,
             next_seq: self.next_seq,
             units: Units::default(),
+            recorder: Recorder::default(),
         }
     }
 }
@@ -134,6 +144,7 @@ impl<S: Store> Replica<S> {
             peer,
             next_seq: 1,
             units: Units::default(),
+            recorder: Recorder::default(),
         }
     }
 

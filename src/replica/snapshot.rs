@@ -10,7 +10,8 @@
 use super::list::{DocNode, DocRole};
 use super::{ElemState, Replica, Sequence};
 use crate::model::{
-    ListProblem, Name, ObjKey, ObjRef, ObjectType, OpId, PeerId, PropRef, Property, Side, Value,
+    Fingerprint, ListProblem, Name, ObjKey, ObjRef, ObjectType, OpId, PeerId, PropRef, Property,
+    ServerVersion, Side, Timestamp, Value,
 };
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -52,6 +53,26 @@ impl Replica<MemoryStore> {
     }
 }
 
+/// What a server's state says besides the replica (spec/snapshot.md section 5): the server
+/// version it is at, the history's fingerprint there, and the latest timestamp of any changeset
+/// it integrated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StateHead {
+    pub(crate) version: ServerVersion,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) timestamp: Timestamp,
+}
+
+impl StateHead {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<StateHead, SnapshotError> {
+        Ok(StateHead {
+            version: ServerVersion(r.u64("server version")?),
+            fingerprint: Fingerprint(r.u64("fingerprint")?),
+            timestamp: r.u64("latest timestamp")?,
+        })
+    }
+}
+
 impl<S: Store> Replica<S> {
     /// A snapshot of this replica: its store's state and its lists' merge metadata (the format
     /// is in spec/snapshot.md). A replica loaded from it behaves exactly as this one: same state,
@@ -68,6 +89,36 @@ impl<S: Store> Replica<S> {
         let replica = Replica::read_state(store, r.items())?;
         r.finish()?;
         Ok(replica)
+    }
+
+    /// This replica as a server's state (spec/snapshot.md, section "state"): what a new
+    /// device, or a feed, starts from.
+    pub(crate) fn server_state(&self, head: StateHead) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Kind::State);
+        self.write_server_state(&mut w, head);
+        w.finish()
+    }
+
+    /// Writes this replica as a server's state (also the first part of a recovery).
+    pub(crate) fn write_server_state(&self, w: &mut SnapshotWriter, head: StateHead) {
+        let e = w.items();
+        e.u64(head.version.0);
+        e.u64(head.fingerprint.0);
+        e.u64(head.timestamp);
+        self.write_state(e);
+    }
+
+    /// Loads a server's state made by [`Replica::server_state`] into `store`, which must be
+    /// empty.
+    pub(crate) fn read_server_state(
+        store: S,
+        bytes: &[u8],
+    ) -> Result<(Self, StateHead), SnapshotError> {
+        let mut r = SnapshotReader::open(bytes, Kind::State)?;
+        let head = StateHead::read(r.items())?;
+        let replica = Replica::read_state(store, r.items())?;
+        r.finish()?;
+        Ok((replica, head))
     }
 
     /// Makes a replica loaded from another peer's snapshot this peer's own, for a client that

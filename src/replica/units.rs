@@ -1,10 +1,10 @@
 //! Atomic units across a replica's store and the merge metadata of its lists.
 //!
-//! A unit is opened on the store and recorded here: which lists the unit created or dropped,
-//! which existing lists it opened a unit on (each [`Sequence`] keeps its own undo log), and the
-//! id counter before it minted. Rolling back undoes all of it, last first; committing the
-//! outermost unit forgets it. Units nest: a committed inner unit hands what it touched to the
-//! enclosing one, which can still undo it.
+//! A unit is opened on the store and on the recorder of change notifications, and recorded
+//! here: which lists the unit created or dropped, which existing lists it opened a unit on (each
+//! [`Sequence`] keeps its own undo log), and the id counter before it minted. Rolling back
+//! undoes all of it, last first; committing the outermost unit forgets it. Units nest: a
+//! committed inner unit hands what it touched to the enclosing one, which can still undo it.
 
 use super::{ListAt, Replica, Sequence};
 use crate::model::PropRef;
@@ -45,6 +45,7 @@ impl<S: Store> Replica<S> {
     /// Starts an atomic unit across the store and the list metadata. Units nest.
     pub fn begin(&mut self) {
         self.store.begin();
+        self.recorder.begin();
         self.units.marks.push(self.units.undo.len());
         self.units.touched.push(HashSet::new());
     }
@@ -52,6 +53,7 @@ impl<S: Store> Replica<S> {
     /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
     pub fn commit(&mut self) {
         self.store.commit();
+        self.recorder.commit();
         let units = &mut self.units;
         let (Some(mark), Some(touched)) = (units.marks.pop(), units.touched.pop()) else {
             return;
@@ -90,6 +92,7 @@ impl<S: Store> Replica<S> {
     /// Ends the innermost unit, undoing its changes.
     pub fn rollback(&mut self) {
         self.store.rollback();
+        self.recorder.rollback();
         let (Some(mark), Some(_)) = (self.units.marks.pop(), self.units.touched.pop()) else {
             return;
         };

@@ -3,11 +3,12 @@
 use super::clock::Hlc;
 use super::{Download, SyncError, Upload, UploadAck};
 use crate::merge::merge;
-use crate::model::Checkpoint;
 use crate::model::{
-    Changeset, ClientVersion, Cursor, Error, Fingerprint, PeerId, ServerVersion, Timestamp,
+    Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, PeerId, ServerVersion,
+    Timestamp,
 };
-use crate::replica::Replica;
+use crate::observe::{Changes, Observe};
+use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::write::Transaction;
@@ -137,9 +138,11 @@ impl<S: Store> Client<S> {
             return Err(SnapshotError::NotEmpty);
         }
         let mut r = SnapshotReader::open(snapshot, Kind::State)?;
-        let version = ServerVersion(r.items().u64("server version")?);
-        let fingerprint = Fingerprint(r.items().u64("fingerprint")?);
-        let timestamp = r.items().u64("latest timestamp")?;
+        let StateHead {
+            version,
+            fingerprint,
+            timestamp,
+        } = StateHead::read(r.items())?;
         let peer = self.peer();
         self.replica.replace_with(|replica| {
             replica.read_in_place(r.items())?;
@@ -349,6 +352,24 @@ impl<S: Store> Client<S> {
     /// The local replica.
     pub fn replica(&self) -> &Replica<S> {
         &self.replica
+    }
+
+    /// Starts observing a type or an object: what changes in it, by local writes and by
+    /// integrated downloads, is reported by [`Client::take_changes`]
+    /// ([`Replica::observe`]).
+    pub fn observe(&mut self, what: Observe) -> bool {
+        self.replica.observe(what)
+    }
+
+    /// Stops observing a type or an object ([`Replica::unobserve`]).
+    pub fn unobserve(&mut self, what: &Observe) -> bool {
+        self.replica.unobserve(what)
+    }
+
+    /// What changed in the observed types and objects since the changes were last taken
+    /// ([`Replica::take_changes`]).
+    pub fn take_changes(&mut self) -> Changes {
+        self.replica.take_changes()
     }
 
     /// Where the download stands.

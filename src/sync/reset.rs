@@ -17,7 +17,7 @@ use crate::model::{
     Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, PeerId, RecoveryRequest,
     Schema, ServerVersion,
 };
-use crate::replica::Replica;
+use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ pub enum ResetMode {
     /// as in ordinary merging, and none is lost that ordinary merging would keep.
     #[default]
     Recover,
-    /// Take the server's state and drop them; they are handed back in [`Reset::reverted`].
+    /// Take the server's state and drop them; they are handed back in [`ResetReport::reverted`].
     Discard,
     /// Take the server's state, drop them, and hand back the whole client as it was
     /// ([`Reset::previous`]), so that the caller decides what to write again.
@@ -58,7 +58,7 @@ impl ResetMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cause", rename_all = "snake_case")]
 pub enum ResetCause {
-    /// The server trimmed the history the client needs ([`SyncError::ResetRequired`]).
+    /// The server trimmed the history the client needs ([`SyncError::ResetRequired`](super::SyncError::ResetRequired)).
     Trimmed {
         /// The last version the server forgot.
         horizon: ServerVersion,
@@ -357,7 +357,11 @@ impl<S: Store> Client<S> {
         let peer = self.peer();
         let mut replica = Replica::with_store(peer, store);
         let mut r = SnapshotReader::open(recovery, Kind::Recovery)?;
-        let (version, fingerprint, latest_timestamp) = read_head(&mut r)?;
+        let StateHead {
+            version,
+            fingerprint,
+            timestamp: latest_timestamp,
+        } = StateHead::read(r.items())?;
         let mut window = None;
         replica.replace_with(|replica| {
             replica.read_in_place(r.items())?;
@@ -473,18 +477,6 @@ impl<S: Store> Client<S> {
         }
         (own, reverted)
     }
-}
-
-/// Reads the head of a recovery: the server's version, its fingerprint and the latest
-/// timestamp.
-fn read_head(
-    r: &mut SnapshotReader<'_>,
-) -> Result<(ServerVersion, Fingerprint, u64), SnapshotError> {
-    Ok((
-        ServerVersion(r.items().u64("server version")?),
-        Fingerprint(r.items().u64("fingerprint")?),
-        r.items().u64("latest timestamp")?,
-    ))
 }
 
 /// Reads the server's part of a recovery, after the state.

@@ -229,15 +229,26 @@ pub struct Run {
 impl Run {
     /// `n` clients that all start from the same schema, written by client 1 and synced.
     pub fn new(n: usize) -> Run {
-        let mut run = Run {
+        let mut run = Run::empty(n);
+        run.share_schema();
+        run
+    }
+
+    /// `n` new clients and a new server (peer ids 1..=n).
+    pub fn empty(n: usize) -> Run {
+        Run {
             server: Server::new(),
             clients: (1..=n).map(|k| Client::new(PeerId(k as u64))).collect(),
             reset_mode: None,
             resets: Vec::new(),
             actions: 0,
             catch_up: Vec::new(),
-        };
-        run.clients[0]
+        }
+    }
+
+    /// Client 1 writes the [`schema`], and every client syncs it.
+    pub fn share_schema(&mut self) {
+        self.clients[0]
             .write(0, |tx| {
                 for t in schema() {
                     tx.add_type(t)?;
@@ -245,11 +256,10 @@ impl Run {
                 Ok(())
             })
             .unwrap();
-        run.upload(0);
-        for c in 0..n {
-            run.download(c, None);
+        self.upload(0);
+        for c in 0..self.clients.len() {
+            self.download(c, None);
         }
-        run
     }
 
     /// Client `c` uploads; the server must integrate it (after a reset if it says so).

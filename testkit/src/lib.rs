@@ -5,6 +5,7 @@
 //! - [`fuzz`]: the logic of every fuzz target, shared by the cargo-fuzz crate in `fuzz/` and by
 //!   the test that replays the committed seed corpora;
 //! - [`history`]: random multi-client histories for property tests;
+//! - [`mirror`]: a plain consumer of the Adapter feed, for checking what the feed hands out;
 //! - [`cases`]: how many cases a property test runs.
 //!
 //! It depends on the library's public API only; the library never depends on it.
@@ -13,6 +14,7 @@
 
 pub mod fuzz;
 pub mod history;
+pub mod mirror;
 pub mod scenario;
 
 /// The number of property-test cases: `OBJSYNC_CASES` if set, else `default`.

@@ -64,7 +64,7 @@ impl<S: Store> Server<S> {
             entries,
         };
         let mut w = SnapshotWriter::new(Kind::Recovery);
-        self.write_state_at_latest(&mut w);
+        self.replica.write_server_state(&mut w, self.state_head());
         window.write(&mut w);
         w.finish()
     }

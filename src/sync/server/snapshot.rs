@@ -5,7 +5,7 @@ use super::history::{History, HistoryEntry};
 use super::peers::{Integration, PeerState};
 use super::Server;
 use crate::model::{ClientVersion, Fingerprint, ServerVersion};
-use crate::replica::Replica;
+use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use hashbrown::HashMap;
@@ -75,9 +75,7 @@ impl<S: Store> Server<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn state_snapshot(&self) -> Vec<u8> {
-        let mut w = SnapshotWriter::new(Kind::State);
-        self.write_state_at_latest(&mut w);
-        w.finish()
+        self.replica.server_state(self.state_head())
     }
 
     /// Loads a server saved with [`Server::save`] into `store`, which must be empty.
@@ -88,14 +86,13 @@ impl<S: Store> Server<S> {
         Ok(server)
     }
 
-    /// Writes the state at the latest version as a new client starts from it: the version,
-    /// its fingerprint, the latest timestamp and the replica (also the first part of a
-    /// recovery, spec/snapshot.md).
-    pub(super) fn write_state_at_latest(&self, w: &mut SnapshotWriter) {
-        w.items().u64(self.version().0);
-        w.items().u64(self.history.latest_fingerprint().0);
-        w.items().u64(self.history.latest_timestamp());
-        self.replica.write_state(w.items());
+    /// What the state at the latest version says besides the replica.
+    pub(super) fn state_head(&self) -> StateHead {
+        StateHead {
+            version: self.version(),
+            fingerprint: self.history.latest_fingerprint(),
+            timestamp: self.history.latest_timestamp(),
+        }
     }
 
     /// Writes the server's state (also the inner part of a realm's snapshot).

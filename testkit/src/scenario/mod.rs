@@ -5,14 +5,18 @@
 //! downloads, syncs) and optionally the state the server must end in. The runner executes the
 //! steps, performs a closing full sync, checks that every client equals the server, and compares
 //! the server's state with "expect". [`run`] returns an [`Outcome`] that the example binary maps
-//! to exit codes 0 (pass), 1 (divergence or mismatch) and 2 (malformed scenario).
+//! to exit codes 0 (pass), 1 (divergence or mismatch) and 2 (malformed scenario);
+//! [`run_with_feed`] also returns the server's Adapter feed, which the binary prints with
+//! `--feed`.
 
 mod expect;
+mod follow;
 mod parse;
 mod world;
 
 pub use parse::{parse, Scenario, Step, Who, EXPECTABLE_ERRORS};
 
+use objsync::feed::{FeedError, FeedTransaction};
 use objsync::json::{canonical, state_json};
 use objsync::sync::ResetCause;
 use objsync::Store;
@@ -64,11 +68,19 @@ pub(crate) fn malformed<T>(msg: impl Into<String>) -> Result<T, Malformed> {
 /// Runs a parsed scenario once. With `order` (a permutation of 1..=clients) the clients inside
 /// every sync step, and in the closing sync, are visited in that order; without it, in the order
 /// the step lists them (and 1..=n for the closing sync).
-fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Malformed> {
+/// The transactions a run's feed handed out, or the error that stopped it.
+type Fed = Result<Vec<FeedTransaction>, FeedError>;
+
+fn run_once(
+    scenario: &Scenario,
+    order: Option<&[usize]>,
+    follow: bool,
+) -> Result<(Outcome, Option<Fed>), Malformed> {
     let natural: Vec<usize> = (1..=scenario.clients).collect();
     let rank = |k: &usize| order.and_then(|o| o.iter().position(|x| x == k));
-    let mut world = World::new(scenario.clients, scenario.reset_mode);
+    let mut world = World::new(scenario.clients, scenario.reset_mode, follow);
     for step in &scenario.steps {
+        world.follow();
         match step {
             Step::Tx { client, time, ops } => world.tx(scenario, *client, *time, ops)?,
             Step::Upload(k) => {
@@ -120,6 +132,7 @@ fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Mal
             break;
         }
     }
+    world.follow();
     let server_state =
         state_json(world.server.replica().store()).map_err(|e| Malformed(e.to_string()))?;
     let mut findings = Vec::new();
@@ -156,14 +169,15 @@ fn run_once(scenario: &Scenario, order: Option<&[usize]>) -> Result<Outcome, Mal
             }
         }
     }
-    Ok(if findings.is_empty() {
+    let outcome = if findings.is_empty() {
         Outcome::Pass(server_state)
     } else {
         Outcome::Fail {
             state: server_state,
             report: findings.join("\n"),
         }
-    })
+    };
+    Ok((outcome, world.follower.map(follow::Follower::finish)))
 }
 
 /// Every permutation of 1..=n, in lexicographic order.
@@ -187,11 +201,16 @@ pub const MAX_PERMUTED_CLIENTS: usize = 8;
 
 /// Runs a parsed scenario: once, or once per permutation of the client order.
 pub fn run_scenario(scenario: &Scenario) -> Outcome {
+    run_following(scenario, false).0
+}
+
+/// [`run_scenario`], with the feed of the first run if `follow` (when the scenario is not
+/// malformed).
+fn run_following(scenario: &Scenario, follow: bool) -> (Outcome, Option<Fed>) {
     let orders: Vec<Option<Vec<usize>>> = if scenario.permute {
         if scenario.clients > MAX_PERMUTED_CLIENTS {
-            return Outcome::Malformed(format!(
-                "permute is limited to {MAX_PERMUTED_CLIENTS} clients"
-            ));
+            let m = format!("permute is limited to {MAX_PERMUTED_CLIENTS} clients");
+            return (Outcome::Malformed(m), None);
         }
         permutations(scenario.clients)
             .into_iter()
@@ -201,20 +220,25 @@ pub fn run_scenario(scenario: &Scenario) -> Outcome {
         vec![None]
     };
     let mut first: Option<(Option<Vec<usize>>, Json)> = None;
+    let mut fed = None;
     for order in orders {
-        let outcome = match run_once(scenario, order.as_deref()) {
-            Ok(o) => o,
-            Err(Malformed(m)) => return Outcome::Malformed(m),
+        // Only the first run's feed is kept.
+        let follow = follow && fed.is_none();
+        let outcome = match run_once(scenario, order.as_deref(), follow) {
+            Ok((o, f)) => {
+                fed = fed.or(f);
+                o
+            }
+            Err(Malformed(m)) => return (Outcome::Malformed(m), None),
         };
         let state = match &outcome {
             Outcome::Pass(s) => s.clone(),
             Outcome::Fail { state, report } => {
-                return Outcome::Fail {
-                    state: state.clone(),
-                    report: format!("with client order {order:?}:\n{report}"),
-                }
+                let report = format!("with client order {order:?}:\n{report}");
+                let state = state.clone();
+                return (Outcome::Fail { state, report }, fed);
             }
-            Outcome::Malformed(_) => return outcome,
+            Outcome::Malformed(_) => return (outcome, None),
         };
         match &first {
             None => first = Some((order, state)),
@@ -224,22 +248,48 @@ pub fn run_scenario(scenario: &Scenario) -> Outcome {
                     canonical(s),
                     canonical(&state)
                 );
-                return Outcome::Fail { state, report };
+                return (Outcome::Fail { state, report }, fed);
             }
             Some(_) => {}
         }
     }
     match first {
-        Some((_, s)) => Outcome::Pass(s),
-        None => Outcome::Malformed("no run".to_string()),
+        Some((_, s)) => (Outcome::Pass(s), fed),
+        None => (Outcome::Malformed("no run".to_string()), None),
     }
 }
 
 /// Runs a scenario given as JSON text.
 pub fn run(text: &str) -> Outcome {
+    match parse(text) {
+        Ok(scenario) => run_scenario(&scenario),
+        Err(Malformed(m)) => Outcome::Malformed(m),
+    }
+}
+
+/// Runs a scenario given as JSON text, and returns with its outcome the server's Adapter feed
+/// (of the first run when the scenario permutes): one transaction per integrated changeset,
+/// oldest first (empty for a malformed scenario). A feed that cannot be read makes the run
+/// fail.
+pub fn run_with_feed(text: &str) -> (Outcome, Vec<FeedTransaction>) {
     let scenario = match parse(text) {
         Ok(s) => s,
-        Err(Malformed(m)) => return Outcome::Malformed(m),
+        Err(Malformed(m)) => return (Outcome::Malformed(m), Vec::new()),
     };
-    run_scenario(&scenario)
+    let (outcome, fed) = run_following(&scenario, true);
+    let Some(fed) = fed else {
+        return (outcome, Vec::new());
+    };
+    match fed {
+        Ok(feed) => (outcome, feed),
+        Err(e) => {
+            let (state, report) = match outcome {
+                Outcome::Pass(state) => (state, String::new()),
+                Outcome::Fail { state, report } => (state, report + "\n"),
+                Outcome::Malformed(_) => return (outcome, Vec::new()),
+            };
+            let report = format!("{report}the server's feed: {e}");
+            (Outcome::Fail { state, report }, Vec::new())
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The replicas of one run: the clients and the server, exchanging changesets in process, and
 //! the errors they hit.
 
+use super::follow::Follower;
 use super::{malformed, Malformed, Scenario, Who};
 use objsync::json::WriteOp;
 use objsync::sync::{Client, ResetCause, ResetMode, Server, SyncError};
@@ -18,6 +19,8 @@ pub(super) struct World {
     backup: Option<Vec<u8>>,
     /// How clients are reset when an upload or a download says they must be.
     reset_mode: ResetMode,
+    /// The server's feed, when the run prints it.
+    pub(super) follower: Option<Follower>,
 }
 
 fn error_name(e: &SyncError) -> &'static str {
@@ -28,7 +31,7 @@ fn error_name(e: &SyncError) -> &'static str {
 }
 
 impl World {
-    pub(super) fn new(clients: usize, reset_mode: ResetMode) -> World {
+    pub(super) fn new(clients: usize, reset_mode: ResetMode, follow: bool) -> World {
         World {
             clients: (1..=clients)
                 .map(|k| Client::new(PeerId(k as u64)))
@@ -38,6 +41,14 @@ impl World {
             bootstrapping: vec![false; clients],
             backup: None,
             reset_mode,
+            follower: follow.then(Follower::new),
+        }
+    }
+
+    /// Lets the feed, if one follows the server, take what the server integrated.
+    pub(super) fn follow(&mut self) {
+        if let Some(f) = &mut self.follower {
+            f.follow(&self.server);
         }
     }
 
@@ -54,6 +65,9 @@ impl World {
         match Server::load(bytes) {
             Ok(server) => self.server = server,
             Err(e) => (self.errors).push((0, "snapshot_error".to_string(), e.to_string())),
+        }
+        if let Some(f) = &mut self.follower {
+            f.went_back(&self.server);
         }
         Ok(())
     }
