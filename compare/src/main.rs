@@ -25,6 +25,8 @@
 
 mod alloc;
 mod inserts;
+mod lifecycle;
+mod objects;
 mod real;
 mod report;
 mod rng;
@@ -70,6 +72,10 @@ enum Workload {
     Trace,
     /// The real editing trace, its sync and its load.
     RealTrace,
+    /// A document of many objects, saved and loaded.
+    Objects,
+    /// objsync's history lifecycle: a new device, and compaction of the many-writers hub.
+    Lifecycle,
 }
 
 /// The sizes of one run.
@@ -83,6 +89,10 @@ struct Sizes {
     fields: usize,
     /// Inserts in all in the concurrent list workload.
     inserts: usize,
+    /// Objects in the saved document of the objects workload.
+    saved_objects: usize,
+    /// History lengths of the new-device workload.
+    histories: &'static [usize],
     /// Edits in the synthetic single-writer trace.
     trace: usize,
     /// Transactions of the real trace replayed (all if `None`).
@@ -95,6 +105,8 @@ const FULL: Sizes = Sizes {
     objects: 10,
     fields: 20,
     inserts: 10_000,
+    saved_objects: 100_000,
+    histories: &[10_000, 100_000, 1_000_000],
     trace: 100_000,
     real: None,
 };
@@ -105,6 +117,8 @@ const QUICK: Sizes = Sizes {
     objects: 10,
     fields: 20,
     inserts: 100,
+    saved_objects: 1_000,
+    histories: &[1_000],
     trace: 2_000,
     real: Some(2_000),
 };
@@ -152,6 +166,25 @@ fn trace_rows<E: Element>(
     ])
 }
 
+/// A row only objsync runs: its measurement, and bytes under `bytes_metric`.
+fn objsync_row(
+    label: String,
+    workload: &'static str,
+    size: String,
+    metric: &'static str,
+    (m, bytes): (alloc::Measured, usize),
+    bytes_metric: &'static str,
+) -> Row {
+    Row {
+        label,
+        workload,
+        size,
+        metric,
+        results: [Some(m), None, None, None],
+        bytes: Some((bytes_metric, [Some(bytes), None, None, None])),
+    }
+}
+
 fn run(args: &Args, sizes: &Sizes, notes: &mut Vec<String>) -> Res<Vec<Row>> {
     let wanted = |w: Workload| args.only.map_or(true, |o| o == w);
     let mut rows = Vec::new();
@@ -167,7 +200,7 @@ fn run(args: &Args, sizes: &Sizes, notes: &mut Vec<String>) -> Res<Vec<Row>> {
             objects: sizes.objects,
             fields: sizes.fields,
         };
-        let results = writers::run(&params, &mut Rng::new(SEED + i as u64))?;
+        let (results, mut hub) = writers::run(&params, &mut Rng::new(SEED + i as u64))?;
         rows.push(Row {
             label: format!("many writers K={clients} M={}", sizes.writes),
             workload: "many-writers",
@@ -175,6 +208,52 @@ fn run(args: &Args, sizes: &Sizes, notes: &mut Vec<String>) -> Res<Vec<Row>> {
             metric: "converge",
             results: results.map(Some),
             bytes: None,
+        });
+        if wanted(Workload::Lifecycle) {
+            let (m, before, after) = lifecycle::compaction(&mut hub)?;
+            rows.push(objsync_row(
+                format!("many writers K={clients}: compact the hub's history of {before} B"),
+                "many-writers",
+                clients.to_string(),
+                "compact",
+                (m, after),
+                "compacted-size",
+            ));
+        }
+    }
+    if wanted(Workload::Lifecycle) {
+        for &n in sizes.histories {
+            let server = lifecycle::server_with_history(n)?;
+            let [history, state] = lifecycle::new_device(&server)?;
+            let size = n.to_string();
+            rows.push(objsync_row(
+                format!("new device, history of {n} changesets: download the history"),
+                "new-device",
+                size.clone(),
+                "download-history",
+                history,
+                "received",
+            ));
+            rows.push(objsync_row(
+                format!("new device, history of {n} changesets: start from the state"),
+                "new-device",
+                size,
+                "start-from-state",
+                state,
+                "received",
+            ));
+        }
+    }
+    if wanted(Workload::Objects) {
+        let n = sizes.saved_objects;
+        let results = objects::run(n)?;
+        rows.push(Row {
+            label: format!("{n} objects: load saved document"),
+            workload: "objects",
+            size: n.to_string(),
+            metric: "load",
+            results: results.map(|(m, _)| Some(m)),
+            bytes: Some(("size", results.map(|(_, b)| Some(b)))),
         });
     }
     if wanted(Workload::Inserts) {

@@ -83,11 +83,11 @@ fn plan(p: &Params, rng: &mut Rng) -> Vec<ClientPlan> {
 }
 
 /// Runs the workload on every engine and checks the results; returns the measurements in
-/// engine order.
-pub fn run(p: &Params, rng: &mut Rng) -> Res<[Measured; 4]> {
+/// engine order, and objsync's hub (for its history).
+pub fn run(p: &Params, rng: &mut Rng) -> Res<([Measured; 4], Server)> {
     let plan = plan(p, rng);
     let names: Vec<String> = (0..p.fields).map(|f| format!("f{f}")).collect();
-    let (o, mo) = best_of(|| objsync(p, &plan, &names))?;
+    let ((o, hub), mo) = best_of(|| objsync(p, &plan, &names))?;
     let (a, ma) = best_of(|| automerge(p, &plan, &names))?;
     let (y, my) = best_of(|| yrs(p, &plan, &names))?;
     let (l, ml) = best_of(|| loro(p, &plan, &names))?;
@@ -120,7 +120,7 @@ pub fn run(p: &Params, rng: &mut Rng) -> Res<[Measured; 4]> {
             }
         }
     }
-    Ok([mo, ma, my, ml])
+    Ok(([mo, ma, my, ml], hub))
 }
 
 fn objsync_state(r: &Replica, p: &Params, names: &[String]) -> Res<State> {
@@ -140,8 +140,8 @@ fn objsync_state(r: &Replica, p: &Params, names: &[String]) -> Res<State> {
     Ok(state)
 }
 
-fn objsync(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<(State, Measured)> {
-    let (state, m) = measure(|meter| -> Res<State> {
+fn objsync(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<((State, Server), Measured)> {
+    let (state, m) = measure(|meter| -> Res<(State, Server)> {
         let mut server = Server::new();
         let mut base = Client::new(PeerId(BASE_PEER));
         let int = |t| PropType::parse(t).map_err(fail("objsync: property type"));
@@ -203,7 +203,7 @@ fn objsync(p: &Params, plan: &[ClientPlan], names: &[String]) -> Res<(State, Mea
                 return Err(format!("objsync: client {k} differs from the server"));
             }
         }
-        Ok(state)
+        Ok((state, server))
     });
     Ok((state?, m))
 }
