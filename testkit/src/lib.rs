@@ -6,6 +6,7 @@
 //!   the test that replays the committed seed corpora;
 //! - [`history`]: random multi-client histories for property tests;
 //! - [`mirror`]: a plain consumer of the Adapter feed, for checking what the feed hands out;
+//! - [`postgres`]: a throwaway PostgreSQL server for tests with real processes;
 //! - [`cases`]: how many cases a property test runs.
 //!
 //! It depends on the library's public API only; the library never depends on it.
@@ -15,6 +16,7 @@
 pub mod fuzz;
 pub mod history;
 pub mod mirror;
+pub mod postgres;
 pub mod scenario;
 
 /// The number of property-test cases: `OBJSYNC_CASES` if set, else `default`.
