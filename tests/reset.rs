@@ -409,3 +409,53 @@ fn a_refused_changeset_is_reverted_and_reported() {
         .unwrap()
         .contains(&9.into()));
 }
+
+/// A client copied after it synced (a restored backup of a device, a cloned container) writes
+/// under the same identity as the original: the server finds out from the signatures, and the
+/// copy resets as a new identity with its writes, whose ids are renamed so that they cannot
+/// collide with the original's. Both sides' writes survive and everyone converges.
+#[test]
+fn a_copied_client_resets_as_a_new_identity_and_loses_nothing() {
+    let (mut server, mut alice, mut bob) = two_clients();
+    let mut copy = Client::load(&alice.save()).expect("a copy");
+    let tasks = || {
+        let p = |n: &str, t: &str| Property::new(n, PropType::parse(t).unwrap());
+        ObjectType::new("Task", None, [p("title", "string")]).unwrap()
+    };
+    for (client, who, t) in [(&mut alice, "alice", 10), (&mut copy, "copy", 11)] {
+        client
+            .write(t, |tx| {
+                tx.add_type(tasks())?;
+                tx.list_insert("Person", 1, "tags", 0, who)?;
+                let task = tx.create("Task")?;
+                tx.set("Task", task, "title", who)
+            })
+            .unwrap();
+    }
+    sync(&mut server, &mut alice).unwrap();
+    let error = sync(&mut server, &mut copy).unwrap_err();
+    let cause = error.reset_cause().expect("a reset cause");
+    assert!(
+        matches!(cause, ResetCause::ChangesetMismatch { .. }),
+        "{cause:?}"
+    );
+    let recovery = server.recovery(copy.peer(), &copy.recovery_request(cause));
+    let reset = copy
+        .reset_as(PeerId(42), &recovery, cause, ResetMode::Recover)
+        .expect("resets");
+    assert_eq!(reset.report.peer, PeerId(42));
+    assert_eq!(reset.report.recovered.len(), 1);
+    for c in [&mut copy, &mut alice, &mut bob] {
+        sync(&mut server, c).unwrap();
+    }
+    sync(&mut server, &mut copy).unwrap();
+    assert_eq!(json(&alice), json(&copy));
+    assert_eq!(json(&alice), json(&bob));
+    let tags = (server.replica().store())
+        .list("Person", &1.into(), "tags")
+        .unwrap();
+    for who in ["alice", "copy"] {
+        assert!(tags.contains(&Value::from(who)), "{who} in {tags:?}");
+    }
+    assert_eq!(server.replica().store().objects("Task").unwrap().len(), 2);
+}

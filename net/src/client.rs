@@ -283,13 +283,8 @@ impl Replayed {
                 integrated: ClientVersion(t.u64()?),
             }),
             LATEST => self.latest = self.latest.max(ServerVersion(t.u64()?)),
-            SNAPSHOT => {
-                let loaded = Client::load(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
-                if loaded.peer() != client.peer() {
-                    return Err(invalid("a snapshot of another peer"));
-                }
-                *client = loaded;
-            }
+            // The whole client: after a reset as a new identity, under another peer id.
+            SNAPSHOT => *client = Client::load(t.bytes()?).map_err(|e| invalid(e.to_string()))?,
             other => return Err(invalid(format!("unknown record tag {other}"))),
         }
         t.end()
@@ -644,6 +639,10 @@ impl Live {
                             return Ok(());
                         }
                     }
+                    if !local.session.is_connected() {
+                        // A reset gave the client a new identity: it binds again under it.
+                        return Err(Failure::Connection("reconnecting under a new identity".into()));
+                    }
                 }
                 permit = self.link.outgoing.reserve(), if self.pending.is_some() => {
                     let permit = permit
@@ -750,7 +749,15 @@ where
                 return Err(failure);
             }
             local.resetting = Some(*cause);
-            local.session.begin_reset(*cause, mode);
+            match cause {
+                // Another installation writes under this identity: this one takes a new one.
+                ResetCause::ChangesetMismatch { .. } => {
+                    local
+                        .session
+                        .begin_reset_as(*cause, mode, PeerId(random_id()))
+                }
+                _ => local.session.begin_reset(*cause, mode),
+            }
             on_retry(&failure, Duration::ZERO);
             continue;
         }

@@ -974,6 +974,47 @@ fn a_server_restored_from_an_older_copy_gets_every_write_back() {
     assert_eq!(ServerProc::realm_state(&data, path), everyone);
 }
 
+/// A client folder copied after its first sync (a restored device backup, a cloned container)
+/// writes beside the original under the same identity: the server finds the copy out by its
+/// changesets' signatures, the copy takes a new identity with its writes, and both sides' writes
+/// survive.
+#[test]
+fn a_copied_client_folder_takes_a_new_identity_and_loses_nothing() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let path = "/shared/board";
+    let server = ServerProc::start(&data, &config);
+    let url = server.url(path);
+    let (original, copy) = (dir.path().join("original"), dir.path().join("copy"));
+    let item = |pk: &str| {
+        let mut ops = board_schema();
+        ops.push(serde_json::json!({"op": "insert", "type": "Item", "pk": pk, "values": {"n": 1}}));
+        serde_json::Value::Array(ops)
+    };
+    apply(dir.path(), &original, &item("first"));
+    sync(&original, &url, "t-alice");
+    copy_dir(&original, &copy);
+    apply(dir.path(), &original, &item("from the original"));
+    apply(dir.path(), &copy, &item("from the copy"));
+    sync(&original, &url, "t-alice");
+    sync(&copy, &url, "t-alice");
+    sync(&original, &url, "t-alice");
+    let everyone = state(&original);
+    assert_eq!(state(&copy), everyone);
+    for pk in ["first", "from the original", "from the copy"] {
+        assert!(
+            everyone.contains(&format!("\"{pk}\"")),
+            "{pk} in {everyone}"
+        );
+    }
+    // The copy writes on under its new identity.
+    apply(dir.path(), &copy, &item("later"));
+    sync(&copy, &url, "t-alice");
+    sync(&original, &url, "t-alice");
+    assert_eq!(state(&copy), state(&original));
+    server.kill();
+}
+
 /// Copies a directory tree.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create a directory");

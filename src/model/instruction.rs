@@ -320,6 +320,72 @@ impl Instruction {
         }
     }
 
+    /// Calls `f` on every id the instruction names: an object's engine key, a link to one, a
+    /// list element, a position node and its place's parent, and the keys a clear lists.
+    pub(crate) fn ids_mut(&mut self, mut f: impl FnMut(&mut OpId)) {
+        let key = |k: &mut ObjKey, f: &mut dyn FnMut(&mut OpId)| {
+            if let ObjKey::Engine(id) = k {
+                f(id)
+            }
+        };
+        if let Instruction::Clear { objects, .. } = self {
+            objects.iter_mut().for_each(|k| key(k, &mut f));
+        }
+        if let Some(Value::Link(k)) = self.value_mut() {
+            key(k, &mut f);
+        }
+        match self {
+            Instruction::Insert { obj }
+            | Instruction::Set { obj, .. }
+            | Instruction::AddInt { obj, .. }
+            | Instruction::Delete { obj }
+            | Instruction::ListClear { obj, .. } => key(&mut obj.key, &mut f),
+            Instruction::ListInsert {
+                obj, elem, place, ..
+            } => {
+                key(&mut obj.key, &mut f);
+                f(elem);
+                place.parent.iter_mut().for_each(&mut f);
+            }
+            Instruction::ListSet { obj, elem, .. } | Instruction::ListErase { obj, elem, .. } => {
+                key(&mut obj.key, &mut f);
+                f(elem);
+            }
+            Instruction::ListMove {
+                obj,
+                elem,
+                node,
+                place,
+                ..
+            } => {
+                key(&mut obj.key, &mut f);
+                f(elem);
+                f(node);
+                place.parent.iter_mut().for_each(&mut f);
+            }
+            Instruction::AddType(_)
+            | Instruction::AddProperties { .. }
+            | Instruction::Clear { .. } => {}
+        }
+    }
+
+    /// The ids the instruction mints: a new element's, a move's position node, the engine key
+    /// of an object it creates.
+    pub(crate) fn minted(&self) -> Option<OpId> {
+        match self {
+            Instruction::ListInsert { elem, .. } => Some(*elem),
+            Instruction::ListMove { node, .. } => Some(*node),
+            Instruction::Insert {
+                obj:
+                    ObjRef {
+                        key: ObjKey::Engine(id),
+                        ..
+                    },
+            } => Some(*id),
+            _ => None,
+        }
+    }
+
     /// The value the instruction writes (set, list_insert, list_set).
     pub fn value(&self) -> Option<&Value> {
         match self {

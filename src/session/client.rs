@@ -2,7 +2,7 @@
 //! needs (the identity the server issued, what is half-sent or half-received, progress).
 
 use super::Progress;
-use crate::model::{ClientVersion, Cursor, ServerVersion};
+use crate::model::{ClientVersion, Cursor, PeerId, ServerVersion};
 use crate::store::{MemoryStore, Store};
 use crate::sync::{
     Client, Download, DownloadEntry, ResetCause, ResetError, ResetMode, ResetReport, SyncError,
@@ -163,8 +163,9 @@ pub struct ClientSession<S: Store = MemoryStore> {
     state: Option<PartialState>,
     /// Whether this connection's IDENT asked for the state, and it has not all arrived.
     awaiting_state: bool,
-    /// A reset under way: the next connection asks for a recovery instead of the state.
-    resetting: Option<(ResetCause, ResetMode)>,
+    /// A reset under way: the next connection asks for a recovery instead of the state, and
+    /// the client takes the new identity if one is given.
+    resetting: Option<(ResetCause, ResetMode, Option<PeerId>)>,
     /// With [`ResetMode::Manual`]: the client as it was before its last reset.
     previous: Option<Client<S>>,
 }
@@ -259,6 +260,19 @@ impl<S: Store + Default> ClientSession<S> {
     /// server does not know starts again as a first contact under its peer id; one that knew
     /// another realm file presents its identity without it.
     pub fn begin_reset(&mut self, cause: ResetCause, mode: ResetMode) {
+        self.begin(cause, mode, None);
+    }
+
+    /// [`ClientSession::begin_reset`], and the client takes the new identity `peer`
+    /// ([`Client::reset_into_as`]): what a copied client does when the server holds another
+    /// changeset under one of its versions. The recovery comes under the old identity; once it
+    /// has been carried out the connection ends ([`ClientSession::is_connected`] is false) and
+    /// the next one makes a first contact under `peer`.
+    pub fn begin_reset_as(&mut self, cause: ResetCause, mode: ResetMode, peer: PeerId) {
+        self.begin(cause, mode, Some(peer));
+    }
+
+    fn begin(&mut self, cause: ResetCause, mode: ResetMode, peer: Option<PeerId>) {
         match cause {
             ResetCause::UnknownIdentity => self.identity = None,
             ResetCause::UnknownRealm => {
@@ -272,7 +286,13 @@ impl<S: Store + Default> ClientSession<S> {
             // A partial state of a bootstrap is not what the reset waits for.
             self.state = None;
         }
-        self.resetting = Some((cause, mode));
+        self.resetting = Some((cause, mode, peer));
+    }
+
+    /// Whether a connection is open (it may not be active yet). A reset that gave the client a
+    /// new identity ends the connection by itself.
+    pub fn is_connected(&self) -> bool {
+        self.phase != ClientPhase::Disconnected
     }
 
     /// Whether a reset is under way.
@@ -359,7 +379,7 @@ impl<S: Store + Default> ClientSession<S> {
                 offset: p.bytes.len() as u64,
             });
         let start = match self.resetting {
-            Some((cause, _)) => Start::Recovery(held, self.client.recovery_request(cause)),
+            Some((cause, ..)) => Start::Recovery(held, self.client.recovery_request(cause)),
             None if self.wants_state() => Start::State(held),
             None => Start::History,
         };
@@ -599,14 +619,23 @@ impl<S: Store + Default> ClientSession<S> {
         };
         self.awaiting_state = false;
         self.latest = self.latest.max(state.version);
-        if let Some((cause, mode)) = self.resetting {
-            let reset = self
-                .client
-                .reset_into(S::default(), &state.bytes, cause, mode)?;
+        if let Some((cause, mode, peer)) = self.resetting {
+            let reset = match peer {
+                Some(peer) => {
+                    (self.client).reset_into_as(S::default(), peer, &state.bytes, cause, mode)?
+                }
+                None => (self.client).reset_into(S::default(), &state.bytes, cause, mode)?,
+            };
             self.resetting = None;
             self.previous = reset.previous;
             self.sent = self.client.acknowledged();
             self.sizes.clear();
+            if peer.is_some() {
+                // This connection is bound to the old identity: the new one makes a first
+                // contact on the next.
+                self.identity = None;
+                self.disconnected();
+            }
             events.push(ClientEvent::Reset(reset.report));
             return Ok(());
         }

@@ -203,12 +203,6 @@ impl<S: Store> ServerRealm<S> {
         if let Start::Recovery(..) = ident.start {
             return Ok(());
         }
-        if ident.file.salt == 0 && ident.download.server.0 != 0 {
-            return fail(
-                ErrorCode::BadServerVersion,
-                "a first contact cannot have downloaded anything".to_string(),
-            );
-        }
         let integrated = self.server.last_integrated(peer);
         if ident.last_version < integrated {
             let behind = SyncError::ClientBehind {

@@ -14,12 +14,13 @@
 use super::{Client, DownloadEntry};
 use crate::merge::merge;
 use crate::model::{
-    Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, PeerId, RecoveryRequest,
-    Schema, ServerVersion,
+    Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, OpId, PeerId,
+    RecoveryRequest, Schema, ServerVersion,
 };
 use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
+use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -204,6 +205,9 @@ pub struct ResetReport {
     pub cause: ResetCause,
     /// How.
     pub mode: ResetMode,
+    /// The client's identity after the reset (another one after
+    /// [`Client::reset_into_as`]).
+    pub peer: PeerId,
     /// The server version the client now starts from.
     pub version: ServerVersion,
     /// The client versions (new numbering) of the changesets replayed on the server's state,
@@ -315,6 +319,17 @@ impl Client<MemoryStore> {
     ) -> Result<Reset, ResetError> {
         self.reset_into(MemoryStore::new(), recovery, cause, mode)
     }
+
+    /// [`Client::reset_into_as`] a new in-memory store.
+    pub fn reset_as(
+        &mut self,
+        peer: PeerId,
+        recovery: &[u8],
+        cause: ResetCause,
+        mode: ResetMode,
+    ) -> Result<Reset, ResetError> {
+        self.reset_into_as(MemoryStore::new(), peer, recovery, cause, mode)
+    }
 }
 
 impl<S: Store> Client<S> {
@@ -351,34 +366,39 @@ impl<S: Store> Client<S> {
         cause: ResetCause,
         mode: ResetMode,
     ) -> Result<Reset<S>, ResetError> {
+        self.reset_with(store, recovery, cause, mode, None)
+    }
+
+    /// [`Client::reset_into`], and the client takes a new identity, `peer`: what a copied
+    /// client does when the server holds another changeset under one of its versions
+    /// ([`ResetCause::ChangesetMismatch`]), since two installations with one identity would
+    /// mint the same ids. The recovered changesets become `peer`'s, numbered from 1, and every
+    /// id they mint is renamed to one of `peer`'s (with every reference to it); what the server
+    /// holds under the old identity stays the old identity's.
+    pub fn reset_into_as(
+        &mut self,
+        store: S,
+        peer: PeerId,
+        recovery: &[u8],
+        cause: ResetCause,
+        mode: ResetMode,
+    ) -> Result<Reset<S>, ResetError> {
+        self.reset_with(store, recovery, cause, mode, Some(peer))
+    }
+
+    fn reset_with(
+        &mut self,
+        store: S,
+        recovery: &[u8],
+        cause: ResetCause,
+        mode: ResetMode,
+        as_peer: Option<PeerId>,
+    ) -> Result<Reset<S>, ResetError> {
         if cause != ResetCause::Requested && self.last_reset == Some(cause.code()) {
             return Err(ResetError::Loop(cause));
         }
-        let peer = self.peer();
-        let mut replica = Replica::with_store(peer, store);
-        let mut r = SnapshotReader::open(recovery, Kind::Recovery)?;
-        let StateHead {
-            version,
-            fingerprint,
-            timestamp: latest_timestamp,
-        } = StateHead::read(r.items())?;
-        let mut window = None;
-        replica.replace_with(|replica| {
-            replica.read_in_place(r.items())?;
-            window = Some(read_window(
-                &mut r,
-                peer,
-                version,
-                fingerprint,
-                latest_timestamp,
-            )?);
-            r.finish()?;
-            replica.adopt(peer)
-        })?;
-        let Some(window) = window else {
-            return Err(SnapshotError::Inconsistent("the recovery has no window").into());
-        };
-        replica.mint_after(&self.replica);
+        let renamed = as_peer.filter(|p| *p != self.peer());
+        let (mut replica, window) = self.load_recovery(store, recovery, renamed)?;
         let (own, mut reverted) = self.own_changesets(window.held, cause);
         let (mut replayed, mut deferred) = match mode {
             ResetMode::Recover => {
@@ -392,6 +412,10 @@ impl<S: Store> Client<S> {
                 (Vec::new(), Vec::new())
             }
         };
+        match renamed {
+            Some(_) => rename(self.peer(), &mut replica, &mut replayed, &mut deferred),
+            None => replica.mint_after(&self.replica),
+        }
         for cs in &mut replayed {
             let failed = replica.apply_changeset_lenient(cs);
             if !failed.is_empty() {
@@ -402,52 +426,102 @@ impl<S: Store> Client<S> {
             }
         }
         replayed.retain(|cs| !cs.ops.is_empty());
-        let mut recovered = Vec::with_capacity(replayed.len());
+        let fresh = self.fresh(
+            replica,
+            &window,
+            replayed,
+            deferred,
+            cause,
+            renamed.is_none(),
+        );
+        let report = ResetReport {
+            cause,
+            mode,
+            peer: fresh.peer(),
+            version: window.version,
+            recovered: fresh.unacked.iter().map(|cs| cs.client_version).collect(),
+            reverted,
+            deferred: fresh.deferred.clone(),
+        };
+        let previous = std::mem::replace(self, fresh);
+        Ok(Reset {
+            report,
+            previous: (mode == ResetMode::Manual).then_some(previous),
+        })
+    }
+
+    /// Reads a recovery made for this client into a new replica over `store`, for this
+    /// client's peer or `renamed`.
+    fn load_recovery(
+        &self,
+        store: S,
+        recovery: &[u8],
+        renamed: Option<PeerId>,
+    ) -> Result<(Replica<S>, Window), ResetError> {
+        let peer = renamed.unwrap_or(self.peer());
+        let mut replica = Replica::with_store(peer, store);
+        let mut r = SnapshotReader::open(recovery, Kind::Recovery)?;
+        let head = StateHead::read(r.items())?;
+        let mut window = None;
+        replica.replace_with(|replica| {
+            replica.read_in_place(r.items())?;
+            window = Some(read_window(&mut r, self.peer(), head)?);
+            r.finish()?;
+            replica.adopt(peer)
+        })?;
+        match window {
+            Some(window) => Ok((replica, window)),
+            None => Err(SnapshotError::Inconsistent("the recovery has no window").into()),
+        }
+    }
+
+    /// The client a reset leaves: `replica` at the window's version, `replayed` (applied to
+    /// it) numbered after what the server holds of it and based on that version. Unless it
+    /// took a new identity, it keeps as retained the changesets the server holds of it, which
+    /// a server restored from an older backup later may lose again.
+    fn fresh(
+        &self,
+        replica: Replica<S>,
+        window: &Window,
+        mut replayed: Vec<Changeset>,
+        deferred: Vec<Changeset>,
+        cause: ResetCause,
+        same_identity: bool,
+    ) -> Client<S> {
+        let after = if same_identity {
+            window.integrated
+        } else {
+            ClientVersion(0)
+        };
         for (i, cs) in replayed.iter_mut().enumerate() {
-            cs.client_version = ClientVersion(window.integrated.0 + 1 + i as u64);
+            cs.client_version = ClientVersion(after.0 + 1 + i as u64);
             cs.base_version = window.version;
-            recovered.push(cs.client_version);
         }
         let mut fresh = Client::with_replica(replica);
         fresh.cursor = Cursor {
             server: window.version,
-            own: window.integrated,
+            own: after,
             fingerprint: window.fingerprint,
         };
-        fresh.acked = window.integrated;
-        fresh.next_version = window.integrated.0 + 1 + replayed.len() as u64;
+        fresh.acked = after;
+        fresh.next_version = after.0 + 1 + replayed.len() as u64;
         fresh.unacked = replayed;
         fresh.clock = self.clock;
         fresh.clock.observe(window.latest_timestamp);
         fresh.recovery_window = self.recovery_window;
-        // What the server holds of this client stays retained: a server restored from an
-        // older backup later may lose it again.
-        let held = |cs: &&Changeset| cs.client_version <= window.held;
-        let kept = self.retained.iter().chain(&self.unacked).filter(held);
-        fresh.retained = kept.cloned().collect();
-        let before = self
-            .checkpoints
-            .iter()
-            .filter(|c| c.version < window.version);
+        if same_identity {
+            let held = |cs: &&Changeset| cs.client_version <= window.held;
+            let kept = self.retained.iter().chain(&self.unacked).filter(held);
+            fresh.retained = kept.cloned().collect();
+        }
+        let before = (self.checkpoints.iter()).filter(|c| c.version < window.version);
         fresh.checkpoints = before.copied().collect();
         fresh.checkpoint(window.version, window.fingerprint);
         fresh.trim_retained();
         fresh.last_reset = Some(cause.code());
         fresh.deferred = deferred;
         fresh.retry_deferred();
-        let deferred = fresh.deferred.clone();
-        let previous = std::mem::replace(self, fresh);
-        Ok(Reset {
-            report: ResetReport {
-                cause,
-                mode,
-                version: window.version,
-                recovered,
-                reverted,
-                deferred,
-            },
-            previous: (mode == ResetMode::Manual).then_some(previous),
-        })
+        fresh
     }
 
     /// This client's changesets that take part in a recovery, in client-version order: those
@@ -483,10 +557,13 @@ impl<S: Store> Client<S> {
 fn read_window(
     r: &mut SnapshotReader<'_>,
     peer: PeerId,
-    version: ServerVersion,
-    fingerprint: Fingerprint,
-    latest_timestamp: u64,
+    head: StateHead,
 ) -> Result<Window, SnapshotError> {
+    let StateHead {
+        version,
+        fingerprint,
+        timestamp: latest_timestamp,
+    } = head;
     let inconsistent = SnapshotError::Inconsistent;
     if PeerId(r.items().u64("peer id")?) != peer {
         return Err(inconsistent("the recovery was made for another peer"));
@@ -536,6 +613,34 @@ fn read_window(
         verified,
         entries,
     })
+}
+
+/// Moves `from`'s changesets to `replica`'s peer: every id they mint is renamed to a new id of
+/// the replica's, and every reference to it in them follows.
+fn rename<S: Store>(
+    from: PeerId,
+    replica: &mut Replica<S>,
+    replayed: &mut [Changeset],
+    deferred: &mut [Changeset],
+) {
+    let mut renamed: HashMap<OpId, OpId> = HashMap::new();
+    for cs in replayed.iter().chain(deferred.iter()) {
+        for id in cs.ops.iter().filter_map(|op| op.instr.minted()) {
+            if id.peer == from && !renamed.contains_key(&id) {
+                renamed.insert(id, replica.mint());
+            }
+        }
+    }
+    for cs in replayed.iter_mut().chain(deferred.iter_mut()) {
+        cs.origin = replica.peer();
+        for op in &mut cs.ops {
+            op.instr.ids_mut(|id| {
+                if let Some(new) = renamed.get(id) {
+                    *id = *new;
+                }
+            });
+        }
+    }
 }
 
 /// Transforms this client's changesets past the window as the client would have, had it
