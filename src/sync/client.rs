@@ -178,60 +178,16 @@ impl<S: Store> Client<S> {
                 SnapshotError::Inconsistent("the last reset's cause is out of range")
             })?),
         };
-        let n = r.count(MIN_CHANGESET_BYTES, "unacknowledged changesets")?;
-        let mut unacked: Vec<Changeset> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let cs = r.changeset()?;
-            let after_previous = unacked
-                .last()
-                .map_or(true, |p| p.client_version < cs.client_version);
-            if cs.origin != replica.peer() || !after_previous || cs.client_version.0 >= next_version
-            {
-                return Err(SnapshotError::Inconsistent(
-                    "the unacknowledged changesets do not follow the client's versions",
-                ));
-            }
-            unacked.push(cs);
-        }
-        let n = r.count(MIN_CHANGESET_BYTES, "retained changesets")?;
-        let mut retained: VecDeque<Changeset> = VecDeque::with_capacity(n);
-        for _ in 0..n {
-            let cs = r.changeset()?;
-            let after_previous =
-                (retained.back()).map_or(true, |p| p.client_version < cs.client_version);
-            if cs.origin != replica.peer() || !after_previous || cs.client_version > acked {
-                return Err(SnapshotError::Inconsistent(
-                    "the retained changesets do not follow the client's versions",
-                ));
-            }
-            retained.push_back(cs);
-        }
-        let n = r.count(MIN_CHECKPOINT_BYTES, "checkpoints")?;
-        let mut checkpoints: VecDeque<Checkpoint> = VecDeque::with_capacity(n);
-        for _ in 0..n {
-            let version = ServerVersion(r.items().u64("checkpoint version")?);
-            let fingerprint = Fingerprint(r.items().u64("checkpoint fingerprint")?);
-            if version > cursor.server || checkpoints.back().is_some_and(|c| c.version >= version) {
-                return Err(SnapshotError::Inconsistent(
-                    "the checkpoints are not increasing versions up to the cursor",
-                ));
-            }
-            checkpoints.push_back(Checkpoint {
-                version,
-                fingerprint,
-            });
-        }
-        let n = r.count(MIN_CHANGESET_BYTES, "deferred changesets")?;
-        let mut deferred = Vec::with_capacity(n);
-        for _ in 0..n {
-            let cs = r.changeset()?;
-            if cs.origin != replica.peer() {
-                return Err(SnapshotError::Inconsistent(
-                    "a deferred changeset of another peer",
-                ));
-            }
-            deferred.push(cs);
-        }
+        let peer = replica.peer();
+        let unacked = read_own(&mut r, peer, "unacknowledged changesets", true, |cs| {
+            cs.client_version.0 < next_version
+        })?;
+        let retained = read_own(&mut r, peer, "retained changesets", true, |cs| {
+            cs.client_version <= acked
+        })?
+        .into();
+        let checkpoints = read_checkpoints(&mut r, cursor.server)?;
+        let deferred = read_own(&mut r, peer, "deferred changesets", false, |_| true)?;
         r.finish()?;
         if next_version == 0 || acked.0 >= next_version || cursor.own.0 >= next_version {
             return Err(SnapshotError::Inconsistent(
@@ -482,7 +438,9 @@ impl<S: Store> Client<S> {
         result
     }
 
-    fn integrate_inner(&mut self, download: Download) -> Result<(), SyncError> {
+    /// Checks that a download fits this client: the server holds no more of its changesets
+    /// than it wrote, none fewer than it acknowledged, and the same content for the newest.
+    fn check_download(&self, download: &Download) -> Result<(), SyncError> {
         if download.cursor.own > self.last_version() {
             return Err(SyncError::ClientBehind {
                 peer: self.peer(),
@@ -506,6 +464,11 @@ impl<S: Store> Client<S> {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn integrate_inner(&mut self, download: Download) -> Result<(), SyncError> {
+        self.check_download(&download)?;
         if download.cursor.server < self.cursor.server {
             // A stale or repeated download: everything in it is integrated already.
             return Ok(());
@@ -565,4 +528,54 @@ impl<S: Store> Client<S> {
         }
         Ok(())
     }
+}
+
+/// Reads a list of the client's own changesets from its snapshot: each of `peer`, accepted by
+/// `fits`, and with increasing client versions if `ordered`.
+fn read_own(
+    r: &mut SnapshotReader<'_>,
+    peer: PeerId,
+    what: &'static str,
+    ordered: bool,
+    fits: impl Fn(&Changeset) -> bool,
+) -> Result<Vec<Changeset>, SnapshotError> {
+    let n = r.count(MIN_CHANGESET_BYTES, what)?;
+    let mut list: Vec<Changeset> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let cs = r.changeset()?;
+        let after_previous = !ordered
+            || list
+                .last()
+                .map_or(true, |p| p.client_version < cs.client_version);
+        if cs.origin != peer || !after_previous || !fits(&cs) {
+            return Err(SnapshotError::Inconsistent(
+                "the client's own changesets do not follow its versions",
+            ));
+        }
+        list.push(cs);
+    }
+    Ok(list)
+}
+
+/// Reads the checkpoints of a client snapshot: increasing versions up to the cursor's.
+fn read_checkpoints(
+    r: &mut SnapshotReader<'_>,
+    cursor: ServerVersion,
+) -> Result<VecDeque<Checkpoint>, SnapshotError> {
+    let n = r.count(MIN_CHECKPOINT_BYTES, "checkpoints")?;
+    let mut checkpoints: VecDeque<Checkpoint> = VecDeque::with_capacity(n);
+    for _ in 0..n {
+        let version = ServerVersion(r.items().u64("checkpoint version")?);
+        let fingerprint = Fingerprint(r.items().u64("checkpoint fingerprint")?);
+        if version > cursor || checkpoints.back().is_some_and(|c| c.version >= version) {
+            return Err(SnapshotError::Inconsistent(
+                "the checkpoints are not increasing versions up to the cursor",
+            ));
+        }
+        checkpoints.push_back(Checkpoint {
+            version,
+            fingerprint,
+        });
+    }
+    Ok(checkpoints)
 }

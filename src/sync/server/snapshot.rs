@@ -4,7 +4,7 @@
 use super::history::{History, HistoryEntry};
 use super::peers::{Integration, PeerState};
 use super::Server;
-use crate::model::{ClientVersion, Fingerprint, ServerVersion};
+use crate::model::{ClientVersion, Fingerprint, PeerId, ServerVersion};
 use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -138,98 +138,16 @@ impl<S: Store> Server<S> {
     /// Reads what [`Server::write_state`] wrote, checking that the history and the peer
     /// tables fit each other.
     pub(crate) fn read_state(store: S, r: &mut SnapshotReader<'_>) -> Result<Self, SnapshotError> {
-        let inconsistent = SnapshotError::Inconsistent;
         let replica = Replica::read_state(store, r.items())?;
-        let horizon = ServerVersion(r.items().u64("history horizon")?);
-        // Versions after the horizon are horizon + 1, ...: u64::MAX has none (and the history's
-        // arithmetic assumes one).
-        if horizon.0 == u64::MAX {
-            return Err(inconsistent(
-                "the history horizon leaves no version after it",
-            ));
-        }
-        let fingerprint = Fingerprint(r.items().u64("horizon fingerprint")?);
-        let mut history = History::starting_at(horizon, fingerprint);
-        history.observe_timestamp(r.items().u64("latest timestamp")?);
-        let n = r.count(MIN_FORM_BYTES, "residue entries")?;
-        let mut residue: Vec<(ServerVersion, _)> = Vec::with_capacity(n);
-        for _ in 0..n {
-            let v = ServerVersion(r.items().u64("residue version")?);
-            let cs = r.changeset()?;
-            if v > horizon || v.0 == 0 || residue.last().is_some_and(|(l, _)| *l >= v) {
-                return Err(inconsistent(
-                    "the residue's versions are not before the horizon",
-                ));
-            }
-            residue.push((v, cs));
-        }
-        history.set_residue(residue);
-        let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
-        for _ in 0..n {
-            let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);
-            let fingerprint = Fingerprint(r.items().u64("entry fingerprint")?);
-            let changeset = r.changeset()?;
-            // The entry gets version latest + 1, which must exist.
-            if changeset.base_version != history.latest()
-                || uploaded_base > history.latest()
-                || history.latest().0 == u64::MAX
-            {
-                return Err(inconsistent(
-                    "a history entry names versions it cannot have",
-                ));
-            }
-            history.append(
-                HistoryEntry {
-                    changeset,
-                    uploaded_base,
-                },
-                fingerprint,
-            );
-        }
+        let history = read_history(r)?;
         let mut peers = HashMap::new();
         let n = r.count(MIN_PEER_BYTES, "peers")?;
         for _ in 0..n {
-            let peer = crate::model::PeerId(r.items().u64("peer id")?);
-            let mut state = PeerState {
-                base: ServerVersion(r.items().u64("peer base")?),
-                ..PeerState::default()
-            };
-            let m = r.count(MIN_INTEGRATION_BYTES, "integrations")?;
-            for _ in 0..m {
-                let sv = ServerVersion(r.items().u64("integrated server version")?);
-                let cv = ClientVersion(r.items().u64("integrated client version")?);
-                let signature = r.items().u64("integrated signature")?;
-                let fits = history.get(sv).map_or(true, |e| {
-                    e.changeset.origin == peer && e.changeset.client_version == cv
-                });
-                let ordered = state
-                    .integrated
-                    .last()
-                    .map_or(true, |l| l.server < sv && l.client < cv);
-                if !fits || !ordered || sv > history.latest() {
-                    return Err(inconsistent(
-                        "a peer's integrations do not match the history",
-                    ));
-                }
-                state.integrated.push(Integration {
-                    server: sv,
-                    client: cv,
-                    signature,
-                });
-            }
-            let m = r.count(MIN_FORM_BYTES, "reciprocal forms")?;
-            for _ in 0..m {
-                let v = r.items().u64("reciprocal version")?;
-                let cs = r.changeset()?;
-                if v <= state.base.0 || v > history.latest().0 {
-                    return Err(inconsistent(
-                        "a reciprocal form is outside its peer's window",
-                    ));
-                }
-                state.reciprocal.insert(v, cs);
-            }
+            let (peer, state) = read_peer(r, &history)?;
             if state.base > history.latest() || peers.insert(peer, state).is_some() {
-                return Err(inconsistent("a peer's table is invalid or appears twice"));
+                return Err(SnapshotError::Inconsistent(
+                    "a peer's table is invalid or appears twice",
+                ));
             }
         }
         Ok(Server {
@@ -238,4 +156,104 @@ impl<S: Store> Server<S> {
             peers,
         })
     }
+}
+
+/// Reads the history part of a server snapshot: horizon, residue and entries.
+fn read_history(r: &mut SnapshotReader<'_>) -> Result<History, SnapshotError> {
+    let inconsistent = SnapshotError::Inconsistent;
+    let horizon = ServerVersion(r.items().u64("history horizon")?);
+    // Versions after the horizon are horizon + 1, ...: u64::MAX has none (and the history's
+    // arithmetic assumes one).
+    if horizon.0 == u64::MAX {
+        return Err(inconsistent(
+            "the history horizon leaves no version after it",
+        ));
+    }
+    let fingerprint = Fingerprint(r.items().u64("horizon fingerprint")?);
+    let mut history = History::starting_at(horizon, fingerprint);
+    history.observe_timestamp(r.items().u64("latest timestamp")?);
+    let n = r.count(MIN_FORM_BYTES, "residue entries")?;
+    let mut residue: Vec<(ServerVersion, _)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let v = ServerVersion(r.items().u64("residue version")?);
+        let cs = r.changeset()?;
+        if v > horizon || v.0 == 0 || residue.last().is_some_and(|(l, _)| *l >= v) {
+            return Err(inconsistent(
+                "the residue's versions are not before the horizon",
+            ));
+        }
+        residue.push((v, cs));
+    }
+    history.set_residue(residue);
+    let n = r.count(MIN_ENTRY_BYTES, "history entries")?;
+    for _ in 0..n {
+        let uploaded_base = ServerVersion(r.items().u64("uploaded base")?);
+        let fingerprint = Fingerprint(r.items().u64("entry fingerprint")?);
+        let changeset = r.changeset()?;
+        // The entry gets version latest + 1, which must exist.
+        if changeset.base_version != history.latest()
+            || uploaded_base > history.latest()
+            || history.latest().0 == u64::MAX
+        {
+            return Err(inconsistent(
+                "a history entry names versions it cannot have",
+            ));
+        }
+        history.append(
+            HistoryEntry {
+                changeset,
+                uploaded_base,
+            },
+            fingerprint,
+        );
+    }
+    Ok(history)
+}
+
+/// Reads one peer's table, checking it against the history already read.
+fn read_peer(
+    r: &mut SnapshotReader<'_>,
+    history: &History,
+) -> Result<(PeerId, PeerState), SnapshotError> {
+    let inconsistent = SnapshotError::Inconsistent;
+    let peer = PeerId(r.items().u64("peer id")?);
+    let mut state = PeerState {
+        base: ServerVersion(r.items().u64("peer base")?),
+        ..PeerState::default()
+    };
+    let m = r.count(MIN_INTEGRATION_BYTES, "integrations")?;
+    for _ in 0..m {
+        let sv = ServerVersion(r.items().u64("integrated server version")?);
+        let cv = ClientVersion(r.items().u64("integrated client version")?);
+        let signature = r.items().u64("integrated signature")?;
+        let fits = history.get(sv).map_or(true, |e| {
+            e.changeset.origin == peer && e.changeset.client_version == cv
+        });
+        let ordered = state
+            .integrated
+            .last()
+            .map_or(true, |l| l.server < sv && l.client < cv);
+        if !fits || !ordered || sv > history.latest() {
+            return Err(inconsistent(
+                "a peer's integrations do not match the history",
+            ));
+        }
+        state.integrated.push(Integration {
+            server: sv,
+            client: cv,
+            signature,
+        });
+    }
+    let m = r.count(MIN_FORM_BYTES, "reciprocal forms")?;
+    for _ in 0..m {
+        let v = r.items().u64("reciprocal version")?;
+        let cs = r.changeset()?;
+        if v <= state.base.0 || v > history.latest().0 {
+            return Err(inconsistent(
+                "a reciprocal form is outside its peer's window",
+            ));
+        }
+        state.reciprocal.insert(v, cs);
+    }
+    Ok((peer, state))
 }
