@@ -145,20 +145,32 @@ impl Replay {
                 let start = self.base.take();
                 self.realm = Some(start.unwrap_or_else(|| ServerRealm::new(file_ident)));
             }
-            (REGISTERED, Some(r)) => {
-                let (peer, salt) = (PeerId(t.u64()?), t.u64()?);
-                r.register(peer, salt);
-            }
-            (INTEGRATED, Some(r)) => {
-                let peer = PeerId(t.u64()?);
-                let cs = wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
-                r.integrate(peer, cs)
-                    .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
-            }
-            (tag, _) => return Err(invalid(format!("unexpected record tag {tag}"))),
+            (_, Some(r)) => return apply(r, rec),
+            (tag, None) => return Err(invalid(format!("unexpected record tag {tag}"))),
         }
         t.end()
     }
+}
+
+/// Replays one event record (Registered or Integrated) onto `realm`: how a realm is rebuilt
+/// from its journal, and how a server process catches up with what others appended.
+pub fn apply(realm: &mut ServerRealm, rec: &[u8]) -> io::Result<()> {
+    let mut t = Take(rec);
+    match t.tag()? {
+        REGISTERED => {
+            let (peer, salt) = (PeerId(t.u64()?), t.u64()?);
+            realm.register(peer, salt);
+        }
+        INTEGRATED => {
+            let peer = PeerId(t.u64()?);
+            let cs = wire::decode(t.bytes()?).map_err(|e| invalid(e.to_string()))?;
+            realm
+                .integrate(peer, cs)
+                .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
+        }
+        tag => return Err(invalid(format!("unexpected record tag {tag}"))),
+    }
+    t.end()
 }
 
 /// Opens the realm journal at `file` (after its snapshot, if any) and replays it. Returns the

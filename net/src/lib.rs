@@ -4,7 +4,9 @@
 //! - [`journal`]: the append-only checksummed log both sides keep their durable state in.
 //! - [`disk`]: a realm's files (snapshot, journal, the previous generation), opening,
 //!   checkpoints, and the checks and repairs of `objsync-admin`.
-//! - [`server`]: realms on disk, authentication and permissions, one task per connection.
+//! - [`storage`]: where the server keeps realms: the embedded journal, or PostgreSQL shared by
+//!   several server processes.
+//! - [`server`]: realms in a storage, authentication and permissions, one task per connection.
 //! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
 //!   `sync` and `watch` loops.
 //!
@@ -16,6 +18,7 @@ pub mod client;
 pub mod disk;
 pub mod journal;
 pub mod server;
+pub mod storage;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};

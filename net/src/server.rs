@@ -1,40 +1,43 @@
-//! The reference sync server: realms on disk, tokens and permissions, and one task per
-//! WebSocket connection driving a [`ServerSession`] over the realm its BIND names.
+//! The reference sync server: realms in a [`Storage`] (journals on disk, or PostgreSQL shared
+//! by several server processes), tokens and permissions, and one task per WebSocket connection
+//! driving a [`ServerSession`] over the realm its BIND names.
 //!
-//! Each realm is a [`ServerRealm`] in memory, rebuilt at first use from its snapshot (a
-//! `ServerRealm::save`, if it has one) and its journal after it (a Registered record per client
-//! identity issued, an Integrated record per changeset as uploaded; integration is
-//! deterministic, so replaying them reproduces the history exactly, and one already in the
-//! snapshot is skipped as a duplicate). Opening then writes a new snapshot, trimming the
-//! history first if the server keeps only so many entries, and cuts the journal behind it, so
-//! a realm opens in time proportional to its state plus what changed since it was last opened.
-//! The sessions of a realm share it behind a mutex; a watch channel wakes them when the history
-//! grows so they send the new entries.
+//! Each realm is a [`ServerRealm`] in memory, rebuilt at first use from its snapshot and the
+//! log records after it (a Registered record per client identity issued, an Integrated record
+//! per changeset as uploaded; integration is deterministic, so replaying them reproduces the
+//! history exactly). The sessions of a realm share it behind a mutex; a watch channel wakes
+//! them when the history grows so they send the new entries.
 //!
-//! Durability ("nothing acknowledged is lost"): every event a session reports is appended to
-//! the journal under the realm's lock, in the same critical section that changed the realm, and
-//! no session transmits anything while the journal holds bytes not yet synced. So every frame
-//! that reveals an entry, an acknowledgement or a salt leaves only once the records behind it
-//! are on disk, whichever session sends it. Syncing happens outside the lock and is shared
-//! (group commit): sessions that appended meanwhile wait for one `fdatasync` that covers them
-//! all, so concurrent uploads cost one sync per batch rather than one each.
+//! Durability ("nothing acknowledged is lost"): every event a session reports becomes a record
+//! buffered under the realm's lock, in the same critical section that changed the realm, and
+//! no session transmits anything while records it may depend on are not yet committed. So
+//! every frame that reveals an entry, an acknowledgement or a salt leaves only once the records
+//! behind it are durable, whichever session sends it. Commits happen outside the lock, one at
+//! a time per realm (its gate), and each takes everything buffered (group commit): sessions
+//! that appended meanwhile are covered by one `fdatasync` or one transaction.
 //!
-//! A journal that cannot be written or synced marks its realm broken: its sessions are closed
-//! with ConnectionClosed (retry), and the realm is dropped from memory so the next BIND
-//! reopens it from disk, where the failed tail is cut off; its clients re-upload whatever was
-//! not acknowledged.
+//! A shared storage (PostgreSQL) is appended to by other processes too. A frame that may append
+//! (an IDENT, an UPLOAD carrying changesets) is then processed in a turn: under the realm's gate
+//! the storage takes the realm's lock across processes and hands over what others appended
+//! since, which is replayed first; the turn ends with the commit. Growth elsewhere is reported
+//! by the storage ([`Storage::watch`]) and replayed likewise, so sessions here send it.
+//!
+//! A commit that fails marks its realm broken: its sessions are closed with ConnectionClosed
+//! (retry), and the realm is dropped from memory so the next BIND reopens it from storage; its
+//! clients re-upload whatever was not acknowledged, and what was committed after all is
+//! recognised by its client version and not integrated twice.
 
-use super::disk::{self, checkpoint, create_realm};
+use super::disk;
 pub use super::disk::{open_realm, realm_file, snapshot_file};
-use super::journal::Journal;
+use super::storage::journal::JournalStorage;
+use super::storage::{replay, Grown, RealmStore, Records, Storage};
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
-use objsync::wire::{Action, ErrorCode, ErrorMessage, Limits};
+use objsync::wire::{Action, ClientMessage, ErrorCode, ErrorMessage, Limits};
 use objsync::Store;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -43,7 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use subtle::{Choice, ConstantTimeEq};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, error, info, warn, Instrument};
@@ -136,6 +139,9 @@ pub struct Config {
     grants: HashMap<String, HashMap<String, Level>>,
     /// What the server spends on connections.
     pub limits: ServerLimits,
+    /// How often to log a status line (connections, realms, integrations per second, lag),
+    /// if at all.
+    pub status_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -148,6 +154,7 @@ impl std::fmt::Debug for Config {
             )
             .field("grants", &self.grants)
             .field("limits", &self.limits)
+            .field("status_interval", &self.status_interval)
             .finish()
     }
 }
@@ -281,6 +288,7 @@ impl Config {
             users: file.users.into_iter().collect(),
             grants,
             limits: file.limits,
+            status_interval: None,
         })
     }
 
@@ -379,20 +387,21 @@ pub fn check_path(path: &str) -> Result<(), String> {
 /// What a realm's lock guards.
 struct RealmState {
     realm: ServerRealm,
-    journal: Journal,
-    /// The journal failed: the in-memory realm may be ahead of the disk and must not be used.
+    /// Records of events not yet committed, in order.
+    pending: Records,
+    /// Log position after the last record `realm` holds (committed or pending).
+    end: u64,
+    /// A commit failed: the in-memory realm may be ahead of storage and must not be used.
     broken: bool,
 }
 
 impl RealmState {
-    /// Appends the records of `events`; returns whether the history grew.
-    fn persist(&mut self, events: &[ServerEvent]) -> io::Result<bool> {
+    /// Buffers the records of `events`; returns whether the history grew.
+    fn persist(&mut self, events: &[ServerEvent]) -> bool {
         let (records, grew) = disk::records(events);
-        let result = self.journal.append(&records);
-        if result.is_err() {
-            self.broken = true;
-        }
-        result.map(|()| grew)
+        self.end += records.len() as u64;
+        self.pending.extend(records);
+        grew
     }
 }
 
@@ -400,36 +409,42 @@ impl RealmState {
 struct Realm {
     path: String,
     state: Mutex<RealmState>,
-    /// Journal length known to be on disk; every waiter sees it move at once.
+    /// Log position known to be committed; every waiter sees it move at once.
     synced: watch::Sender<u64>,
-    /// Taken by the one session syncing; the others wait for `synced` to move, and usually
-    /// find their bytes covered by that sync.
-    syncing: tokio::sync::Mutex<()>,
-    /// A second handle on the journal, to sync without holding the realm's lock.
-    sync_file: Arc<File>,
+    /// Serializes commits, turns and catching up: whoever holds it commits everything buffered.
+    gate: tokio::sync::Mutex<()>,
+    store: Box<dyn RealmStore>,
     /// Bumped when the history grows or the realm breaks.
     changed: watch::Sender<()>,
     /// Sessions bound to it (counted under the server's map of realms).
     sessions: AtomicUsize,
+    /// The newest log position storage reported (for the status line's lag).
+    newest: AtomicU64,
+}
+
+/// The error of a realm whose commit failed.
+fn broken_realm() -> io::Error {
+    io::Error::other("a commit of the realm failed")
 }
 
 impl Realm {
-    fn new(path: String, realm: ServerRealm, journal: Journal) -> io::Result<Realm> {
-        let len = journal.end();
-        Ok(Realm {
+    fn new(path: String, opened: super::storage::OpenedRealm) -> Realm {
+        Realm {
             path,
-            sync_file: Arc::new(journal.sync_handle()?),
             state: Mutex::new(RealmState {
-                realm,
-                journal,
+                realm: opened.realm,
+                pending: Vec::new(),
+                end: opened.end,
                 broken: false,
             }),
-            // Opening and creating leave the journal synced.
-            synced: watch::channel(len).0,
-            syncing: tokio::sync::Mutex::new(()),
+            // Opening leaves everything committed.
+            synced: watch::channel(opened.end).0,
+            gate: tokio::sync::Mutex::new(()),
+            store: opened.store,
             changed: watch::channel(()).0,
             sessions: AtomicUsize::new(0),
-        })
+            newest: AtomicU64::new(opened.end),
+        }
     }
 
     /// The state, unless the realm is broken (or a panic poisoned the lock, which leaves the
@@ -438,49 +453,133 @@ impl Realm {
         self.state.lock().ok().filter(|s| !s.broken)
     }
 
-    /// Waits until the journal is on disk up to `target` bytes. One session at a time syncs
-    /// (everything appended by then, not just its own target); the others wait for the synced
-    /// length to move and sync themselves only if it stops short of their target, so a busy
-    /// realm pays one `fdatasync` per batch of uploads and every waiter wakes at once.
+    fn committed(&self) -> u64 {
+        *self.synced.borrow()
+    }
+
+    /// Waits until the log is committed up to position `target`. One session at a time
+    /// commits (everything buffered by then, not just up to its target); the others queue at
+    /// the gate and usually find their records covered when they get there.
     async fn sync_to(&self, target: u64) -> io::Result<()> {
-        let mut synced = self.synced.subscribe();
-        loop {
-            if *synced.borrow_and_update() >= target {
-                return Ok(());
-            }
-            let Ok(gate) = self.syncing.try_lock() else {
-                if synced.changed().await.is_err() {
-                    return Err(io::Error::other("the realm is gone"));
-                }
-                continue;
-            };
-            let upto = match self.lock() {
-                Some(state) => state.journal.end(),
-                None => return Err(io::Error::other("the realm's journal failed")),
-            };
-            let file = self.sync_file.clone();
-            let result = tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r);
-            // The gate opens before the news goes out, so a waiter it does not cover can take
-            // it at once.
-            drop(gate);
-            result?;
-            self.synced.send_modify(|s| *s = (*s).max(upto));
+        if self.committed() >= target {
+            return Ok(());
         }
+        let gate = self.gate.lock().await;
+        if self.committed() >= target {
+            return Ok(());
+        }
+        self.commit(&gate).await
+    }
+
+    /// Commits everything buffered, ending this process's turn if it holds one.
+    async fn commit(&self, _gate: &tokio::sync::MutexGuard<'_, ()>) -> io::Result<()> {
+        let (at, records, end) = {
+            let mut state = self.lock().ok_or_else(broken_realm)?;
+            let records = std::mem::take(&mut state.pending);
+            (state.end - records.len() as u64, records, state.end)
+        };
+        self.store.commit(at, records).await?;
+        self.synced.send_modify(|s| *s = (*s).max(end));
+        Ok(())
+    }
+
+    /// Takes the realm's write turn for a frame that may append: the gate here, and the
+    /// storage's lock across processes, with what others appended replayed first.
+    async fn begin_turn(&self) -> io::Result<tokio::sync::MutexGuard<'_, ()>> {
+        let gate = self.gate.lock().await;
+        let at = self.committed();
+        let missed = self.store.begin(at).await?;
+        self.absorb(at, &missed)?;
+        Ok(gate)
+    }
+
+    /// Ends a turn taken for a frame: commits what it (and frames after it) appended.
+    async fn end_turn(&self) -> io::Result<()> {
+        let gate = self.gate.lock().await;
+        self.commit(&gate).await
+    }
+
+    /// Catches up with records other processes committed up to position `end` (`u64::MAX`:
+    /// all there are).
+    async fn refresh(&self, end: u64) -> io::Result<()> {
+        if end != u64::MAX {
+            self.newest.fetch_max(end, Ordering::AcqRel);
+        }
+        if self.committed() >= end {
+            return Ok(());
+        }
+        let _gate = self.gate.lock().await;
+        let at = self.committed();
+        if at >= end {
+            return Ok(());
+        }
+        let records = self.store.since(at).await?;
+        self.absorb(at, &records)
+    }
+
+    /// Replays records read from storage after position `at` (the gate held, so nothing of
+    /// this process's is pending) and wakes the sessions to send them.
+    fn absorb(&self, at: u64, records: &Records) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let end = {
+            let mut state = self.lock().ok_or_else(broken_realm)?;
+            if state.end != at {
+                return Err(io::Error::other(
+                    "records of this process are pending while catching up",
+                ));
+            }
+            replay(&mut state.realm, records, &self.path)?;
+            state.end += records.len() as u64;
+            state.end
+        };
+        self.newest.fetch_max(end, Ordering::AcqRel);
+        self.synced.send_modify(|s| *s = (*s).max(end));
+        self.changed.send_replace(());
+        Ok(())
+    }
+
+    /// How far this process's copy is behind the newest log position storage reported.
+    fn lag(&self) -> u64 {
+        self.newest
+            .load(Ordering::Acquire)
+            .saturating_sub(self.committed())
     }
 
     /// Marks the realm broken and wakes its sessions so they close.
     fn break_down(&self, why: &io::Error) {
-        error!(path = ?self.path, error = %why, "realm journal failed; closing its sessions");
+        error!(path = ?self.path, error = %why, "realm storage failed; closing its sessions");
         match self.state.lock() {
             Ok(mut s) => s.broken = true,
             Err(poisoned) => poisoned.into_inner().broken = true,
         }
         self.changed.send_replace(());
-        // Sessions waiting for a sync look again, and find the realm broken.
+        // Sessions waiting for a commit look again, and find the realm broken.
         self.synced.send_modify(|_| {});
+    }
+}
+
+/// What a frame needs of a shared storage before it is processed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Nothing,
+    /// The newest history: a MARK is answered once the client has everything the realm had
+    /// when it arrived, and the realm is what the database holds, not this process's copy.
+    Newest,
+    /// A turn: the frame may append (an UPLOAD carrying changesets) or needs the newest
+    /// history for its checks and may register a client (an IDENT).
+    Turn,
+}
+
+/// What `frame` needs of a shared storage. A frame that does not decode needs nothing (the
+/// session refuses it).
+fn needs(frame: &[u8], limits: &Limits) -> Needs {
+    match ClientMessage::decode(frame, limits) {
+        Ok(ClientMessage::Ident(_)) => Needs::Turn,
+        Ok(ClientMessage::Upload(upload)) if !upload.chunks.is_empty() => Needs::Turn,
+        Ok(ClientMessage::Mark { .. }) => Needs::Newest,
+        _ => Needs::Nothing,
     }
 }
 
@@ -488,12 +587,10 @@ impl Realm {
 // The server
 // ---------------------------------------------------------------------------------------------
 
-/// The server: its data directory, configuration and open realms.
+/// The server: its storage, configuration and open realms.
 pub struct Server {
-    data: PathBuf,
+    storage: Arc<dyn Storage>,
     config: Config,
-    /// Keep at most this many history entries (trimmed when a realm is opened).
-    keep_history: Option<u64>,
     realms: tokio::sync::Mutex<HashMap<String, Arc<Realm>>>,
     /// Realms whose files are damaged, with why: refused until an operator repairs them
     /// (with the server stopped), so the files are not read again at every BIND.
@@ -502,6 +599,10 @@ pub struct Server {
     admitted: Mutex<Admitted>,
     /// Bytes of incomplete changesets all sessions hold.
     in_transit: AtomicU64,
+    /// Changesets integrated by this process, for the status line.
+    integrations: AtomicU64,
+    /// Set on shutdown: sessions finish what they are doing and close with a retryable error.
+    stopping: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -535,23 +636,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Server {
-    /// A server keeping realms under `data`, with their whole histories.
+    /// A server keeping realms in journals under `data`, with their whole histories.
     pub fn new(data: PathBuf, config: Config) -> Arc<Server> {
         Server::keeping(data, config, None)
     }
 
-    /// A server keeping realms under `data` that keeps at most `keep_history` entries of each
-    /// realm's history (trimmed whenever a realm is opened): clients further behind are told to
-    /// reset (222), new ones start from the state.
+    /// A server keeping realms in journals under `data` that keeps at most `keep_history`
+    /// entries of each realm's history (trimmed whenever a realm is opened): clients further
+    /// behind are told to reset (222), new ones start from the state.
     pub fn keeping(data: PathBuf, config: Config, keep_history: Option<u64>) -> Arc<Server> {
+        Server::with_storage(Arc::new(JournalStorage::new(data, keep_history)), config)
+    }
+
+    /// A server keeping realms in `storage`.
+    pub fn with_storage(storage: Arc<dyn Storage>, config: Config) -> Arc<Server> {
         Arc::new(Server {
-            data,
+            storage,
             config,
-            keep_history,
             realms: tokio::sync::Mutex::new(HashMap::new()),
             damaged: Mutex::default(),
             admitted: Mutex::default(),
             in_transit: AtomicU64::new(0),
+            integrations: AtomicU64::new(0),
+            stopping: watch::channel(false).0,
         })
     }
 
@@ -559,10 +666,24 @@ impl Server {
         &self.config.limits
     }
 
-    /// Accepts connections forever, one task each, within the connection caps.
+    /// Accepts connections, one task each, within the connection caps, until
+    /// [`shutdown`](Self::shutdown); follows what the storage reports of other processes and
+    /// logs a status line at the configured interval meanwhile.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        info!(storage = %self.storage.describe(), "serving");
+        let (grown, news) = mpsc::unbounded_channel();
+        self.storage.watch(grown);
+        tokio::spawn(self.clone().follow(news));
+        if let Some(every) = self.config.status_interval {
+            tokio::spawn(self.clone().status(every));
+        }
+        let mut stopping = self.stopping.subscribe();
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            match accepted {
                 Ok((tcp, addr)) => {
                     let Some(admission) = self.admit(addr.ip()) else {
                         // Closed at once: the cheapest refusal, and the client backs off.
@@ -626,8 +747,64 @@ impl Server {
         .await;
     }
 
+    /// Stops accepting connections and closes every session with ConnectionClosed (retry)
+    /// once the frame it is processing is done (an integration under way is committed and
+    /// acknowledged first); returns when all connections are closed or `patience` ran out.
+    pub async fn shutdown(&self, patience: Duration) {
+        self.stopping.send_replace(true);
+        let deadline = Instant::now() + patience;
+        while lock(&self.admitted).total > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Replays into open realms what other processes appended, as the storage reports it.
+    async fn follow(self: Arc<Self>, mut news: mpsc::UnboundedReceiver<Grown>) {
+        while let Some(Grown { path, end }) = news.recv().await {
+            let Some(realm) = self.realms.lock().await.get(&path).cloned() else {
+                continue;
+            };
+            realm.newest.fetch_max(end, Ordering::AcqRel);
+            if realm.committed() >= end {
+                continue;
+            }
+            let server = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = realm.refresh(end).await {
+                    realm.break_down(&e);
+                    server.evict(&realm).await;
+                }
+            });
+        }
+    }
+
+    /// Logs one status line per interval: connections, open realms, changesets integrated
+    /// per second by this process, and how many log records it is behind storage in all.
+    async fn status(self: Arc<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        let mut last = (Instant::now(), self.integrations.load(Ordering::Relaxed));
+        loop {
+            ticks.tick().await;
+            let now = (Instant::now(), self.integrations.load(Ordering::Relaxed));
+            let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
+            last = now;
+            let (realms, lag) = {
+                let realms = self.realms.lock().await;
+                (realms.len(), realms.values().map(|r| r.lag()).sum::<u64>())
+            };
+            info!(
+                connections = lock(&self.admitted).total,
+                realms,
+                integrations_per_s = format!("{rate:.1}"),
+                lag_records = lag,
+                "status"
+            );
+        }
+    }
+
     /// The realm at `path`, opened (and replayed) or created on first use, counted as having
-    /// one more session. A realm whose files are damaged stays refused.
+    /// one more session. A realm whose stored form is damaged stays refused.
     async fn realm(&self, path: &str) -> io::Result<Arc<Realm>> {
         let mut realms = self.realms.lock().await;
         if let Some(realm) = realms.get(path) {
@@ -637,33 +814,11 @@ impl Server {
         if let Some(why) = lock(&self.damaged).get(path) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
         }
-        let file = realm_file(&self.data, path);
-        let keep = self.keep_history;
-        let owned = path.to_string();
-        let opened = tokio::task::spawn_blocking(move || {
-            let (realm, journal) = if file.exists() {
-                let (mut realm, journal, dropped) = open_realm(&file)?;
-                if dropped > 0 {
-                    warn!(path = ?owned, dropped, "cut a torn tail off the realm's journal");
-                }
-                drop(journal);
-                let journal = checkpoint(&file, &mut realm, keep)?;
-                info!(
-                    path = ?owned,
-                    version = %realm.server().version(),
-                    horizon = %realm.server().history().horizon(),
-                    "realm opened"
-                );
-                (realm, journal)
-            } else {
-                let created = create_realm(&file)?;
-                info!(path = ?owned, file_ident = created.0.file_ident(), "realm created");
-                created
-            };
-            Realm::new(owned, realm, journal)
-        })
-        .await
-        .map_err(io::Error::other)?;
+        let opened = self
+            .storage
+            .open(path)
+            .await
+            .map(|opened| Realm::new(path.to_string(), opened));
         let realm = match opened {
             Ok(realm) => Arc::new(realm),
             Err(e) => {
@@ -728,6 +883,7 @@ enum Wake {
     Coalesced,
     Idle,
     BindTimeout,
+    Stopping,
 }
 
 /// One connection's session and what it is bound to.
@@ -752,6 +908,7 @@ impl Conn {
         let mut last_heard = Instant::now();
         // Set after the realm changed: the download waits until then (see COALESCE_PER_SESSION).
         let mut hold: Option<Instant> = None;
+        let mut stopping = self.server.stopping.subscribe();
         loop {
             if queue.is_empty() && hold.is_none() {
                 queue.extend(self.transmittable().await);
@@ -778,6 +935,7 @@ impl Conn {
                 () = tokio::time::sleep_until(bind_deadline), if self.bound.is_none() => {
                     Wake::BindTimeout
                 }
+                _ = stopping.wait_for(|s| *s), if !self.session.is_closed() => Wake::Stopping,
             };
             if let Wake::Frame(Some(Ok(_))) = &wake {
                 last_heard = Instant::now();
@@ -811,6 +969,12 @@ impl Conn {
                     );
                     break;
                 }
+                // The frame being processed is done (frames are handled inside this loop), so
+                // nothing is half-integrated; the client reconnects, here or elsewhere.
+                Wake::Stopping => self.session.refuse(
+                    ErrorCode::ConnectionClosed,
+                    "the server is shutting down; reconnect",
+                ),
                 Wake::Changed => hold = Some(Instant::now() + self.coalesce()),
                 Wake::Coalesced => hold = None,
                 Wake::Sent => {}
@@ -850,7 +1014,23 @@ impl Conn {
         };
         let realm = bound.realm.clone();
         let limits = *self.server.limits();
-        let persisted = {
+        let needs = if realm.store.shared() {
+            needs(frame, &limits.protocol())
+        } else {
+            Needs::Nothing
+        };
+        let turn = match needs {
+            Needs::Turn => match realm.begin_turn().await {
+                Ok(gate) => Some(gate),
+                Err(e) => return self.broken(&realm, &e).await,
+            },
+            Needs::Newest => match realm.refresh(u64::MAX).await {
+                Ok(()) => None,
+                Err(e) => return self.broken(&realm, &e).await,
+            },
+            Needs::Nothing => None,
+        };
+        let grew = {
             let Some(mut state) = realm.lock() else {
                 return self.unavailable();
             };
@@ -861,19 +1041,26 @@ impl Conn {
             self.session.set_clock(now_ms(), limits.max_clock_skew_ms);
             let events = self.session.process(&mut state.realm);
             for event in &events {
-                if let ServerEvent::Closed(e) = event {
-                    info!(error = ?e.to_string(), "session closed");
+                match event {
+                    ServerEvent::Closed(e) => info!(error = ?e.to_string(), "session closed"),
+                    ServerEvent::Integrated { .. } => {
+                        self.server.integrations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ServerEvent::Registered { .. } => {}
                 }
             }
             self.count_in_transit(&limits);
             state.persist(&events)
         };
-        match persisted {
-            Ok(true) => {
-                realm.changed.send_replace(());
+        if grew {
+            realm.changed.send_replace(());
+        }
+        if let Some(gate) = turn {
+            // Frames queued at the gate meanwhile share the turn; the commit ends it.
+            drop(gate);
+            if let Err(e) = realm.end_turn().await {
+                self.broken(&realm, &e).await;
             }
-            Ok(false) => {}
-            Err(e) => self.broken(&realm, &e).await,
         }
     }
 
@@ -975,12 +1162,12 @@ impl Conn {
         self.unavailable();
     }
 
-    /// The next batch of frames to send, once every journal byte they may depend on is on
-    /// disk: any of them may reveal an entry, salt or acknowledgement of the realm, and
-    /// everything the realm held when they were built was appended to the journal by then
-    /// (events are appended in the critical section that produced them). So the frames are
-    /// taken first and the sync waited for afterwards, to the journal's length at that moment:
-    /// a fixed target, which later uploads to a busy realm cannot move out of reach.
+    /// The next batch of frames to send, once every record they may depend on is committed:
+    /// any of them may reveal an entry, salt or acknowledgement of the realm, and everything
+    /// the realm held when they were built was buffered as records by then (in the critical
+    /// section that produced them). So the frames are taken first and the commit waited for
+    /// afterwards, to the log position at that moment: a fixed target, which later uploads to
+    /// a busy realm cannot move out of reach.
     async fn transmittable(&mut self) -> Vec<Vec<u8>> {
         let Some(bound) = &self.bound else {
             return drain(&mut self.session, &self.unbound);
@@ -991,7 +1178,7 @@ impl Conn {
                 self.unavailable();
                 return drain(&mut self.session, &self.unbound);
             };
-            (drain(&mut self.session, &state.realm), state.journal.end())
+            (drain(&mut self.session, &state.realm), state.end)
         };
         if frames.is_empty() {
             return frames;
@@ -999,7 +1186,7 @@ impl Conn {
         match realm.sync_to(appended).await {
             Ok(()) => frames,
             Err(e) => {
-                // Frames that may reveal what the disk lost never leave.
+                // Frames that may reveal what storage lost never leave.
                 self.broken(&realm, &e).await;
                 drain(&mut self.session, &self.unbound)
             }

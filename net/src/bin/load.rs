@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Without `--url` it starts a server in a child process (this program again, over a temporary
-//! data directory, with durable journals as the `server` binary keeps them); with
-//! `--url realm://host:port --token T` it loads a running one (`--server-pid` lets it read that
-//! server's memory). It reports throughput, the latency from commit to acknowledgement and, in
+//! data directory, with durable journals as the `server` binary keeps them), or with
+//! `--postgres CONNSTR --servers N` N server processes over that PostgreSQL database, the
+//! clients spread over them in turn; with `--url realm://host:port --token T` it loads a running
+//! one (`--server-pid` lets it read that server's memory). It reports throughput, the latency from commit to acknowledgement and, in
 //! the shared realm, from commit to arrival at the other clients, and the server's resident
 //! memory before the clients connect, at its peak, and after they have left and the server
 //! has closed their realms; it checks that every client of the shared realm ends with the
@@ -29,6 +30,7 @@ use objsync::session::{ClientConfig, ClientEvent};
 use objsync::wire::Limits;
 use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::server::{random_token, Config, Server};
+use objsync_net::storage::postgres::PgStorage;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -63,9 +65,19 @@ struct Args {
     /// a realm a while after its last client leaves: 1 s for the server this program starts).
     #[arg(long, default_value_t = 3)]
     settle: u64,
+    /// Start the servers over this PostgreSQL database (libpq connection string or URL)
+    /// instead of a temporary data directory.
+    #[arg(long, value_name = "CONNSTR")]
+    postgres: Option<String>,
+    /// With --postgres: how many server processes to start; clients are spread over them.
+    #[arg(long, default_value_t = 1)]
+    servers: usize,
     /// Internal: run as the server this program starts, over this data directory.
     #[arg(long, hide = true)]
     serve_data: Option<PathBuf>,
+    /// Internal: run as the server this program starts, over this PostgreSQL database.
+    #[arg(long, hide = true)]
+    serve_postgres: Option<String>,
     /// Internal: the admin token of that server.
     #[arg(long, hide = true)]
     serve_token: Option<String>,
@@ -95,30 +107,46 @@ struct Measured {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    objsync_net::run_main("warn", || match (&args.serve_data, &args.serve_token) {
-        (Some(data), Some(token)) => serve(data, token),
-        _ => load(&args),
+    objsync_net::run_main("warn", || {
+        match (&args.serve_data, &args.serve_postgres, &args.serve_token) {
+            (Some(data), _, Some(token)) => serve(Store::Journal(data), token),
+            (_, Some(connstr), Some(token)) => serve(Store::Postgres(connstr), token),
+            _ => load(&args),
+        }
     })
+}
+
+/// Where the started servers keep their realms.
+enum Store<'a> {
+    Journal(&'a Path),
+    Postgres(&'a str),
 }
 
 /// The child process's server: limits for many clients from one address, and realms closed
 /// a second after their last client leaves so that memory after a round shows what stays.
-fn serve(data: &Path, token: &str) -> Result<(), String> {
+fn serve(store: Store, token: &str) -> Result<(), String> {
     let mut config = Config::admin_only(token.to_string());
     config.limits.max_connections = 1 << 20;
     config.limits.max_connections_per_address = 1 << 20;
     config.limits.realm_idle_secs = 1;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        let server = match store {
+            Store::Journal(data) => Server::new(data.to_path_buf(), config),
+            Store::Postgres(connstr) => {
+                let storage = PgStorage::connect(connstr, None, Duration::from_secs(1))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Server::with_storage(Arc::new(storage), config)
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on {addr}");
         std::io::stdout().flush().map_err(|e| e.to_string())?;
-        Server::new(data.to_path_buf(), config)
-            .serve(listener)
-            .await;
+        server.serve(listener).await;
         Ok(())
     })
 }
@@ -133,15 +161,18 @@ impl Drop for Child {
     }
 }
 
-/// Starts this program as a server over `data`; returns it and its address.
-fn start_server(data: &Path, token: &str) -> Result<(Child, String), String> {
+/// Starts this program as a server over `store`; returns it and its address.
+fn start_server(store: &Store, token: &str) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    match store {
+        Store::Journal(data) => command.arg("--serve-data").arg(data),
+        Store::Postgres(connstr) => command.args(["--serve-postgres", connstr]),
+    };
+    let mut child = command
         // mimalloc gives freed memory back at once, rather than keeping it committed.
         .env("MIMALLOC_PURGE_DELAY", "0")
         .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
-        .arg("--serve-data")
-        .arg(data)
         .args(["--serve-token", token])
         .stdout(Stdio::piped())
         .spawn()
@@ -160,6 +191,14 @@ fn start_server(data: &Path, token: &str) -> Result<(Child, String), String> {
     Ok((child, addr))
 }
 
+/// The resident memory of processes together, if it can be read for all of them.
+fn rss_all(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| rss(pid)).sum()
+}
+
 /// A process's resident memory in bytes (Linux: `VmRSS` of /proc/PID/status).
 fn rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -168,23 +207,23 @@ fn rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Samples a process's resident memory until stopped; returns the peak.
+/// Samples processes' resident memory (together) until stopped; returns the peak.
 struct PeakSampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<u64>,
 }
 
 impl PeakSampler {
-    fn start(pid: u32) -> PeakSampler {
+    fn start(pids: Vec<u32>) -> PeakSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut peak = 0;
             while !flag.load(Ordering::Relaxed) {
-                peak = peak.max(rss(pid).unwrap_or(0));
+                peak = peak.max(rss_all(&pids).unwrap_or(0));
                 std::thread::sleep(Duration::from_millis(50));
             }
-            peak.max(rss(pid).unwrap_or(0))
+            peak.max(rss_all(&pids).unwrap_or(0))
         });
         PeakSampler { stop, thread }
     }
@@ -202,29 +241,53 @@ fn megabytes(bytes: Option<u64>) -> String {
 }
 
 fn load(args: &Args) -> Result<(), String> {
-    let _data;
-    let _server;
-    let (authority, token, pid) = match &args.url {
+    let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut servers = Vec::new();
+    let (authorities, token, pids) = match &args.url {
         Some(url) => {
             let url = RealmUrl::parse(&format!("{}/load", url.trim_end_matches('/')))?;
             let token = args.token.clone().ok_or("--url needs --token")?;
-            (url.authority, token, args.server_pid)
+            (
+                vec![url.authority],
+                token,
+                args.server_pid.into_iter().collect(),
+            )
         }
         None => {
-            let data = tempfile::tempdir().map_err(|e| e.to_string())?;
             let token = random_token();
-            let (child, addr) = start_server(data.path(), &token)?;
-            let pid = child.0.id();
-            _server = child;
-            _data = data;
-            (addr, token, Some(pid))
+            let store = match &args.postgres {
+                Some(connstr) => Store::Postgres(connstr),
+                None => Store::Journal(data.path()),
+            };
+            let count = if args.postgres.is_some() {
+                args.servers.max(1)
+            } else {
+                1
+            };
+            let mut authorities = Vec::new();
+            for _ in 0..count {
+                let (child, addr) = start_server(&store, &token)?;
+                authorities.push(addr);
+                servers.push(child);
+            }
+            let pids = servers.iter().map(|c| c.0.id()).collect();
+            (authorities, token, pids)
         }
     };
+    let pids: Vec<u32> = pids;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     println!(
         "{} clients x {} transactions, closed loop (each commit waits for its acknowledgement)",
         args.clients, args.transactions
     );
+    if args.url.is_none() {
+        let store = if args.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "journals on disk"
+        };
+        println!("{} server process(es), {store}", authorities.len());
+    }
     println!(
         "{:<14} {:>7} {:>7} {:>7} {:>9} {:>9} {:>11} {:>11} {:>18}",
         "realms",
@@ -251,12 +314,12 @@ fn load(args: &Args) -> Result<(), String> {
                 _ => format!("/load/r{run_id}-own-{i}"),
             })
             .collect();
-        let before = pid.and_then(rss);
-        let sampler = pid.map(PeakSampler::start);
-        let (wall, measured) = runtime.block_on(round(&authority, &token, paths, args))?;
-        let peak = sampler.map(PeakSampler::finish);
+        let before = rss_all(&pids);
+        let sampler = PeakSampler::start(pids.clone());
+        let (wall, measured) = runtime.block_on(round(&authorities, &token, paths, args))?;
+        let peak = Some(sampler.finish()).filter(|_| !pids.is_empty());
         std::thread::sleep(Duration::from_secs(args.settle));
-        let after = pid.and_then(rss);
+        let after = rss_all(&pids);
         let total = args.clients * args.transactions;
         let acks: Vec<Duration> = measured.iter().flat_map(|m| m.acks.clone()).collect();
         let arrivals: Vec<Duration> = measured.iter().flat_map(|m| m.arrivals.clone()).collect();
@@ -294,7 +357,7 @@ fn load(args: &Args) -> Result<(), String> {
 /// Runs every client to completion; returns the time from the common start to the last
 /// acknowledgement, and what each client measured.
 async fn round(
-    authority: &str,
+    authorities: &[String],
     token: &str,
     paths: Vec<String>,
     args: &Args,
@@ -310,7 +373,7 @@ async fn round(
     let mut tasks = Vec::new();
     for (i, path) in paths.into_iter().enumerate() {
         let url = RealmUrl {
-            authority: authority.to_string(),
+            authority: authorities[i % authorities.len()].clone(),
             path,
         };
         let config = ClientConfig {
