@@ -5,6 +5,7 @@
 //! - [`disk`]: a realm's files (snapshot, journal, the previous generation), opening,
 //!   checkpoints, and the checks and repairs of `objsync-admin`.
 //! - [`server`]: realms on disk, authentication and permissions, one task per connection.
+//! - [`consumer`]: the Adapter feed's consumer over WebSocket.
 //! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
 //!   `sync` and `watch` loops.
 //!
@@ -13,6 +14,7 @@
 //! reaches the session, which answers it with a proper ERROR.
 
 pub mod client;
+pub mod consumer;
 pub mod disk;
 pub mod journal;
 pub mod server;

@@ -19,10 +19,15 @@
 //! (group commit): sessions that appended meanwhile wait for one `fdatasync` that covers them
 //! all, so concurrent uploads cost one sync per batch rather than one each.
 //!
+//! A connection whose first message is FEED rather than BIND is an Adapter feed consumer
+//! (`feed`: admin token only, spec/protocol.md section 13).
+//!
 //! A journal that cannot be written or synced marks its realm broken: its sessions are closed
 //! with ConnectionClosed (retry), and the realm is dropped from memory so the next BIND
 //! reopens it from disk, where the failed tail is cut off; its clients re-upload whatever was
 //! not acknowledged.
+
+mod feed;
 
 use super::disk::{self, checkpoint, create_realm};
 pub use super::disk::{open_realm, realm_file, snapshot_file};
@@ -30,7 +35,7 @@ use super::journal::Journal;
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
-use objsync::wire::{Action, ErrorCode, ErrorMessage, Limits};
+use objsync::wire::{is_feed_request, Action, ErrorCode, ErrorMessage, Limits};
 use objsync::Store;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
@@ -769,6 +774,12 @@ impl Conn {
                 last_heard = Instant::now();
             }
             match wake {
+                // A feed consumer, not a sync client: its connection is the feed's from here.
+                Wake::Frame(Some(Ok(Message::Binary(frame))))
+                    if self.bound.is_none() && is_feed_request(&frame) =>
+                {
+                    return feed::serve(self, link, &frame).await;
+                }
                 Wake::Frame(Some(Ok(Message::Binary(frame)))) => self.frame(&frame).await,
                 Wake::Frame(Some(Ok(Message::Text(_)))) => self.session.refuse(
                     ErrorCode::MalformedMessage,
