@@ -5,6 +5,7 @@
 //! - [`disk`]: a realm's files (snapshot, journal, the previous generation), opening,
 //!   checkpoints, and the checks and repairs of `objsync-admin`.
 //! - [`server`]: realms on disk, authentication and permissions, one task per connection.
+//! - [`connector`]: `pg-connector`, the two-way PostgreSQL connector.
 //! - [`consumer`]: the Adapter feed's consumer over WebSocket.
 //! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
 //!   `sync` and `watch` loops.
@@ -14,6 +15,7 @@
 //! reaches the session, which answers it with a proper ERROR.
 
 pub mod client;
+pub mod connector;
 pub mod consumer;
 pub mod disk;
 pub mod journal;
