@@ -7,6 +7,8 @@
 //! - [`storage`]: where the server keeps realms: the embedded journal, or PostgreSQL shared by
 //!   several server processes.
 //! - [`server`]: realms in a storage, authentication and permissions, one task per connection.
+//! - [`connector`]: `pg-connector`, the two-way PostgreSQL connector.
+//! - [`consumer`]: the Adapter feed's consumer over WebSocket.
 //! - [`client`]: the durable local realm, connections with reconnection and backoff, and the
 //!   `sync` and `watch` loops.
 //!
@@ -15,6 +17,8 @@
 //! reaches the session, which answers it with a proper ERROR.
 
 pub mod client;
+pub mod connector;
+pub mod consumer;
 pub mod disk;
 pub mod journal;
 pub mod server;

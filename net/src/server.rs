@@ -16,6 +16,9 @@
 //! a time per realm (its gate), and each takes everything buffered (group commit): sessions
 //! that appended meanwhile are covered by one `fdatasync` or one transaction.
 //!
+//! A connection whose first message is FEED rather than BIND is an Adapter feed consumer
+//! (`feed`: admin token only, spec/protocol.md section 13).
+//!
 //! A shared storage (PostgreSQL) is appended to by other processes too. A frame that may append
 //! (an IDENT, an UPLOAD carrying changesets) is then processed in a turn: under the realm's gate
 //! the storage takes the realm's lock across processes and hands over what others appended
@@ -27,6 +30,8 @@
 //! clients re-upload whatever was not acknowledged, and what was committed after all is
 //! recognised by its client version and not integrated twice.
 
+mod feed;
+
 use super::disk;
 pub use super::disk::{open_realm, realm_file, snapshot_file};
 use super::storage::journal::JournalStorage;
@@ -34,7 +39,7 @@ use super::storage::{replay, Grown, RealmStore, Records, Storage};
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
-use objsync::wire::{Action, ClientMessage, ErrorCode, ErrorMessage, Limits};
+use objsync::wire::{is_feed_request, Action, ClientMessage, ErrorCode, ErrorMessage, Limits};
 use objsync::Store;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
@@ -942,6 +947,12 @@ impl Conn {
                 hold = None;
             }
             match wake {
+                // A feed consumer, not a sync client: its connection is the feed's from here.
+                Wake::Frame(Some(Ok(Message::Binary(frame))))
+                    if self.bound.is_none() && is_feed_request(&frame) =>
+                {
+                    return feed::serve(self, link, &frame).await;
+                }
                 Wake::Frame(Some(Ok(Message::Binary(frame)))) => self.frame(&frame).await,
                 Wake::Frame(Some(Ok(Message::Text(_)))) => self.session.refuse(
                     ErrorCode::MalformedMessage,

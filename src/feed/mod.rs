@@ -21,6 +21,12 @@
 //! format of a server's state snapshot), and [`Feed::resume`] starts from a checkpoint, or from
 //! nothing, and replays the history up to the cursor without handing anything out.
 //!
+//! # Over the network
+//!
+//! The reference server offers the feed of every realm whose path matches a regular expression
+//! to connections with the admin token (spec/protocol.md section 13): [`FeedConsumer`] is the
+//! consumer's end, sans-IO, and [`item_frames`] cuts an item into the server's frames.
+//!
 //! # Compaction and trimming
 //!
 //! Compaction rewrites entries so that no one downloading after any version can tell
@@ -63,8 +69,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod consumer;
 mod instruction;
 
+pub use consumer::{item_frames, ConsumerConfig, ConsumerError, Delivery, FeedConsumer};
 pub use instruction::{Element, FeedInstruction, FeedProperty, Values};
 
 use crate::model::{Error, Fingerprint, PeerId, ServerVersion, Timestamp};
@@ -118,6 +126,16 @@ pub enum FeedItem {
     Transaction(FeedTransaction),
     /// The state the feed starts from.
     Snapshot(FeedSnapshot),
+}
+
+impl FeedItem {
+    /// A transaction's server version, or the version of a snapshot's state.
+    pub fn version(&self) -> ServerVersion {
+        match self {
+            FeedItem::Transaction(t) => t.version,
+            FeedItem::Snapshot(s) => s.version,
+        }
+    }
 }
 
 /// Why a feed cannot go on. Nothing is handed out or moved past when this is returned.

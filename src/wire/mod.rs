@@ -29,9 +29,9 @@ pub use changeset::{decode, encode, encode_into, FORMAT_VERSION};
 pub use error::{DecodeError, MessageError};
 pub(crate) use protocol::Redacted;
 pub use protocol::{
-    Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
-    FileIdent, Ident, IdentReply, Limits, Outgoing, Reassembly, ServerMessage, Start,
-    StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE,
-    PROTOCOL_VERSION,
+    is_feed_request, Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode,
+    ErrorMessage, FeedClientMessage, FeedPiece, FeedRequest, FeedServerMessage, FileIdent, Ident,
+    IdentReply, Limits, Outgoing, Reassembly, ServerMessage, Start, StatePosition, UploadMessage,
+    UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
 };
 pub(crate) use varint::Reader;

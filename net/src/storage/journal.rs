@@ -8,7 +8,7 @@
 //! meanwhile are covered by the same sync (group commit).
 
 use super::{Grown, OpenedRealm, RealmStore, Records, Storage};
-use crate::disk::{checkpoint, create_realm, open_realm, realm_file};
+use crate::disk::{checkpoint, create_realm, open_realm, realm_file, realm_files, realm_path};
 use crate::journal::Journal;
 use futures_util::future::BoxFuture;
 use std::io;
@@ -33,6 +33,18 @@ impl JournalStorage {
 }
 
 impl Storage for JournalStorage {
+    fn realms(&self) -> BoxFuture<'_, io::Result<Vec<String>>> {
+        let data = self.data.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let files = realm_files(&data)?;
+                Ok(files.iter().filter_map(|f| realm_path(&data, f)).collect())
+            })
+            .await
+            .map_err(io::Error::other)?
+        })
+    }
+
     fn open<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<OpenedRealm>> {
         let file = realm_file(&self.data, path);
         let keep = self.keep_history;

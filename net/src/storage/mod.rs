@@ -62,6 +62,9 @@ pub trait Storage: Send + Sync {
 
     /// A short description for the log (`journal in DIR`, `postgres host:port/db`).
     fn describe(&self) -> String;
+
+    /// The paths of every realm stored (for the Adapter feed, which follows realms by path).
+    fn realms(&self) -> BoxFuture<'_, io::Result<Vec<String>>>;
 }
 
 /// One realm's log, as this process appends to it.

@@ -291,6 +291,17 @@ impl Storage for PgStorage {
         Box::pin(self.open_realm(path))
     }
 
+    fn realms(&self) -> BoxFuture<'_, io::Result<Vec<String>>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query("SELECT path FROM objsync_realms ORDER BY path", &[])
+                .await
+                .map_err(db)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn watch(&self, grown: mpsc::UnboundedSender<Grown>) {
         tokio::spawn(listen(self.config.clone(), grown.clone()));
         tokio::spawn(poll(self.pool.clone(), self.poll, grown));

@@ -22,12 +22,16 @@
 //! | 0x84 | server → client | [`ServerMessage::Pong`]                     |
 //! | 0x85 | server → client | [`ServerMessage::Error`]                    |
 //! | 0x86 | server → client | [`ServerMessage::State`]                    |
+//! | 0x06 | consumer → server | [`FeedClientMessage::Feed`] (the Adapter feed) |
+//! | 0x87 | server → consumer | [`FeedServerMessage::Item`]                 |
 
 mod chunk;
 mod codes;
+mod feed;
 
 pub use chunk::{Chunk, Outgoing, Reassembly};
 pub use codes::{Action, ErrorCode, ErrorMessage};
+pub use feed::{is_feed_request, FeedClientMessage, FeedPiece, FeedRequest, FeedServerMessage};
 
 use super::varint::{put_len, put_u64, Reader};
 use super::{DecodeError, MessageError};

@@ -1,0 +1,569 @@
+//! How a realm looks in PostgreSQL, and the SQL that mirrors feed instructions into it: pure
+//! functions from instructions to statements, no connection.
+//!
+//! - A realm path gets a schema (`schema_name`), recorded in `objsync_realms`.
+//! - A type gets a table named after it: its primary key as the primary key, or `_id text`
+//!   (the engine id `peer:seq`) for a type without one; a column per scalar property, of the
+//!   SQL type that fits ([`sql_type`]); a link is a column holding the target's key.
+//! - A list property gets a table `<Type>_<property>(owner, idx, value)`, `(owner, idx)` its
+//!   primary key, deferred so that shifting indices inside a statement is allowed.
+//!
+//! Every value travels as a text parameter cast in SQL (`$1::text::bigint`,
+//! `to_timestamp($1::text::double precision / 1000)`, `decode($1::text, 'base64')`), so one
+//! parameter type carries every JSON form of the feed (spec/feed.md section 3).
+
+use objsync::feed::{FeedInstruction, FeedProperty};
+use objsync::Name;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// One type as the connector knows it: what `ADD_TYPE` and `ADD_PROPERTIES` said.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TypeDef {
+    /// The primary-key property, if the type has one.
+    pub primary_key: Option<Name>,
+    /// Every property, the primary key included, in schema order.
+    pub properties: indexmap::IndexMap<Name, FeedProperty>,
+}
+
+/// A realm's types, by name.
+pub type Types = BTreeMap<Name, TypeDef>;
+
+/// A statement and its text parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stmt {
+    /// The SQL, with `$1`, `$2`, ... placeholders.
+    pub sql: String,
+    /// The parameters, as text (`None`: SQL NULL).
+    pub params: Vec<Option<String>>,
+}
+
+/// What an instruction becomes: schema changes (run before anything is prepared against the
+/// tables they make) and row changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// DDL, run as it is.
+    Ddl(String),
+    /// A row change.
+    Dml(Stmt),
+    /// A type's definition changed: record it (`objsync_types`).
+    Defined(Name),
+}
+
+/// The PostgreSQL identifier limit (NAMEDATALEN - 1).
+const MAX_IDENT: usize = 63;
+
+/// The schema of the realm at `path`: the path without its leading `/` when it fits in an
+/// identifier, else its first 46 bytes and a hash of the whole (distinct paths, distinct
+/// schemas).
+pub fn schema_name(path: &str) -> String {
+    let name = path.trim_start_matches('/');
+    if name.len() <= MAX_IDENT {
+        return name.to_string();
+    }
+    let mut cut = 46;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{}_{hash:016x}", &name[..cut])
+}
+
+/// A quoted identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table`, quoted.
+pub fn table(schema: &str, table: &str) -> String {
+    format!("{}.{}", ident(schema), ident(table))
+}
+
+/// The table of a list property.
+pub fn list_table(ty: &str, prop: &str) -> String {
+    format!("{ty}_{prop}")
+}
+
+/// The key column of a type: its primary key, or `_id` for engine ids.
+pub fn key_column(def: &TypeDef) -> &str {
+    def.primary_key.as_deref().unwrap_or("_id")
+}
+
+/// The SQL type of a scalar type name as the feed writes it (`int`, `objectId`, ...).
+pub fn sql_type(scalar: &str) -> &'static str {
+    match scalar {
+        "int" => "bigint",
+        "bool" => "boolean",
+        "float" => "real",
+        "double" => "double precision",
+        "date" => "timestamptz",
+        "data" => "bytea",
+        "decimal128" => "numeric",
+        // string, objectId (24 hex digits), and engine ids
+        _ => "text",
+    }
+}
+
+/// The scalar type name of a type's key: its primary key's type, or `string` for engine ids.
+pub fn key_scalar<'t>(types: &'t Types, ty: &str) -> &'t str {
+    types.get(ty).map_or("string", own_key_scalar)
+}
+
+/// The scalar type name of `def`'s key.
+pub fn own_key_scalar(def: &TypeDef) -> &str {
+    let pk = (def.primary_key.as_ref()).and_then(|pk| def.properties.get(pk));
+    pk.map_or("string", |p| p.ty.as_str())
+}
+
+/// The scalar type name a property's values (a list's elements) are stored as: a link's is
+/// its target's key.
+pub fn value_scalar<'t>(types: &'t Types, prop: &'t FeedProperty) -> &'t str {
+    let target = prop.object_type.as_deref();
+    match (prop.ty.as_str(), target) {
+        ("object", Some(t)) => key_scalar(types, t),
+        ("list", Some(t)) if is_scalar(t) => t,
+        ("list", Some(t)) => key_scalar(types, t),
+        (t, _) => t,
+    }
+}
+
+fn is_scalar(name: &str) -> bool {
+    sql_type(name) != "text" || name == "string" || name == "objectId"
+}
+
+/// The SQL expression that turns text parameter `n` into a value of `scalar`.
+pub fn cast(scalar: &str, n: usize) -> String {
+    match scalar {
+        "date" => format!("to_timestamp(${n}::text::double precision / 1000)"),
+        "data" => format!("decode(${n}::text, 'base64')"),
+        s => match sql_type(s) {
+            "text" => format!("${n}::text"),
+            t => format!("${n}::text::{t}"),
+        },
+    }
+}
+
+/// The SQL expression that reads column `col` of `scalar` back as the text of its feed JSON
+/// form (the inverse of [`cast`]).
+pub fn read(scalar: &str, col: &str) -> String {
+    let c = ident(col);
+    match scalar {
+        "date" => format!("(extract(epoch from {c}) * 1000)::bigint::text"),
+        "data" => format!("encode({c}, 'base64')"),
+        _ => format!("{c}::text"),
+    }
+}
+
+/// A feed JSON value as a text parameter.
+pub fn text(value: &Json) -> Option<String> {
+    match value {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The JSON form of a text read back with [`read`].
+pub fn json(scalar: &str, text: Option<String>) -> Json {
+    let Some(t) = text else { return Json::Null };
+    match scalar {
+        "int" | "date" => t.parse::<i64>().map_or(Json::Null, Json::from),
+        "bool" => Json::Bool(t == "true"),
+        "float" | "double" => t.parse::<f64>().map_or(Json::Null, Json::from),
+        _ => Json::String(t),
+    }
+}
+
+/// The SQL for one instruction of the realm whose schema is `schema`; `types` learns the
+/// types it defines.
+pub fn translate(
+    schema: &str,
+    types: &mut Types,
+    instruction: &FeedInstruction,
+) -> Result<Vec<Step>, String> {
+    use FeedInstruction as I;
+    let def = |types: &Types, ty: &str| {
+        (types.get(ty).cloned()).ok_or_else(|| format!("type {ty} is not defined"))
+    };
+    Ok(match instruction {
+        I::AddType {
+            object_type,
+            primary_key,
+            properties,
+        } => {
+            let new = TypeDef {
+                primary_key: primary_key.clone(),
+                properties: properties.clone(),
+            };
+            // Known before its columns are made: a type may link to itself.
+            types.insert(object_type.clone(), new.clone());
+            let mut steps = create_type(schema, types, object_type, &new);
+            steps.push(Step::Defined(object_type.clone()));
+            steps
+        }
+        I::AddProperties {
+            object_type,
+            properties,
+        } => {
+            let mut d = def(types, object_type)?;
+            let mut steps = Vec::new();
+            for (name, prop) in properties {
+                steps.extend(add_property(schema, types, object_type, &d, name, prop)?);
+                d.properties.insert(name.clone(), prop.clone());
+            }
+            types.insert(object_type.clone(), d);
+            steps.push(Step::Defined(object_type.clone()));
+            steps
+        }
+        I::Insert {
+            object_type,
+            identity,
+            values,
+        } => vec![Step::Dml(upsert(
+            schema,
+            types,
+            object_type,
+            &def(types, object_type)?,
+            identity,
+            values,
+        ))],
+        I::Set {
+            object_type,
+            identity,
+            values,
+        } => vec![Step::Dml(update(
+            schema,
+            types,
+            object_type,
+            &def(types, object_type)?,
+            identity,
+            values,
+        ))],
+        I::Delete {
+            object_type,
+            identity,
+        } => delete(
+            schema,
+            types,
+            object_type,
+            &def(types, object_type)?,
+            identity,
+        ),
+        other => list_steps(schema, types, other)?,
+    })
+}
+
+fn create_type(schema: &str, types: &Types, ty: &str, def: &TypeDef) -> Vec<Step> {
+    let key = key_column(def);
+    let key_type = sql_type(own_key_scalar(def));
+    let mut columns = vec![format!("{} {key_type} PRIMARY KEY", ident(key))];
+    let mut lists = Vec::new();
+    for (name, prop) in &def.properties {
+        if Some(name) == def.primary_key.as_ref() {
+            continue;
+        }
+        if prop.ty == "list" {
+            lists.push(create_list(schema, types, ty, def, name, prop));
+        } else {
+            let t = sql_type(value_scalar(types, prop));
+            columns.push(format!("{} {t}", ident(name)));
+        }
+    }
+    let t = table(schema, ty);
+    let mut steps = vec![
+        Step::Ddl(format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))),
+        Step::Ddl(format!(
+            "CREATE TABLE IF NOT EXISTS {t} ({})",
+            columns.join(", ")
+        )),
+        Step::Ddl(capture_trigger(&t, key)),
+    ];
+    steps.extend(lists);
+    steps
+}
+
+fn create_list(
+    schema: &str,
+    types: &Types,
+    ty: &str,
+    def: &TypeDef,
+    prop: &str,
+    p: &FeedProperty,
+) -> Step {
+    let owner = sql_type(own_key_scalar(def));
+    let value = sql_type(value_scalar(types, p));
+    let t = table(schema, &list_table(ty, prop));
+    Step::Ddl(format!(
+        "CREATE TABLE IF NOT EXISTS {t} (owner {owner} NOT NULL, idx integer NOT NULL, \
+         value {value}, PRIMARY KEY (owner, idx) DEFERRABLE INITIALLY DEFERRED); {}",
+        capture_trigger(&t, "owner")
+    ))
+}
+
+/// The trigger that records changes made by other programs into the outbox (the function is
+/// made once, by `outbox::install`).
+fn capture_trigger(table: &str, key: &str) -> String {
+    format!(
+        "CREATE OR REPLACE TRIGGER objsync_capture AFTER INSERT OR UPDATE OR DELETE ON {table} \
+         FOR EACH ROW EXECUTE FUNCTION objsync_capture('{}')",
+        key.replace('\'', "''")
+    )
+}
+
+fn add_property(
+    schema: &str,
+    types: &Types,
+    ty: &str,
+    def: &TypeDef,
+    name: &str,
+    prop: &FeedProperty,
+) -> Result<Vec<Step>, String> {
+    if prop.ty == "list" {
+        return Ok(vec![create_list(schema, types, ty, def, name, prop)]);
+    }
+    let scalar = value_scalar(types, prop);
+    let t = table(schema, ty);
+    let col = ident(name);
+    let mut steps = vec![Step::Ddl(format!(
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {col} {}",
+        sql_type(scalar)
+    ))];
+    // Existing objects hold the property's default.
+    let default = prop.prop_type().map_err(|e| e.to_string())?.default_value();
+    let default = text(&objsync::json::value_to_json(&default));
+    if default.is_some() {
+        steps.push(Step::Dml(Stmt {
+            sql: format!("UPDATE {t} SET {col} = {}", cast(scalar, 1)),
+            params: vec![default],
+        }));
+    }
+    Ok(steps)
+}
+
+/// The columns and parameters of `values`, from parameter `first` on.
+fn assignments(
+    types: &Types,
+    def: &TypeDef,
+    values: &objsync::feed::Values,
+    first: usize,
+) -> (Vec<(String, String)>, Vec<Option<String>>) {
+    let mut cols = Vec::new();
+    let mut params = Vec::new();
+    for (name, value) in values {
+        let Some(prop) = def.properties.get(name) else {
+            continue;
+        };
+        cols.push((
+            ident(name),
+            cast(value_scalar(types, prop), first + params.len()),
+        ));
+        params.push(text(value));
+    }
+    (cols, params)
+}
+
+fn upsert(
+    schema: &str,
+    types: &Types,
+    ty: &str,
+    def: &TypeDef,
+    identity: &Json,
+    values: &objsync::feed::Values,
+) -> Stmt {
+    let (cols, mut rest) = assignments(types, def, values, 2);
+    let key = ident(key_column(def));
+    let mut names = vec![key.clone()];
+    let mut exprs = vec![cast(key_scalar(types, ty), 1)];
+    names.extend(cols.iter().map(|(c, _)| c.clone()));
+    exprs.extend(cols.iter().map(|(_, e)| e.clone()));
+    let on_conflict = if cols.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let sets: Vec<String> = cols
+            .iter()
+            .map(|(c, _)| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!("DO UPDATE SET {}", sets.join(", "))
+    };
+    let mut params = vec![text(identity)];
+    params.append(&mut rest);
+    Stmt {
+        sql: format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({key}) {on_conflict}",
+            table(schema, ty),
+            names.join(", "),
+            exprs.join(", ")
+        ),
+        params,
+    }
+}
+
+fn update(
+    schema: &str,
+    types: &Types,
+    ty: &str,
+    def: &TypeDef,
+    identity: &Json,
+    values: &objsync::feed::Values,
+) -> Stmt {
+    let (cols, mut rest) = assignments(types, def, values, 2);
+    let sets: Vec<String> = cols.iter().map(|(c, e)| format!("{c} = {e}")).collect();
+    let mut params = vec![text(identity)];
+    params.append(&mut rest);
+    Stmt {
+        sql: format!(
+            "UPDATE {} SET {} WHERE {} = {}",
+            table(schema, ty),
+            sets.join(", "),
+            ident(key_column(def)),
+            cast(key_scalar(types, ty), 1)
+        ),
+        params,
+    }
+}
+
+fn delete(schema: &str, types: &Types, ty: &str, def: &TypeDef, identity: &Json) -> Vec<Step> {
+    let key = cast(key_scalar(types, ty), 1);
+    let mut steps: Vec<Step> = (def.properties.iter())
+        .filter(|(_, p)| p.ty == "list")
+        .map(|(name, _)| {
+            Step::Dml(Stmt {
+                sql: format!(
+                    "DELETE FROM {} WHERE owner = {key}",
+                    table(schema, &list_table(ty, name))
+                ),
+                params: vec![text(identity)],
+            })
+        })
+        .collect();
+    steps.push(Step::Dml(Stmt {
+        sql: format!(
+            "DELETE FROM {} WHERE {} = {key}",
+            table(schema, ty),
+            ident(key_column(def))
+        ),
+        params: vec![text(identity)],
+    }));
+    steps
+}
+
+fn list_steps(schema: &str, types: &Types, i: &FeedInstruction) -> Result<Vec<Step>, String> {
+    use FeedInstruction as I;
+    let (ty, identity, prop) = match i {
+        I::ListInsert {
+            object_type,
+            identity,
+            property,
+            ..
+        }
+        | I::ListSet {
+            object_type,
+            identity,
+            property,
+            ..
+        }
+        | I::ListErase {
+            object_type,
+            identity,
+            property,
+            ..
+        }
+        | I::ListMove {
+            object_type,
+            identity,
+            property,
+            ..
+        }
+        | I::ListClear {
+            object_type,
+            identity,
+            property,
+        } => (object_type, identity, property),
+        _ => return Ok(Vec::new()),
+    };
+    let def = types
+        .get(&**ty)
+        .ok_or_else(|| format!("type {ty} is not defined"))?;
+    let p = def
+        .properties
+        .get(&**prop)
+        .ok_or_else(|| format!("{ty}.{prop} is not defined"))?;
+    let t = table(schema, &list_table(ty, prop));
+    let owner = cast(key_scalar(types, ty), 1);
+    let value = cast(value_scalar(types, p), 3);
+    let key = text(identity);
+    let stmt = |sql: String, params: Vec<Option<String>>| Step::Dml(Stmt { sql, params });
+    let at = |n: usize| Some(n.to_string());
+    let element = |e: &objsync::feed::Element| match e {
+        objsync::feed::Element::Value(v) | objsync::feed::Element::Object(v) => text(v),
+    };
+    Ok(match i {
+        I::ListInsert {
+            list_index,
+            element: e,
+            ..
+        } => vec![
+            stmt(
+                format!("UPDATE {t} SET idx = idx + 1 WHERE owner = {owner} AND idx >= $2::text::integer"),
+                vec![key.clone(), at(*list_index)],
+            ),
+            stmt(
+                format!("INSERT INTO {t} (owner, idx, value) VALUES ({owner}, $2::text::integer, {value})"),
+                vec![key, at(*list_index), element(e)],
+            ),
+        ],
+        I::ListSet {
+            list_index,
+            element: e,
+            ..
+        } => vec![stmt(
+            format!("UPDATE {t} SET value = {value} WHERE owner = {owner} AND idx = $2::text::integer"),
+            vec![key, at(*list_index), element(e)],
+        )],
+        I::ListErase { list_index, .. } => vec![
+            stmt(
+                format!("DELETE FROM {t} WHERE owner = {owner} AND idx = $2::text::integer"),
+                vec![key.clone(), at(*list_index)],
+            ),
+            stmt(
+                format!("UPDATE {t} SET idx = idx - 1 WHERE owner = {owner} AND idx > $2::text::integer"),
+                vec![key, at(*list_index)],
+            ),
+        ],
+        I::ListMove {
+            list_index,
+            new_index,
+            ..
+        } => {
+            let (from, to) = (*list_index, *new_index);
+            // The elements between the two places move one step toward where it was.
+            let shift = if from < to {
+                "idx - 1 WHERE owner = {owner} AND idx > $2::text::integer AND idx <= $3::text::integer"
+            } else {
+                "idx + 1 WHERE owner = {owner} AND idx >= $3::text::integer AND idx < $2::text::integer"
+            }
+            .replace("{owner}", &owner);
+            vec![
+                stmt(
+                    format!("UPDATE {t} SET idx = -1 WHERE owner = {owner} AND idx = $2::text::integer"),
+                    vec![key.clone(), at(from)],
+                ),
+                stmt(
+                    format!("UPDATE {t} SET idx = {shift}"),
+                    vec![key.clone(), at(from), at(to)],
+                ),
+                stmt(
+                    format!("UPDATE {t} SET idx = $2::text::integer WHERE owner = {owner} AND idx = -1"),
+                    vec![key, at(to)],
+                ),
+            ]
+        }
+        I::ListClear { .. } => vec![stmt(
+            format!("DELETE FROM {t} WHERE owner = {owner}"),
+            vec![key],
+        )],
+        _ => Vec::new(),
+    })
+}
