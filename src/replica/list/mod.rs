@@ -51,8 +51,9 @@
 //! chunk, with a Fenwick tree over the chunks' visible counts. Index lookups and registrations
 //! cost O(log n + chunk size), plus the sibling and subtree-edge walks of the receiver rule,
 //! which are short unless many concurrent edits hit the same spot. A writer's placement also
-//! checks whether one neighbour descends from the other, which walks up the tree: O(depth), and
-//! a list built by appending is a chain as deep as it is long. Splitting a chunk
+//! checks whether one neighbour descends from the other, which walks up the tree, but only until
+//! the first visible ancestor entered from a right child (a list built by appending is a chain as
+//! deep as it is long, yet typing into it stops at the first step). Splitting a chunk
 //! costs O(number of chunks). Memory is roughly 100 to 130 bytes per node, tombstones included
 //! (48 for the node itself, the rest mostly the id map, whose load varies); element values are not
 //! stored here.
@@ -352,7 +353,7 @@ impl Sequence {
             self.visible_node(index - 1)
         };
         let ro = (index < len).then(|| self.visible_node(index));
-        Some(self.place_between(lo, ro))
+        Some(self.place_between(lo, ro, NIL))
     }
 
     /// Writer side: the placement of a new node for the visible element `elem` so that, once it
@@ -370,7 +371,7 @@ impl Sequence {
         let without = |i: usize| self.visible_node(if i < from { i } else { i + 1 });
         let lo = if to == 0 { ROOT } else { without(to - 1) };
         let ro = (to + 1 < len).then(|| without(to));
-        Some(self.place_between(lo, ro))
+        Some(self.place_between(lo, ro, el.current))
     }
 
     /// Registers a new element and its first node, whose id is the element's.

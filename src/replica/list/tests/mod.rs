@@ -139,6 +139,34 @@ fn check(s: &Sequence) {
         assert_eq!(s.elem_at(i), Some(elem));
     }
     assert_eq!(s.elem_at(s.len()), None);
+    check_writer_rule(s);
+}
+
+/// The writer rule's walk, which stops at the first visible ancestor entered from a right child,
+/// agrees with a walk all the way up at every gap of the visible list, and at every gap of the
+/// list without one element (a move's neighbours, with that element's node between them).
+fn check_writer_rule(s: &Sequence) {
+    let descends = |mut n: u32, ancestor: u32| {
+        while n != ROOT && n != ancestor {
+            n = s.node(n).parent();
+        }
+        n == ancestor
+    };
+    let shown: Vec<u32> = s
+        .entries()
+        .filter(|entry| entry & VISIBLE_BIT != 0)
+        .map(|entry| entry & !VISIBLE_BIT)
+        .collect();
+    let before = |i: usize| if i == 0 { ROOT } else { shown[i - 1] };
+    for (i, &ro) in shown.iter().enumerate() {
+        assert_eq!(s.in_subtree_of(ro, before(i), NIL), descends(ro, before(i)));
+        if let Some(&after) = shown.get(i + 1) {
+            assert_eq!(
+                s.in_subtree_of(after, before(i), ro),
+                descends(after, before(i))
+            );
+        }
+    }
 }
 
 #[test]
