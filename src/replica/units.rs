@@ -26,11 +26,24 @@ pub(super) struct Units {
     marks: Vec<usize>,
     /// For each open unit, the lists it opened a unit on.
     touched: Vec<HashSet<PropRef>>,
+    /// Emptied sets of closed units, kept for the next ones: every applied changeset is a unit,
+    /// and allocating a set for each was a measurable share of integrating a long history.
+    spare: Vec<HashSet<PropRef>>,
 }
 
 impl Units {
     fn logging(&self) -> bool {
         !self.marks.is_empty()
+    }
+
+    /// Keeps a closed unit's set for a later unit, unless it grew large (a unit that touched
+    /// many lists should not keep their room for ever).
+    fn recycle(&mut self, mut set: HashSet<PropRef>) {
+        const KEEP: usize = 16;
+        if set.capacity() <= KEEP {
+            set.clear();
+            self.spare.push(set);
+        }
     }
 
     /// Records that the id counter stood at `seq` before minting.
@@ -47,7 +60,8 @@ impl<S: Store> Replica<S> {
         self.store.begin();
         self.recorder.begin();
         self.units.marks.push(self.units.undo.len());
-        self.units.touched.push(HashSet::new());
+        let set = self.units.spare.pop().unwrap_or_default();
+        self.units.touched.push(set);
     }
 
     /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
@@ -55,22 +69,23 @@ impl<S: Store> Replica<S> {
         self.store.commit();
         self.recorder.commit();
         let units = &mut self.units;
-        let (Some(mark), Some(touched)) = (units.marks.pop(), units.touched.pop()) else {
+        let (Some(mark), Some(mut touched)) = (units.marks.pop(), units.touched.pop()) else {
             return;
         };
         let Some(parent) = units.touched.last_mut() else {
-            for key in touched {
-                if let Some(seq) = self.lists.get_mut(&key) {
+            for key in touched.iter() {
+                if let Some(seq) = self.lists.get_mut(key) {
                     seq.commit();
                 }
             }
+            units.recycle(touched);
             units.undo.clear();
             return;
         };
         // A list the enclosing unit had opened merges this unit's changes into its own; a list
         // it had not is handed over, so the enclosing unit can undo what happened here.
         let mut merged = HashSet::new();
-        for key in touched {
+        for key in touched.drain() {
             if parent.contains(&key) {
                 if let Some(seq) = self.lists.get_mut(&key) {
                     seq.commit();
@@ -80,6 +95,7 @@ impl<S: Store> Replica<S> {
                 parent.insert(key);
             }
         }
+        units.recycle(touched);
         if !merged.is_empty() {
             let tail = units.undo.split_off(mark);
             units.undo.extend(
@@ -93,9 +109,10 @@ impl<S: Store> Replica<S> {
     pub fn rollback(&mut self) {
         self.store.rollback();
         self.recorder.rollback();
-        let (Some(mark), Some(_)) = (self.units.marks.pop(), self.units.touched.pop()) else {
+        let (Some(mark), Some(touched)) = (self.units.marks.pop(), self.units.touched.pop()) else {
             return;
         };
+        self.units.recycle(touched);
         while self.units.undo.len() > mark {
             match self.units.undo.pop() {
                 Some(Undo::CreatedSeq(k)) => {

@@ -63,6 +63,24 @@ impl Chunked {
         }
     }
 
+    /// Appends values at the end: the last chunk is filled, then new full ones (loading a long
+    /// list this way moves nothing and finds no position).
+    pub(super) fn extend(&mut self, values: Vec<Value>) {
+        self.len += values.len();
+        let mut values = values.into_iter();
+        while values.len() > 0 {
+            match self.chunks.last_mut() {
+                Some(last) if last.len() < Self::MAX => {
+                    let room = Self::MAX - last.len();
+                    last.extend(values.by_ref().take(room));
+                }
+                _ => self
+                    .chunks
+                    .push(Vec::with_capacity(values.len().min(Self::MAX))),
+            }
+        }
+    }
+
     /// Removes and returns the value at `index`, if there is one.
     pub(super) fn remove(&mut self, index: usize) -> Option<Value> {
         let (c, i) = self.locate(index);
@@ -122,6 +140,13 @@ mod tests {
             assert_eq!(c.len(), v.len());
         }
         assert_eq!(c.to_vec(), v);
+        // Appending in bulk fills chunks past the ones there, and inserts still split them.
+        let tail: Vec<Value> = (0..1_000).map(Value::Int).collect();
+        c.extend(tail.clone());
+        v.extend(tail);
+        c.insert(v.len() - 10, Value::Null);
+        v.insert(v.len() - 10, Value::Null);
+        assert_eq!((c.len(), c.to_vec()), (v.len(), v.clone()));
         assert!(
             c.chunks.len() > 1
                 && c.chunks
