@@ -6,7 +6,7 @@
 //! undoes all of it, last first; committing the outermost unit forgets it. Units nest: a
 //! committed inner unit hands what it touched to the enclosing one, which can still undo it.
 
-use super::{ListAt, Replica, Sequence};
+use super::{ListAt, Replica, Sequence, UndoLogs};
 use crate::model::PropRef;
 use crate::store::Store;
 use hashbrown::HashSet;
@@ -29,6 +29,8 @@ pub(super) struct Units {
     /// Emptied sets of closed units, kept for the next ones: every applied changeset is a unit,
     /// and allocating a set for each was a measurable share of integrating a long history.
     spare: Vec<HashSet<PropRef>>,
+    /// The lists' emptied undo logs, for the same reason.
+    logs: UndoLogs,
 }
 
 impl Units {
@@ -75,7 +77,7 @@ impl<S: Store> Replica<S> {
         let Some(parent) = units.touched.last_mut() else {
             for key in touched.iter() {
                 if let Some(seq) = self.lists.get_mut(key) {
-                    seq.commit();
+                    seq.commit(&mut units.logs);
                 }
             }
             units.recycle(touched);
@@ -88,7 +90,7 @@ impl<S: Store> Replica<S> {
         for key in touched.drain() {
             if parent.contains(&key) {
                 if let Some(seq) = self.lists.get_mut(&key) {
-                    seq.commit();
+                    seq.commit(&mut units.logs);
                 }
                 merged.insert(key);
             } else {
@@ -123,7 +125,7 @@ impl<S: Store> Replica<S> {
                 }
                 Some(Undo::Touched(k)) => {
                     if let Some(seq) = self.lists.get_mut(&k) {
-                        seq.rollback();
+                        seq.rollback(&mut self.units.logs);
                     }
                 }
                 Some(Undo::NextSeq(v)) => self.next_seq = v,
@@ -152,7 +154,7 @@ impl<S: Store> Replica<S> {
             .expect("the sequence was inserted above");
         if logging && opened {
             self.units.undo.push(Undo::Touched(list.to_ref()));
-            seq.begin();
+            seq.begin(&mut self.units.logs);
         }
         seq
     }
