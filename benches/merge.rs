@@ -141,9 +141,9 @@ fn merge_nxn_transactions(c: &mut Criterion) {
     g.finish();
 }
 
-/// ManyConnectedObjects: each peer creates 1,000 objects linking to one of them.
-fn connected_objects() -> (Client, Download) {
-    let work = |cl: &mut Client| {
+/// ManyConnectedObjects: each peer creates `n` objects linking to one of them.
+fn connected_objects(n: usize) -> (Client, Download) {
+    let work = move |cl: &mut Client| {
         cl.write(10 + cl.peer().0, |tx| {
             tx.add_type(
                 ObjectType::new(
@@ -154,7 +154,7 @@ fn connected_objects() -> (Client, Download) {
                 .expect("type"),
             )?;
             tx.insert("Node", "Hello")?;
-            for i in 0..1000 {
+            for i in 0..n {
                 let k = i.to_string();
                 tx.insert("Node", k.as_str())?;
                 tx.set("Node", k.as_str(), "to", Value::Link("Hello".into()))?;
@@ -169,7 +169,11 @@ fn connected_objects() -> (Client, Download) {
 fn many_connected_objects(c: &mut Criterion) {
     let mut g = c.benchmark_group("ManyConnectedObjects");
     g.sample_size(10);
-    measure(&mut g, BenchmarkId::from_parameter(1000), connected_objects);
+    for n in [1000usize, 4000] {
+        measure(&mut g, BenchmarkId::from_parameter(n), || {
+            connected_objects(n)
+        });
+    }
     g.finish();
 }
 
@@ -267,7 +271,7 @@ fn observe(c: &mut Criterion) {
         (
             "ManyConnectedObjects/1000",
             "Node",
-            Box::new(connected_objects),
+            Box::new(|| connected_objects(1000)),
         ),
         ("HotList/10000", "Doc", Box::new(|| hot_list_setup(10_000))),
     ];

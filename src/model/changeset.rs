@@ -4,7 +4,9 @@
 
 use super::ids::{ClientVersion, Digest, Key, PeerId, ServerVersion, Timestamp};
 use super::instruction::{Fate, Instruction, Op};
+use super::value::ObjKey;
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 
 /// The instructions of one write transaction and where they came from.
 ///
@@ -105,7 +107,18 @@ impl Changeset {
             d.bytes(instr.kind().name().as_bytes());
             if let Some(obj) = instr.object() {
                 d.bytes(obj.ty.as_bytes());
-                d.bytes(obj.key.render().as_bytes());
+                // The key as rendered, without allocating for the usual int and string keys.
+                match &obj.key {
+                    ObjKey::Int(i) => {
+                        let mut buf = [0u8; 20];
+                        let mut rest = &mut buf[..];
+                        write!(rest, "{i}").expect("an i64 has at most 20 characters");
+                        let used = 20 - rest.len();
+                        d.bytes(&buf[..used]);
+                    }
+                    ObjKey::String(s) => d.bytes(s.as_bytes()),
+                    other => d.bytes(other.render().as_bytes()),
+                }
             }
             let mut id = |id: &super::ids::OpId| {
                 d.u64(id.peer.0);
@@ -147,5 +160,40 @@ impl Changeset {
     /// The JSON form, for debugging, logs and the Adapter feed.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ObjRef;
+
+    /// The signature digests an object's key as `ObjKey::render` writes it, whatever the key
+    /// (ints and strings are written without a `String` in between).
+    #[test]
+    fn signature_digests_the_rendered_key() {
+        let keys = [
+            ObjKey::Int(0),
+            ObjKey::Int(-7),
+            ObjKey::Int(i64::MIN),
+            ObjKey::Int(i64::MAX),
+            ObjKey::String("réd".into()),
+            ObjKey::Null,
+        ];
+        for key in keys {
+            let mut cs = Changeset::new(PeerId(1), 99);
+            let obj = ObjRef {
+                ty: "T".into(),
+                key: key.clone(),
+            };
+            cs.ops.push(Op::live(Instruction::Insert { obj }));
+            let mut d = Digest::default();
+            d.u64(99);
+            d.u64(1);
+            d.bytes(b"INSERT");
+            d.bytes(b"T");
+            d.bytes(key.render().as_bytes());
+            assert_eq!(cs.signature(), d.0, "{key:?}");
+        }
     }
 }

@@ -27,6 +27,7 @@ mod observed;
 mod snapshot;
 mod units;
 
+use list::UndoLogs;
 pub use list::{ElemState, Sequence};
 pub(crate) use snapshot::StateHead;
 

@@ -407,11 +407,9 @@ fn write_value<S: Store>(
             }
         }
         PropValue::List(values) => {
-            for (i, v) in values.into_iter().enumerate() {
-                store
-                    .list_insert(&def.name, key, prop, i, v)
-                    .map_err(state)?;
-            }
+            store
+                .list_extend(&def.name, key, prop, values)
+                .map_err(state)?;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! undoes all of it, last first; committing the outermost unit forgets it. Units nest: a
 //! committed inner unit hands what it touched to the enclosing one, which can still undo it.
 
-use super::{ListAt, Replica, Sequence};
+use super::{ListAt, Replica, Sequence, UndoLogs};
 use crate::model::PropRef;
 use crate::store::Store;
 use hashbrown::HashSet;
@@ -26,11 +26,26 @@ pub(super) struct Units {
     marks: Vec<usize>,
     /// For each open unit, the lists it opened a unit on.
     touched: Vec<HashSet<PropRef>>,
+    /// Emptied sets of closed units, kept for the next ones: every applied changeset is a unit,
+    /// and allocating a set for each was a measurable share of integrating a long history.
+    spare: Vec<HashSet<PropRef>>,
+    /// The lists' emptied undo logs, for the same reason.
+    logs: UndoLogs,
 }
 
 impl Units {
     fn logging(&self) -> bool {
         !self.marks.is_empty()
+    }
+
+    /// Keeps a closed unit's set for a later unit, unless it grew large (a unit that touched
+    /// many lists should not keep their room for ever).
+    fn recycle(&mut self, mut set: HashSet<PropRef>) {
+        const KEEP: usize = 16;
+        if set.capacity() <= KEEP {
+            set.clear();
+            self.spare.push(set);
+        }
     }
 
     /// Records that the id counter stood at `seq` before minting.
@@ -47,7 +62,8 @@ impl<S: Store> Replica<S> {
         self.store.begin();
         self.recorder.begin();
         self.units.marks.push(self.units.undo.len());
-        self.units.touched.push(HashSet::new());
+        let set = self.units.spare.pop().unwrap_or_default();
+        self.units.touched.push(set);
     }
 
     /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
@@ -55,31 +71,33 @@ impl<S: Store> Replica<S> {
         self.store.commit();
         self.recorder.commit();
         let units = &mut self.units;
-        let (Some(mark), Some(touched)) = (units.marks.pop(), units.touched.pop()) else {
+        let (Some(mark), Some(mut touched)) = (units.marks.pop(), units.touched.pop()) else {
             return;
         };
         let Some(parent) = units.touched.last_mut() else {
-            for key in touched {
-                if let Some(seq) = self.lists.get_mut(&key) {
-                    seq.commit();
+            for key in touched.iter() {
+                if let Some(seq) = self.lists.get_mut(key) {
+                    seq.commit(&mut units.logs);
                 }
             }
+            units.recycle(touched);
             units.undo.clear();
             return;
         };
         // A list the enclosing unit had opened merges this unit's changes into its own; a list
         // it had not is handed over, so the enclosing unit can undo what happened here.
         let mut merged = HashSet::new();
-        for key in touched {
+        for key in touched.drain() {
             if parent.contains(&key) {
                 if let Some(seq) = self.lists.get_mut(&key) {
-                    seq.commit();
+                    seq.commit(&mut units.logs);
                 }
                 merged.insert(key);
             } else {
                 parent.insert(key);
             }
         }
+        units.recycle(touched);
         if !merged.is_empty() {
             let tail = units.undo.split_off(mark);
             units.undo.extend(
@@ -93,9 +111,10 @@ impl<S: Store> Replica<S> {
     pub fn rollback(&mut self) {
         self.store.rollback();
         self.recorder.rollback();
-        let (Some(mark), Some(_)) = (self.units.marks.pop(), self.units.touched.pop()) else {
+        let (Some(mark), Some(touched)) = (self.units.marks.pop(), self.units.touched.pop()) else {
             return;
         };
+        self.units.recycle(touched);
         while self.units.undo.len() > mark {
             match self.units.undo.pop() {
                 Some(Undo::CreatedSeq(k)) => {
@@ -106,7 +125,7 @@ impl<S: Store> Replica<S> {
                 }
                 Some(Undo::Touched(k)) => {
                     if let Some(seq) = self.lists.get_mut(&k) {
-                        seq.rollback();
+                        seq.rollback(&mut self.units.logs);
                     }
                 }
                 Some(Undo::NextSeq(v)) => self.next_seq = v,
@@ -135,7 +154,7 @@ impl<S: Store> Replica<S> {
             .expect("the sequence was inserted above");
         if logging && opened {
             self.units.undo.push(Undo::Touched(list.to_ref()));
-            seq.begin();
+            seq.begin(&mut self.units.logs);
         }
         seq
     }

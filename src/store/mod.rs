@@ -104,6 +104,23 @@ pub trait Store {
         value: Value,
     ) -> Result<(), Error>;
 
+    /// Appends `values` to a list, as [`Store::list_insert`] at the end would one by one (loading
+    /// a snapshot fills every list this way, and a store can do it in bulk). On an error, values
+    /// before the one refused may have been appended.
+    fn list_extend(
+        &mut self,
+        ty: &str,
+        key: &ObjKey,
+        prop: &str,
+        values: Vec<Value>,
+    ) -> Result<(), Error> {
+        let start = self.list_len(ty, key, prop)?;
+        for (i, value) in values.into_iter().enumerate() {
+            self.list_insert(ty, key, prop, start + i, value)?;
+        }
+        Ok(())
+    }
+
     /// Replaces the element at `index`.
     fn list_set(
         &mut self,

@@ -51,8 +51,9 @@
 //! chunk, with a Fenwick tree over the chunks' visible counts. Index lookups and registrations
 //! cost O(log n + chunk size), plus the sibling and subtree-edge walks of the receiver rule,
 //! which are short unless many concurrent edits hit the same spot. A writer's placement also
-//! checks whether one neighbour descends from the other, which walks up the tree: O(depth), and
-//! a list built by appending is a chain as deep as it is long. Splitting a chunk
+//! checks whether one neighbour descends from the other, which walks up the tree, but only until
+//! the first visible ancestor entered from a right child (a list built by appending is a chain as
+//! deep as it is long, yet typing into it stops at the first step). Splitting a chunk
 //! costs O(number of chunks). Memory is roughly 100 to 130 bytes per node, tombstones included
 //! (48 for the node itself, the rest mostly the id map, whose load varies); element values are not
 //! stored here.
@@ -216,6 +217,34 @@ struct UndoLog {
     marks: Vec<usize>,
 }
 
+/// Emptied undo logs, kept for the next units (see [`Sequence::begin`]): every applied changeset
+/// is a unit on each list it touches, and allocating a log for each was a measurable share of
+/// integrating a long history. Logs that grew large are not kept.
+#[derive(Debug, Default)]
+// Boxed because a sequence holds its log boxed (to stay small): handing a kept box back to a
+// sequence allocates nothing.
+#[allow(clippy::vec_box)]
+pub(crate) struct UndoLogs(Vec<Box<UndoLog>>);
+
+impl UndoLogs {
+    /// The most logs kept, and the most steps a kept log has room for.
+    const KEEP: usize = 64;
+
+    fn take(&mut self) -> Box<UndoLog> {
+        self.0.pop().unwrap_or_default()
+    }
+
+    fn keep(&mut self, log: Option<Box<UndoLog>>) {
+        if let Some(mut log) = log {
+            if self.0.len() < Self::KEEP && log.steps.capacity() <= Self::KEEP {
+                log.steps.clear();
+                log.marks.clear();
+                self.0.push(log);
+            }
+        }
+    }
+}
+
 impl Default for Sequence {
     fn default() -> Self {
         Self::new()
@@ -352,7 +381,7 @@ impl Sequence {
             self.visible_node(index - 1)
         };
         let ro = (index < len).then(|| self.visible_node(index));
-        Some(self.place_between(lo, ro))
+        Some(self.place_between(lo, ro, NIL))
     }
 
     /// Writer side: the placement of a new node for the visible element `elem` so that, once it
@@ -370,7 +399,7 @@ impl Sequence {
         let without = |i: usize| self.visible_node(if i < from { i } else { i + 1 });
         let lo = if to == 0 { ROOT } else { without(to - 1) };
         let ro = (to + 1 < len).then(|| without(to));
-        Some(self.place_between(lo, ro))
+        Some(self.place_between(lo, ro, el.current))
     }
 
     /// Registers a new element and its first node, whose id is the element's.
@@ -492,32 +521,32 @@ impl Sequence {
     }
 
     /// Starts an atomic unit: changes from here on can be undone by [`Sequence::rollback`].
-    /// Units nest.
-    pub(crate) fn begin(&mut self) {
-        let log = self.undo.get_or_insert_with(Box::default);
+    /// Units nest. The outermost takes its log from `logs`, and gives it back when it ends.
+    pub(crate) fn begin(&mut self, logs: &mut UndoLogs) {
+        let log = self.undo.get_or_insert_with(|| logs.take());
         log.marks.push(log.steps.len());
     }
 
     /// Ends the innermost unit, keeping its changes (an enclosing unit can still undo them).
-    pub(crate) fn commit(&mut self) {
+    pub(crate) fn commit(&mut self, logs: &mut UndoLogs) {
         if let Some(log) = &mut self.undo {
             log.marks.pop();
             if log.marks.is_empty() {
-                self.undo = None;
+                logs.keep(self.undo.take());
             }
         }
     }
 
     /// Ends the innermost unit, undoing its changes, last first (nodes registered in it are
     /// removed again). Without an open unit it does nothing.
-    pub(crate) fn rollback(&mut self) {
+    pub(crate) fn rollback(&mut self, logs: &mut UndoLogs) {
         let Some(log) = &mut self.undo else {
             return;
         };
         let mark = log.marks.pop().unwrap_or(0);
         let steps = log.steps.split_off(mark);
         if log.marks.is_empty() {
-            self.undo = None;
+            logs.keep(self.undo.take());
         }
         for step in steps.into_iter().rev() {
             match step {

@@ -16,6 +16,9 @@ pub(super) struct Chunked {
     /// Never holds an empty chunk. The first chunk is inline: a short list costs one
     /// allocation, as a plain vector would.
     chunks: SmallVec<[Vec<Value>; 1]>,
+    /// The number of values in all: asked for before every list edit (the bounds check), and
+    /// summing the chunks of a long list each time cost a twentieth of a long edit trace.
+    len: usize,
 }
 
 impl Chunked {
@@ -23,7 +26,7 @@ impl Chunked {
     const MAX: usize = 256;
 
     pub(super) fn len(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+        self.len
     }
 
     /// The chunk holding position `index` and the position within it; an index equal to the
@@ -53,9 +56,28 @@ impl Chunked {
         let (c, i) = self.locate(index);
         let chunk = &mut self.chunks[c];
         chunk.insert(i.min(chunk.len()), value);
+        self.len += 1;
         if chunk.len() > Self::MAX {
             let tail = chunk.split_off(chunk.len() / 2);
             self.chunks.insert(c + 1, tail);
+        }
+    }
+
+    /// Appends values at the end: the last chunk is filled, then new full ones (loading a long
+    /// list this way moves nothing and finds no position).
+    pub(super) fn extend(&mut self, values: Vec<Value>) {
+        self.len += values.len();
+        let mut values = values.into_iter();
+        while values.len() > 0 {
+            match self.chunks.last_mut() {
+                Some(last) if last.len() < Self::MAX => {
+                    let room = Self::MAX - last.len();
+                    last.extend(values.by_ref().take(room));
+                }
+                _ => self
+                    .chunks
+                    .push(Vec::with_capacity(values.len().min(Self::MAX))),
+            }
         }
     }
 
@@ -67,6 +89,7 @@ impl Chunked {
             return None;
         }
         let value = chunk.remove(i);
+        self.len -= 1;
         if chunk.is_empty() {
             self.chunks.remove(c);
         }
@@ -117,6 +140,13 @@ mod tests {
             assert_eq!(c.len(), v.len());
         }
         assert_eq!(c.to_vec(), v);
+        // Appending in bulk fills chunks past the ones there, and inserts still split them.
+        let tail: Vec<Value> = (0..1_000).map(Value::Int).collect();
+        c.extend(tail.clone());
+        v.extend(tail);
+        c.insert(v.len() - 10, Value::Null);
+        v.insert(v.len() - 10, Value::Null);
+        assert_eq!((c.len(), c.to_vec()), (v.len(), v.clone()));
         assert!(
             c.chunks.len() > 1
                 && c.chunks

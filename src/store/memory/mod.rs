@@ -454,6 +454,35 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    /// Checks every value, then appends them all at once (nothing is appended if one is
+    /// refused).
+    fn list_extend(
+        &mut self,
+        ty: &str,
+        key: &ObjKey,
+        prop: &str,
+        values: Vec<Value>,
+    ) -> Result<(), Error> {
+        let (t, slot, def, pt) = self.list_prop(ty, prop)?;
+        for value in &values {
+            self.check_resolved(def, prop, pt, value)?;
+        }
+        let l = self.list_mut(t, ty, key, slot)?;
+        let (start, n) = (l.len(), values.len());
+        l.extend(values);
+        if self.logging() {
+            for index in start..start + n {
+                self.undo.push(Undo::ListInserted {
+                    t,
+                    key: key.clone(),
+                    slot,
+                    index,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn list_set(
         &mut self,
         ty: &str,

@@ -8,6 +8,7 @@ use crate::model::{
 };
 use crate::wire::varint::{put_u128, zigzag};
 use hashbrown::HashMap;
+use std::sync::Arc;
 
 /// Writes items (instructions, values, keys, types) into a body, interning every string in a
 /// table that the finished encoding puts before the body. Changesets and snapshots are both
@@ -16,6 +17,7 @@ use hashbrown::HashMap;
 pub(crate) struct Encoder {
     body: Vec<u8>,
     strings: Vec<Name>,
+    /// Each string's position in `strings`, once there are more than [`Encoder::SCAN`].
     index: HashMap<Name, u64>,
 }
 
@@ -29,15 +31,36 @@ impl Encoder {
     }
 
     /// The string's table index, adding it to the table on first use.
+    ///
+    /// A changeset usually names a handful of strings (a type, a property, a value or two): up
+    /// to [`Encoder::SCAN`] of them are found by a scan, which needs neither hashing nor a hash
+    /// table per changeset; past that the table is indexed.
     fn intern(&mut self, s: &Name) -> u64 {
-        if let Some(&i) = self.index.get(&**s) {
+        let found = if self.strings.len() <= Self::SCAN {
+            (self.strings.iter())
+                .position(|t| Arc::ptr_eq(t, s) || **t == **s)
+                .map(|i| i as u64)
+        } else {
+            self.index.get(&**s).copied()
+        };
+        if let Some(i) = found {
             return i;
         }
         let i = self.strings.len() as u64;
         self.strings.push(s.clone());
-        self.index.insert(s.clone(), i);
+        if self.strings.len() > Self::SCAN {
+            if self.index.is_empty() {
+                let all = self.strings.iter().enumerate();
+                self.index.extend(all.map(|(j, t)| (t.clone(), j as u64)));
+            } else {
+                self.index.insert(s.clone(), i);
+            }
+        }
         i
     }
+
+    /// The most strings [`Encoder::intern`] finds by scanning.
+    const SCAN: usize = 8;
 
     /// Appends the string table (count, then each string) to `out`, then the body.
     pub(crate) fn finish(self, out: &mut Vec<u8>) {

@@ -139,6 +139,34 @@ fn check(s: &Sequence) {
         assert_eq!(s.elem_at(i), Some(elem));
     }
     assert_eq!(s.elem_at(s.len()), None);
+    check_writer_rule(s);
+}
+
+/// The writer rule's walk, which stops at the first visible ancestor entered from a right child,
+/// agrees with a walk all the way up at every gap of the visible list, and at every gap of the
+/// list without one element (a move's neighbours, with that element's node between them).
+fn check_writer_rule(s: &Sequence) {
+    let descends = |mut n: u32, ancestor: u32| {
+        while n != ROOT && n != ancestor {
+            n = s.node(n).parent();
+        }
+        n == ancestor
+    };
+    let shown: Vec<u32> = s
+        .entries()
+        .filter(|entry| entry & VISIBLE_BIT != 0)
+        .map(|entry| entry & !VISIBLE_BIT)
+        .collect();
+    let before = |i: usize| if i == 0 { ROOT } else { shown[i - 1] };
+    for (i, &ro) in shown.iter().enumerate() {
+        assert_eq!(s.in_subtree_of(ro, before(i), NIL), descends(ro, before(i)));
+        if let Some(&after) = shown.get(i + 1) {
+            assert_eq!(
+                s.in_subtree_of(after, before(i), ro),
+                descends(after, before(i))
+            );
+        }
+    }
 }
 
 #[test]
@@ -458,7 +486,7 @@ fn rollback_restores_the_exact_state() {
     let chunks_before = s.chunks.len();
     let before = s.clone();
 
-    s.begin();
+    s.begin(&mut UndoLogs::default());
     // Enough inserts at one spot to split chunks several times, plus every other kind of
     // change, interleaved.
     for i in 0..700 {
@@ -477,27 +505,27 @@ fn rollback_restores_the_exact_state() {
     s.clear();
     write_insert(&mut s, next_id(), 3, 0);
     check(&s);
-    s.rollback();
+    s.rollback(&mut UndoLogs::default());
     assert_same(&s, &before);
     check(&s);
 
     // Committed changes stay, and a rollback afterwards does nothing.
-    s.begin();
+    s.begin(&mut UndoLogs::default());
     let kept = next_id();
     write_insert(&mut s, kept, 4, 0);
-    s.commit();
+    s.commit(&mut UndoLogs::default());
     let committed = s.clone();
-    s.rollback();
+    s.rollback(&mut UndoLogs::default());
     assert_same(&s, &committed);
     assert_eq!(s.elem_at(0), Some(kept));
 
     // A second begin commits what the first recorded.
-    s.begin();
+    s.begin(&mut UndoLogs::default());
     write_insert(&mut s, next_id(), 5, 0);
     let kept_too = s.clone();
-    s.begin();
+    s.begin(&mut UndoLogs::default());
     write_insert(&mut s, next_id(), 5, 0);
-    s.rollback();
+    s.rollback(&mut UndoLogs::default());
     assert_same(&s, &kept_too);
 }
 
@@ -507,13 +535,13 @@ fn rollback_unlinks_concurrent_siblings() {
     let a = id(1, 1);
     let place = write_insert(&mut s, a, 5, 0);
     let before = s.clone();
-    s.begin();
+    s.begin(&mut UndoLogs::default());
     // Keys 9, 3, 6: the last one registered sits between the other two.
     for (peer, ts) in [(2, 9), (3, 3), (4, 6)] {
         s.insert(id(peer, 1), ts, place, Visible).unwrap();
     }
     assert_eq!(list(&s), vec![id(3, 1), a, id(4, 1), id(2, 1)]);
-    s.rollback();
+    s.rollback(&mut UndoLogs::default());
     assert_same(&s, &before);
 }
 

@@ -193,18 +193,18 @@ fn sync(replicas: &mut [Replica], log: &[Op], from: usize, to: usize, rng: &mut 
     let r = &mut replicas[to];
     if rng.below(2) == 0 {
         let saved = r.clone();
-        r.seq.begin();
+        r.seq.begin(&mut UndoLogs::default());
         r.integrate(log, pending.clone());
-        r.seq.rollback();
+        r.seq.rollback(&mut UndoLogs::default());
         assert_same(&r.seq, &saved.seq);
         *r = Replica {
             seq: std::mem::take(&mut r.seq),
             ..saved
         };
     }
-    r.seq.begin();
+    r.seq.begin(&mut UndoLogs::default());
     r.integrate(log, pending);
-    r.seq.commit();
+    r.seq.commit(&mut UndoLogs::default());
 }
 
 proptest! {
