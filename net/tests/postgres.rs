@@ -448,6 +448,7 @@ fn a_killed_server_and_a_restarted_database_lose_nothing_acknowledged() {
 /// Each process that opens a realm snapshots it at the log's end and deletes the records
 /// before the previous snapshot, so the log holds what two generations need; the realm
 /// rebuilt from snapshot and log is the one the writers see, and `--keep-history` trims it.
+/// A database whose schema is newer than the server's is refused.
 #[test]
 fn snapshots_on_postgres_bound_the_log() {
     const COUNT: usize = 10;
@@ -488,4 +489,13 @@ fn snapshots_on_postgres_bound_the_log() {
     });
     let server = trimmed.server();
     assert_eq!(server.history().horizon().0, server.version().0 - 5);
+    // A schema newer than this server knows is refused, not used.
+    pg.psql(
+        "postgres",
+        "UPDATE objsync_schema SET version = version + 1",
+    )
+    .expect("psql");
+    let refused = rt.block_on(PgStorage::connect(&connstr, None, Duration::from_secs(60)));
+    let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.contains("newer than this server's"), "{why}");
 }
