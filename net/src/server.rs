@@ -585,7 +585,7 @@ impl Server {
     }
 
     /// A session of `realm` has gone: once the realm has had none for `realm_idle_secs`, it
-    /// leaves memory (its journal has everything; the next BIND reopens it).
+    /// leaves memory (storage has everything; the next BIND reopens it).
     fn session_gone(self: &Arc<Self>, realm: &Arc<Realm>) {
         if realm.sessions.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
