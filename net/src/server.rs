@@ -388,6 +388,9 @@ pub struct Server {
     storage: Arc<dyn Storage>,
     config: Config,
     realms: tokio::sync::Mutex<HashMap<String, Arc<Realm>>>,
+    /// A lock per realm being opened, so that a realm is opened once at a time while other
+    /// realms open alongside (an opening reads storage: with PostgreSQL, a transaction).
+    openings: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Realms whose files are damaged, with why: refused until an operator repairs them
     /// (with the server stopped), so the files are not read again at every BIND.
     damaged: Mutex<HashMap<String, String>>,
@@ -450,6 +453,7 @@ impl Server {
             storage,
             config,
             realms: tokio::sync::Mutex::new(HashMap::new()),
+            openings: Mutex::default(),
             damaged: Mutex::default(),
             admitted: Mutex::default(),
             in_transit: AtomicU64::new(0),
@@ -546,13 +550,48 @@ impl Server {
     /// The realm at `path`, opened (and replayed) or created on first use, counted as having
     /// one more session. A realm whose stored form is damaged stays refused.
     async fn realm(&self, path: &str) -> io::Result<Arc<Realm>> {
-        let mut realms = self.realms.lock().await;
+        if let Some(realm) = self.joined(path).await? {
+            return Ok(realm);
+        }
+        let slot = lock(&self.openings)
+            .entry(path.to_string())
+            .or_default()
+            .clone();
+        let opened = {
+            let _opening = slot.lock().await;
+            self.open(path).await
+        };
+        // The slot goes once nobody else waits at it (counted under the same lock as cloned).
+        let mut openings = lock(&self.openings);
+        drop(slot);
+        if openings
+            .get(path)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            openings.remove(path);
+        }
+        opened
+    }
+
+    /// The realm at `path` if it is open, counted as having one more session; an error if it
+    /// is known to be damaged.
+    async fn joined(&self, path: &str) -> io::Result<Option<Arc<Realm>>> {
+        let realms = self.realms.lock().await;
         if let Some(realm) = realms.get(path) {
             realm.sessions.fetch_add(1, Ordering::AcqRel);
-            return Ok(realm.clone());
+            return Ok(Some(realm.clone()));
         }
-        if let Some(why) = lock(&self.damaged).get(path) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
+        match lock(&self.damaged).get(path) {
+            Some(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens the realm at `path` (its opening slot held), unless another session did while
+    /// this one waited for the slot.
+    async fn open(&self, path: &str) -> io::Result<Arc<Realm>> {
+        if let Some(realm) = self.joined(path).await? {
+            return Ok(realm);
         }
         let opened = self
             .storage
@@ -569,7 +608,10 @@ impl Server {
             }
         };
         realm.sessions.fetch_add(1, Ordering::AcqRel);
-        realms.insert(path.to_string(), realm.clone());
+        self.realms
+            .lock()
+            .await
+            .insert(path.to_string(), realm.clone());
         Ok(realm)
     }
 
