@@ -31,22 +31,24 @@
 //! recognised by its client version and not integrated twice.
 
 mod feed;
+mod operations;
+mod realm;
 
-use super::disk;
 pub use super::disk::{open_realm, realm_file, snapshot_file};
 use super::storage::journal::JournalStorage;
-use super::storage::{replay, Grown, RealmStore, Records, Storage};
+use super::storage::Storage;
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
-use objsync::wire::{is_feed_request, Action, ClientMessage, ErrorCode, ErrorMessage, Limits};
+use objsync::wire::{is_feed_request, Action, ErrorCode, ErrorMessage, Limits};
 use objsync::Store;
+use realm::{needs, Needs, Realm};
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use subtle::{Choice, ConstantTimeEq};
@@ -389,205 +391,6 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What a realm's lock guards.
-struct RealmState {
-    realm: ServerRealm,
-    /// Records of events not yet committed, in order.
-    pending: Records,
-    /// Log position after the last record `realm` holds (committed or pending).
-    end: u64,
-    /// A commit failed: the in-memory realm may be ahead of storage and must not be used.
-    broken: bool,
-}
-
-impl RealmState {
-    /// Buffers the records of `events`; returns whether the history grew.
-    fn persist(&mut self, events: &[ServerEvent]) -> bool {
-        let (records, grew) = disk::records(events);
-        self.end += records.len() as u64;
-        self.pending.extend(records);
-        grew
-    }
-}
-
-/// One realm, shared by its sessions.
-struct Realm {
-    path: String,
-    state: Mutex<RealmState>,
-    /// Log position known to be committed; every waiter sees it move at once.
-    synced: watch::Sender<u64>,
-    /// Serializes commits, turns and catching up: whoever holds it commits everything buffered.
-    gate: tokio::sync::Mutex<()>,
-    store: Box<dyn RealmStore>,
-    /// Bumped when the history grows or the realm breaks.
-    changed: watch::Sender<()>,
-    /// Sessions bound to it (counted under the server's map of realms).
-    sessions: AtomicUsize,
-    /// The newest log position storage reported (for the status line's lag).
-    newest: AtomicU64,
-}
-
-/// The error of a realm whose commit failed.
-fn broken_realm() -> io::Error {
-    io::Error::other("a commit of the realm failed")
-}
-
-impl Realm {
-    fn new(path: String, opened: super::storage::OpenedRealm) -> Realm {
-        Realm {
-            path,
-            state: Mutex::new(RealmState {
-                realm: opened.realm,
-                pending: Vec::new(),
-                end: opened.end,
-                broken: false,
-            }),
-            // Opening leaves everything committed.
-            synced: watch::channel(opened.end).0,
-            gate: tokio::sync::Mutex::new(()),
-            store: opened.store,
-            changed: watch::channel(()).0,
-            sessions: AtomicUsize::new(0),
-            newest: AtomicU64::new(opened.end),
-        }
-    }
-
-    /// The state, unless the realm is broken (or a panic poisoned the lock, which leaves the
-    /// state suspect just the same).
-    fn lock(&self) -> Option<MutexGuard<'_, RealmState>> {
-        self.state.lock().ok().filter(|s| !s.broken)
-    }
-
-    fn committed(&self) -> u64 {
-        *self.synced.borrow()
-    }
-
-    /// Waits until the log is committed up to position `target`. One session at a time
-    /// commits (everything buffered by then, not just up to its target); the others queue at
-    /// the gate and usually find their records covered when they get there.
-    async fn sync_to(&self, target: u64) -> io::Result<()> {
-        if self.committed() >= target {
-            return Ok(());
-        }
-        let gate = self.gate.lock().await;
-        if self.committed() >= target {
-            return Ok(());
-        }
-        self.commit(&gate).await
-    }
-
-    /// Commits everything buffered, ending this process's turn if it holds one.
-    async fn commit(&self, _gate: &tokio::sync::MutexGuard<'_, ()>) -> io::Result<()> {
-        let (at, records, end) = {
-            let mut state = self.lock().ok_or_else(broken_realm)?;
-            let records = std::mem::take(&mut state.pending);
-            (state.end - records.len() as u64, records, state.end)
-        };
-        self.store.commit(at, records).await?;
-        self.synced.send_modify(|s| *s = (*s).max(end));
-        Ok(())
-    }
-
-    /// Takes the realm's write turn for a frame that may append: the gate here, and the
-    /// storage's lock across processes, with what others appended replayed first.
-    async fn begin_turn(&self) -> io::Result<tokio::sync::MutexGuard<'_, ()>> {
-        let gate = self.gate.lock().await;
-        let at = self.committed();
-        let missed = self.store.begin(at).await?;
-        self.absorb(at, &missed)?;
-        Ok(gate)
-    }
-
-    /// Ends a turn taken for a frame: commits what it (and frames after it) appended.
-    async fn end_turn(&self) -> io::Result<()> {
-        let gate = self.gate.lock().await;
-        self.commit(&gate).await
-    }
-
-    /// Catches up with records other processes committed up to position `end` (`u64::MAX`:
-    /// all there are).
-    async fn refresh(&self, end: u64) -> io::Result<()> {
-        if end != u64::MAX {
-            self.newest.fetch_max(end, Ordering::AcqRel);
-        }
-        if self.committed() >= end {
-            return Ok(());
-        }
-        let _gate = self.gate.lock().await;
-        let at = self.committed();
-        if at >= end {
-            return Ok(());
-        }
-        let records = self.store.since(at).await?;
-        self.absorb(at, &records)
-    }
-
-    /// Replays records read from storage after position `at` (the gate held, so nothing of
-    /// this process's is pending) and wakes the sessions to send them.
-    fn absorb(&self, at: u64, records: &Records) -> io::Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let end = {
-            let mut state = self.lock().ok_or_else(broken_realm)?;
-            if state.end != at {
-                return Err(io::Error::other(
-                    "records of this process are pending while catching up",
-                ));
-            }
-            replay(&mut state.realm, records, &self.path)?;
-            state.end += records.len() as u64;
-            state.end
-        };
-        self.newest.fetch_max(end, Ordering::AcqRel);
-        self.synced.send_modify(|s| *s = (*s).max(end));
-        self.changed.send_replace(());
-        Ok(())
-    }
-
-    /// How far this process's copy is behind the newest log position storage reported.
-    fn lag(&self) -> u64 {
-        self.newest
-            .load(Ordering::Acquire)
-            .saturating_sub(self.committed())
-    }
-
-    /// Marks the realm broken and wakes its sessions so they close.
-    fn break_down(&self, why: &io::Error) {
-        error!(path = ?self.path, error = %why, "realm storage failed; closing its sessions");
-        match self.state.lock() {
-            Ok(mut s) => s.broken = true,
-            Err(poisoned) => poisoned.into_inner().broken = true,
-        }
-        self.changed.send_replace(());
-        // Sessions waiting for a commit look again, and find the realm broken.
-        self.synced.send_modify(|_| {});
-    }
-}
-
-/// What a frame needs of a shared storage before it is processed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Needs {
-    Nothing,
-    /// The newest history: a MARK is answered once the client has everything the realm had
-    /// when it arrived, and the realm is what the database holds, not this process's copy.
-    Newest,
-    /// A turn: the frame may append (an UPLOAD carrying changesets) or needs the newest
-    /// history for its checks and may register a client (an IDENT).
-    Turn,
-}
-
-/// What `frame` needs of a shared storage. A frame that does not decode needs nothing (the
-/// session refuses it).
-fn needs(frame: &[u8], limits: &Limits) -> Needs {
-    match ClientMessage::decode(frame, limits) {
-        Ok(ClientMessage::Ident(_)) => Needs::Turn,
-        Ok(ClientMessage::Upload(upload)) if !upload.chunks.is_empty() => Needs::Turn,
-        Ok(ClientMessage::Mark { .. }) => Needs::Newest,
-        _ => Needs::Nothing,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------------------------------
@@ -597,6 +400,9 @@ pub struct Server {
     storage: Arc<dyn Storage>,
     config: Config,
     realms: tokio::sync::Mutex<HashMap<String, Arc<Realm>>>,
+    /// A lock per realm being opened, so that a realm is opened once at a time while other
+    /// realms open alongside (an opening reads storage: with PostgreSQL, a transaction).
+    openings: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Realms whose files are damaged, with why: refused until an operator repairs them
     /// (with the server stopped), so the files are not read again at every BIND.
     damaged: Mutex<HashMap<String, String>>,
@@ -659,6 +465,7 @@ impl Server {
             storage,
             config,
             realms: tokio::sync::Mutex::new(HashMap::new()),
+            openings: Mutex::default(),
             damaged: Mutex::default(),
             admitted: Mutex::default(),
             in_transit: AtomicU64::new(0),
@@ -752,72 +559,51 @@ impl Server {
         .await;
     }
 
-    /// Stops accepting connections and closes every session with ConnectionClosed (retry)
-    /// once the frame it is processing is done (an integration under way is committed and
-    /// acknowledged first); returns when all connections are closed or `patience` ran out.
-    pub async fn shutdown(&self, patience: Duration) {
-        self.stopping.send_replace(true);
-        let deadline = Instant::now() + patience;
-        while lock(&self.admitted).total > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Replays into open realms what other processes appended, as the storage reports it.
-    async fn follow(self: Arc<Self>, mut news: mpsc::UnboundedReceiver<Grown>) {
-        while let Some(Grown { path, end }) = news.recv().await {
-            let Some(realm) = self.realms.lock().await.get(&path).cloned() else {
-                continue;
-            };
-            realm.newest.fetch_max(end, Ordering::AcqRel);
-            if realm.committed() >= end {
-                continue;
-            }
-            let server = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = realm.refresh(end).await {
-                    realm.break_down(&e);
-                    server.evict(&realm).await;
-                }
-            });
-        }
-    }
-
-    /// Logs one status line per interval: connections, open realms, changesets integrated
-    /// per second by this process, and how many log records it is behind storage in all.
-    async fn status(self: Arc<Self>, every: Duration) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.tick().await;
-        let mut last = (Instant::now(), self.integrations.load(Ordering::Relaxed));
-        loop {
-            ticks.tick().await;
-            let now = (Instant::now(), self.integrations.load(Ordering::Relaxed));
-            let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
-            last = now;
-            let (realms, lag) = {
-                let realms = self.realms.lock().await;
-                (realms.len(), realms.values().map(|r| r.lag()).sum::<u64>())
-            };
-            info!(
-                connections = lock(&self.admitted).total,
-                realms,
-                integrations_per_s = format!("{rate:.1}"),
-                lag_records = lag,
-                "status"
-            );
-        }
-    }
-
     /// The realm at `path`, opened (and replayed) or created on first use, counted as having
     /// one more session. A realm whose stored form is damaged stays refused.
     async fn realm(&self, path: &str) -> io::Result<Arc<Realm>> {
-        let mut realms = self.realms.lock().await;
+        if let Some(realm) = self.joined(path).await? {
+            return Ok(realm);
+        }
+        let slot = lock(&self.openings)
+            .entry(path.to_string())
+            .or_default()
+            .clone();
+        let opened = {
+            let _opening = slot.lock().await;
+            self.open(path).await
+        };
+        // The slot goes once nobody else waits at it (counted under the same lock as cloned).
+        let mut openings = lock(&self.openings);
+        drop(slot);
+        if openings
+            .get(path)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            openings.remove(path);
+        }
+        opened
+    }
+
+    /// The realm at `path` if it is open, counted as having one more session; an error if it
+    /// is known to be damaged.
+    async fn joined(&self, path: &str) -> io::Result<Option<Arc<Realm>>> {
+        let realms = self.realms.lock().await;
         if let Some(realm) = realms.get(path) {
             realm.sessions.fetch_add(1, Ordering::AcqRel);
-            return Ok(realm.clone());
+            return Ok(Some(realm.clone()));
         }
-        if let Some(why) = lock(&self.damaged).get(path) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
+        match lock(&self.damaged).get(path) {
+            Some(why) => Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens the realm at `path` (its opening slot held), unless another session did while
+    /// this one waited for the slot.
+    async fn open(&self, path: &str) -> io::Result<Arc<Realm>> {
+        if let Some(realm) = self.joined(path).await? {
+            return Ok(realm);
         }
         let opened = self
             .storage
@@ -834,7 +620,10 @@ impl Server {
             }
         };
         realm.sessions.fetch_add(1, Ordering::AcqRel);
-        realms.insert(path.to_string(), realm.clone());
+        self.realms
+            .lock()
+            .await
+            .insert(path.to_string(), realm.clone());
         Ok(realm)
     }
 
@@ -850,7 +639,7 @@ impl Server {
     }
 
     /// A session of `realm` has gone: once the realm has had none for `realm_idle_secs`, it
-    /// leaves memory (its journal has everything; the next BIND reopens it).
+    /// leaves memory (storage has everything; the next BIND reopens it).
     fn session_gone(self: &Arc<Self>, realm: &Arc<Realm>) {
         if realm.sessions.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;

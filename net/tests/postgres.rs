@@ -9,8 +9,8 @@
 
 use objsync::json::{canonical, state_json};
 use objsync::session::{ClientConfig, ClientEvent};
-use objsync::wire::{Action, Limits};
-use objsync_net::client::{Flow, Live, Local, RealmUrl};
+use objsync::wire::{Action, ErrorCode, Limits};
+use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::storage::postgres::PgStorage;
 use objsync_net::storage::Storage;
 use objsync_testkit::postgres::TempPostgres;
@@ -86,11 +86,15 @@ impl ServerProc {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM; returns whether the server exited successfully within `patience`.
-    fn terminate(&mut self, patience: Duration) -> bool {
+    /// Sends SIGTERM.
+    fn signal_term(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+
+    /// Returns whether the server exited successfully within `patience`.
+    fn exited(&mut self, patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -330,12 +334,38 @@ fn two_processes_on_one_database_converge() {
     check_state(&states[0], WRITERS, COUNT);
     assert_eq!(rt.block_on(stored_state(&connstr)), states[0]);
     std::thread::sleep(Duration::from_millis(1200));
+    // A session open at SIGTERM is closed with a retryable error.
+    let closed = rt.block_on(async {
+        let mut local = Local::in_memory(client_config());
+        let url = RealmUrl {
+            authority: servers[1].addr.clone(),
+            path: REALM.to_string(),
+        };
+        let mut live = Live::connect(&mut local, &url, &Limits::default())
+            .await
+            .expect("connected");
+        let identified = live
+            .pump(&mut local, |_, event| {
+                Ok(match event {
+                    ClientEvent::Identified(_) => Flow::Done,
+                    _ => Flow::Continue,
+                })
+            })
+            .await;
+        assert!(identified.is_ok(), "not identified");
+        servers[1].signal_term();
+        live.pump(&mut local, |_, _| Ok(Flow::Continue)).await
+    });
+    match closed {
+        Err(Failure::Server(error)) => {
+            assert_eq!(error.code, ErrorCode::ConnectionClosed, "{error:?}");
+            assert_eq!(error.action, Action::Retry, "{error:?}");
+        }
+        other => panic!("the session was not closed with an ERROR: {other:?}"),
+    }
+    servers[0].signal_term();
     for server in &mut servers {
-        assert!(
-            server.terminate(Duration::from_secs(15)),
-            "{}",
-            server.log()
-        );
+        assert!(server.exited(Duration::from_secs(15)), "{}", server.log());
         let log = server.log();
         assert!(
             log.contains("status") && log.contains("integrations_per_s"),
@@ -418,6 +448,7 @@ fn a_killed_server_and_a_restarted_database_lose_nothing_acknowledged() {
 /// Each process that opens a realm snapshots it at the log's end and deletes the records
 /// before the previous snapshot, so the log holds what two generations need; the realm
 /// rebuilt from snapshot and log is the one the writers see, and `--keep-history` trims it.
+/// A database whose schema is newer than the server's is refused.
 #[test]
 fn snapshots_on_postgres_bound_the_log() {
     const COUNT: usize = 10;
@@ -458,4 +489,13 @@ fn snapshots_on_postgres_bound_the_log() {
     });
     let server = trimmed.server();
     assert_eq!(server.history().horizon().0, server.version().0 - 5);
+    // A schema newer than this server knows is refused, not used.
+    pg.psql(
+        "postgres",
+        "UPDATE objsync_schema SET version = version + 1",
+    )
+    .expect("psql");
+    let refused = rt.block_on(PgStorage::connect(&connstr, None, Duration::from_secs(60)));
+    let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.contains("newer than this server's"), "{why}");
 }
