@@ -227,11 +227,20 @@ fn device_writes_reach_postgres_and_psql_changes_reach_devices_without_echo() {
     // A device's write after that still arrives.
     let mut device = Local::in_memory(config("/shop/a"));
     rt.block_on(sync(&mut device, &addr, "/shop/a"));
-    let more = json!([{"op": "set", "type": "Item", "pk": 3, "values": {"price": 2.25}}]);
+    let more = json!([
+        {"op": "set", "type": "Item", "pk": 3, "values": {"price": 2.25}},
+        {"op": "add_properties", "type": "Item", "properties": {"stock": "int"}},
+        {"op": "set", "type": "Item", "pk": 1, "values": {"stock": 5}},
+    ]);
     device.apply(&more.to_string()).unwrap();
     rt.block_on(sync(&mut device, &addr, "/shop/a"));
+    // A schema addition is a column; existing rows hold the property's default.
     wait_for(30, "the device's later write", || {
-        psql("SELECT price FROM \"shop/a\".\"Item\" WHERE id = 3").trim() == "2.25"
+        pg.psql(
+            "shop",
+            "SELECT id, price, stock FROM \"shop/a\".\"Item\" ORDER BY id",
+        )
+        .is_ok_and(|rows| rows == "1|1.5|5\n3|2.25|0\n")
     });
 }
 

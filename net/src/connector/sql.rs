@@ -567,3 +567,128 @@ fn list_steps(schema: &str, types: &Types, i: &FeedInstruction) -> Result<Vec<St
         _ => Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use objsync::feed::Element;
+    use serde_json::json;
+
+    fn prop(ty: &str, object_type: Option<&str>, optional: bool) -> FeedProperty {
+        FeedProperty {
+            ty: ty.into(),
+            object_type: object_type.map(Into::into),
+            optional,
+        }
+    }
+
+    fn person() -> FeedInstruction {
+        FeedInstruction::AddType {
+            object_type: "Person".into(),
+            primary_key: Some("id".into()),
+            properties: [
+                ("id".into(), prop("int", None, false)),
+                ("best".into(), prop("object", Some("Person"), true)),
+                ("tags".into(), prop("list", Some("string"), false)),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn ddl(steps: &[Step]) -> Vec<&str> {
+        (steps.iter())
+            .filter_map(|s| match s {
+                Step::Ddl(d) => Some(d.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_paths_get_distinct_schemas_within_the_identifier_limit() {
+        assert_eq!(schema_name("/shop/a"), "shop/a");
+        let a = format!("/{}/a", "x".repeat(80));
+        let b = format!("/{}/b", "x".repeat(80));
+        assert!(schema_name(&a).len() <= MAX_IDENT);
+        assert_ne!(schema_name(&a), schema_name(&b));
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn a_type_becomes_a_table_a_self_link_its_key_type_and_a_list_a_table() {
+        let mut types = Types::new();
+        let steps = translate("s", &mut types, &person()).unwrap();
+        let ddl = ddl(&steps);
+        assert!(ddl.iter().any(|d| d.contains(
+            "CREATE TABLE IF NOT EXISTS \"s\".\"Person\" (\"id\" bigint PRIMARY KEY, \"best\" bigint)"
+        )));
+        assert!(ddl.iter().any(|d| d.contains(
+            "\"s\".\"Person_tags\" (owner bigint NOT NULL, idx integer NOT NULL, value text"
+        )));
+        assert_eq!(steps.last(), Some(&Step::Defined("Person".into())));
+        // A new non-optional property: a column, and the default for existing rows.
+        let add = FeedInstruction::AddProperties {
+            object_type: "Person".into(),
+            properties: [("age".into(), prop("int", None, false))]
+                .into_iter()
+                .collect(),
+        };
+        let steps = translate("s", &mut types, &add).unwrap();
+        assert!(
+            matches!(&steps[0], Step::Ddl(d) if d.contains("ADD COLUMN IF NOT EXISTS \"age\" bigint"))
+        );
+        assert!(matches!(&steps[1], Step::Dml(s) if s.params == vec![Some("0".to_string())]));
+        assert!(types["Person"].properties.contains_key("age"));
+    }
+
+    #[test]
+    fn values_travel_as_text_cast_in_sql() {
+        let mut types = Types::new();
+        translate("s", &mut types, &person()).unwrap();
+        let insert = FeedInstruction::Insert {
+            object_type: "Person".into(),
+            identity: json!(7),
+            values: [("best".into(), json!(7))].into_iter().collect(),
+        };
+        let steps = translate("s", &mut types, &insert).unwrap();
+        let Step::Dml(stmt) = &steps[0] else {
+            panic!("a row")
+        };
+        assert_eq!(
+            stmt.sql,
+            "INSERT INTO \"s\".\"Person\" (\"id\", \"best\") VALUES ($1::text::bigint, $2::text::bigint) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"best\" = EXCLUDED.\"best\""
+        );
+        assert_eq!(stmt.params, vec![Some("7".into()), Some("7".into())]);
+        assert_eq!(
+            cast("date", 2),
+            "to_timestamp($2::text::double precision / 1000)"
+        );
+        assert_eq!(json("date", Some("1500".into())), json!(1500));
+        assert_eq!(json("bool", Some("true".into())), json!(true));
+        assert_eq!(json("int", None), Json::Null);
+        assert_eq!(text(&json!("x")), Some("x".into()));
+        // A list move shifts the elements between its two places.
+        let mv = FeedInstruction::ListMove {
+            object_type: "Person".into(),
+            identity: json!(7),
+            property: "tags".into(),
+            list_index: 3,
+            new_index: 1,
+        };
+        let steps = translate("s", &mut types, &mv).unwrap();
+        assert_eq!(steps.len(), 3);
+        assert!(
+            matches!(&steps[1], Step::Dml(s) if s.sql.contains("idx + 1") && s.params[1..] == [Some("3".into()), Some("1".into())])
+        );
+        let unknown = FeedInstruction::ListInsert {
+            object_type: "Nobody".into(),
+            identity: json!(1),
+            property: "p".into(),
+            list_index: 0,
+            element: Element::Value(json!(1)),
+        };
+        assert!(translate("s", &mut types, &unknown).is_err());
+    }
+}
