@@ -376,6 +376,37 @@ fn existing_tables_become_a_realm_and_stay_mirrored() {
     });
 }
 
+#[test]
+fn the_connector_rides_out_a_postgres_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_start("restart");
+    let (_server, addr) = server(dir.path());
+    let (_connector, _log) = connector(&addr, "/r", &pg.connstr_for("restart"), &[]);
+    let rt = runtime();
+    let count = |n: &str| {
+        pg.psql("restart", "SELECT count(*) FROM \"r\".\"Entry\"")
+            .is_ok_and(|c| c.trim() == n)
+    };
+    write_log(&rt, &addr, "/r", 10, 1);
+    wait_for(30, "the first rows", || count("10"));
+    pg.restart().unwrap();
+    let mut device = Local::in_memory(config("/r"));
+    rt.block_on(sync(&mut device, &addr, "/r"));
+    let more =
+        json!([{"op": "insert", "type": "Entry", "pk": 100, "values": {"n": 1, "text": "after"}}]);
+    device.apply(&more.to_string()).unwrap();
+    rt.block_on(sync(&mut device, &addr, "/r"));
+    wait_for(60, "the row written after the restart", || count("11"));
+    pg.psql(
+        "restart",
+        "UPDATE \"r\".\"Entry\" SET text = 'psql' WHERE id = 100",
+    )
+    .unwrap();
+    wait_for(60, "the psql change on a device", || {
+        rt.block_on(state(&addr, "/r"))["Entry"]["100"]["text"] == "psql"
+    });
+}
+
 /// Rows per second into PostgreSQL: 100,000 objects written by one device in 1,000
 /// transactions of 100, already on the server when the connector starts; timed from the
 /// connector's start to the last cursor committed.

@@ -90,7 +90,18 @@ pub async fn run(options: Options) -> Result<(), String> {
 async fn mirror_feed(options: &Options, mut client: Client) -> Result<(), String> {
     let mut backoff = Backoff::new(None);
     loop {
-        let mut mirror = Mirror::load(&client).await?;
+        let mut mirror = match Mirror::load(&client).await {
+            Ok(mirror) => mirror,
+            Err(e) => {
+                let delay = backoff.fail().unwrap_or(Duration::from_secs(3));
+                warn!(error = %e, "cannot read the mirror's state; again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                if let Ok(c) = connect(&options.postgres).await {
+                    client = c;
+                }
+                continue;
+            }
+        };
         let config = ConsumerConfig {
             paths: options.paths.clone(),
             token: options.token.clone(),
@@ -108,12 +119,23 @@ async fn mirror_feed(options: &Options, mut client: Client) -> Result<(), String
             }
             Err(failure) => failure,
         };
-        if failure.action() != objsync::wire::Action::Retry {
-            return Err(format!("the feed stopped: {failure}"));
-        }
         let delay = backoff.fail().unwrap_or(Duration::from_secs(3));
-        warn!(error = %failure, "feed interrupted; reconnecting in {delay:?}");
-        tokio::time::sleep(delay).await;
+        match failure {
+            // PostgreSQL failed (a dropped connection, a server restarting): nothing of the
+            // batch was kept, and the feed starts again from the cursors committed.
+            Failure::Local(e) => {
+                warn!(error = %e, "mirroring into PostgreSQL failed; again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                if let Ok(c) = connect(&options.postgres).await {
+                    client = c;
+                }
+            }
+            f if f.action() == objsync::wire::Action::Retry => {
+                warn!(error = %f, "feed interrupted; reconnecting in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+            f => return Err(format!("the feed stopped: {f}")),
+        }
     }
 }
 
