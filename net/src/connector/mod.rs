@@ -354,14 +354,15 @@ impl Mirror {
     }
 }
 
-/// Runs `pending` in order, pipelined, and empties it; `statements` holds the prepared
+/// Runs `pending` in order, pipelined (runs of upserts coalesced), and empties it; `statements` holds the prepared
 /// statements by their SQL text (they live as long as the connection).
 async fn flush(
     statements: &mut HashMap<String, Statement>,
     tx: &tokio_postgres::Transaction<'_>,
     pending: &mut Vec<Stmt>,
 ) -> Result<(), String> {
-    for s in pending.iter() {
+    let batch = sql::coalesce(std::mem::take(pending));
+    for s in &batch {
         if !statements.contains_key(&s.sql) {
             let types = vec![Type::TEXT; s.params.len()];
             let prepared = (tx.prepare_typed(&s.sql, &types).await)
@@ -369,13 +370,12 @@ async fn flush(
             statements.insert(s.sql.clone(), prepared);
         }
     }
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = (pending.iter())
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = (batch.iter())
         .map(|s| s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
         .collect();
     // Sent back to back without waiting for each answer: the statements of a batch cost one
     // round trip, not one each.
-    let runs = (pending.iter().zip(&params)).map(|(s, p)| tx.execute(&statements[&s.sql], p));
+    let runs = (batch.iter().zip(&params)).map(|(s, p)| tx.execute(&statements[&s.sql], p));
     try_join_all(runs).await.map_err(pg)?;
-    pending.clear();
     Ok(())
 }

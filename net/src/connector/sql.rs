@@ -568,6 +568,94 @@ fn list_steps(schema: &str, types: &Types, i: &FeedInstruction) -> Result<Vec<St
     })
 }
 
+/// The most rows one coalesced INSERT carries.
+const MAX_ROWS: usize = 256;
+
+/// Coalesces runs of consecutive upserts of the same shape (same SQL, as [`translate`] makes
+/// for `INSERT`s into one table with the same columns) into multi-row INSERTs, in order: one
+/// statement for up to [`MAX_ROWS`] rows instead of one each. A run stops at a key it already
+/// holds, since one INSERT ... ON CONFLICT DO UPDATE may not touch a row twice. Runs are cut
+/// into powers of two so that few distinct statements get prepared.
+pub fn coalesce(pending: Vec<Stmt>) -> Vec<Stmt> {
+    let mut out = Vec::with_capacity(pending.len());
+    let mut run: Vec<Stmt> = Vec::new();
+    for stmt in pending {
+        let joins = run.first().is_some_and(|first| {
+            first.sql == stmt.sql
+                && run.len() < MAX_ROWS
+                && !run.iter().any(|r| r.params.first() == stmt.params.first())
+        });
+        if !joins {
+            emit(&mut out, std::mem::take(&mut run));
+        }
+        if upsert_parts(&stmt.sql).is_some() {
+            run.push(stmt);
+        } else {
+            out.push(stmt);
+        }
+    }
+    emit(&mut out, run);
+    out
+}
+
+/// `INSERT INTO t (cols) VALUES ` , the row's expressions, and ` ON CONFLICT ...`.
+fn upsert_parts(sql: &str) -> Option<(&str, &str, &str)> {
+    if !sql.starts_with("INSERT INTO ") {
+        return None;
+    }
+    let (head, rest) = sql.split_once(" VALUES (")?;
+    let (row, tail) = rest.split_once(") ON CONFLICT ")?;
+    Some((head, row, tail))
+}
+
+fn emit(out: &mut Vec<Stmt>, mut run: Vec<Stmt>) {
+    while !run.is_empty() {
+        let n = 1 << run.len().ilog2();
+        let rest = run.split_off(n);
+        out.push(merge(run));
+        run = rest;
+    }
+}
+
+/// One INSERT of every row of `run` (statements of one shape), its placeholders renumbered.
+fn merge(mut run: Vec<Stmt>) -> Stmt {
+    if run.len() == 1 {
+        return run.pop().expect("one statement");
+    }
+    let sql = &run[0].sql;
+    let (head, row, tail) = upsert_parts(sql).expect("a run holds upserts");
+    let width = run[0].params.len();
+    let rows: Vec<String> = (0..run.len())
+        .map(|i| format!("({})", renumber(row, i * width)))
+        .collect();
+    let sql = format!("{head} VALUES {} ON CONFLICT {tail}", rows.join(", "));
+    let params = run.into_iter().flat_map(|s| s.params).collect();
+    Stmt { sql, params }
+}
+
+/// `row` with every placeholder `$n` made `$(n + by)`.
+fn renumber(row: &str, by: usize) -> String {
+    let mut out = String::with_capacity(row.len() + 8);
+    let mut chars = row.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = 0;
+        let mut digits = false;
+        while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+            n = n * 10 + d.to_digit(10).unwrap_or(0) as usize;
+            digits = true;
+            chars.next();
+        }
+        if digits {
+            out.push_str(&(n + by).to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,5 +778,39 @@ mod tests {
             element: Element::Value(json!(1)),
         };
         assert!(translate("s", &mut types, &unknown).is_err());
+    }
+
+    #[test]
+    fn runs_of_upserts_become_multi_row_inserts_in_order() {
+        let up = |k: &str, v: &str| Stmt {
+            sql: "INSERT INTO \"s\".\"T\" (\"id\", \"v\") VALUES ($1::text::bigint, $2::text) \
+                  ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\""
+                .into(),
+            params: vec![Some(k.into()), Some(v.into())],
+        };
+        let other = Stmt {
+            sql: "DELETE FROM \"s\".\"T\" WHERE \"id\" = $1::text::bigint".into(),
+            params: vec![Some("9".into())],
+        };
+        let pending = vec![
+            up("1", "a"),
+            up("2", "b"),
+            up("3", "c"),
+            other.clone(),
+            up("1", "d"),
+            up("1", "e"),
+        ];
+        let out = coalesce(pending);
+        // 3 = 2 + 1 (powers of two), the delete, then the same key twice stays two statements.
+        assert_eq!(out.len(), 5);
+        assert!(out[0].sql.contains(
+            "VALUES ($1::text::bigint, $2::text), ($3::text::bigint, $4::text) ON CONFLICT"
+        ));
+        assert_eq!(out[0].params.len(), 4);
+        assert_eq!(out[1].params, vec![Some("3".into()), Some("c".into())]);
+        assert_eq!(out[2], other);
+        assert_eq!(out[3].params[1], Some("d".into()));
+        assert_eq!(out[4].params[1], Some("e".into()));
+        assert_eq!(renumber("f($1, $12) $x", 10), "f($11, $22) $x");
     }
 }
