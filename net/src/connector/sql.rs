@@ -573,7 +573,7 @@ const MAX_ROWS: usize = 256;
 
 /// Coalesces runs of consecutive upserts of the same shape (same SQL, as [`translate`] makes
 /// for `INSERT`s into one table with the same columns) into multi-row INSERTs, in order: one
-/// statement for up to [`MAX_ROWS`] rows instead of one each. A run stops at a key it already
+/// statement for up to 256 rows instead of one each. A run stops at a key it already
 /// holds, since one INSERT ... ON CONFLICT DO UPDATE may not touch a row twice. Runs are cut
 /// into powers of two so that few distinct statements get prepared.
 pub fn coalesce(pending: Vec<Stmt>) -> Vec<Stmt> {
