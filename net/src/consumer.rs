@@ -1,5 +1,5 @@
 //! The Adapter feed's consumer over WebSocket: one connection driving a
-//! [`FeedConsumer`](objsync::feed::FeedConsumer), for the PostgreSQL connector and the tests.
+//! [`objsync::feed::FeedConsumer`], for the PostgreSQL connector and the tests.
 
 use super::client::Failure;
 use super::{now_ms, ws_config, Link};

@@ -227,11 +227,20 @@ fn device_writes_reach_postgres_and_psql_changes_reach_devices_without_echo() {
     // A device's write after that still arrives.
     let mut device = Local::in_memory(config("/shop/a"));
     rt.block_on(sync(&mut device, &addr, "/shop/a"));
-    let more = json!([{"op": "set", "type": "Item", "pk": 3, "values": {"price": 2.25}}]);
+    let more = json!([
+        {"op": "set", "type": "Item", "pk": 3, "values": {"price": 2.25}},
+        {"op": "add_properties", "type": "Item", "properties": {"stock": "int"}},
+        {"op": "set", "type": "Item", "pk": 1, "values": {"stock": 5}},
+    ]);
     device.apply(&more.to_string()).unwrap();
     rt.block_on(sync(&mut device, &addr, "/shop/a"));
+    // A schema addition is a column; existing rows hold the property's default.
     wait_for(30, "the device's later write", || {
-        psql("SELECT price FROM \"shop/a\".\"Item\" WHERE id = 3").trim() == "2.25"
+        pg.psql(
+            "shop",
+            "SELECT id, price, stock FROM \"shop/a\".\"Item\" ORDER BY id",
+        )
+        .is_ok_and(|rows| rows == "1|1.5|5\n3|2.25|0\n")
     });
 }
 
@@ -364,6 +373,37 @@ fn existing_tables_become_a_realm_and_stay_mirrored() {
     rt.block_on(sync(&mut device, &addr, "/legacy/db"));
     wait_for(30, "the device's row in the table", || {
         psql("SELECT name FROM legacy.person WHERE id = 3") == "Cy\n"
+    });
+}
+
+#[test]
+fn the_connector_rides_out_a_postgres_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_start("restart");
+    let (_server, addr) = server(dir.path());
+    let (_connector, _log) = connector(&addr, "/r", &pg.connstr_for("restart"), &[]);
+    let rt = runtime();
+    let count = |n: &str| {
+        pg.psql("restart", "SELECT count(*) FROM \"r\".\"Entry\"")
+            .is_ok_and(|c| c.trim() == n)
+    };
+    write_log(&rt, &addr, "/r", 10, 1);
+    wait_for(30, "the first rows", || count("10"));
+    pg.restart().unwrap();
+    let mut device = Local::in_memory(config("/r"));
+    rt.block_on(sync(&mut device, &addr, "/r"));
+    let more =
+        json!([{"op": "insert", "type": "Entry", "pk": 100, "values": {"n": 1, "text": "after"}}]);
+    device.apply(&more.to_string()).unwrap();
+    rt.block_on(sync(&mut device, &addr, "/r"));
+    wait_for(60, "the row written after the restart", || count("11"));
+    pg.psql(
+        "restart",
+        "UPDATE \"r\".\"Entry\" SET text = 'psql' WHERE id = 100",
+    )
+    .unwrap();
+    wait_for(60, "the psql change on a device", || {
+        rt.block_on(state(&addr, "/r"))["Entry"]["100"]["text"] == "psql"
     });
 }
 

@@ -73,7 +73,7 @@ fn consumer(token: &str, paths: &str, cursors: &BTreeMap<String, FeedCursor>) ->
 /// Every item that comes within a short wait, as (path, item).
 async fn drain(link: &mut FeedLink) -> Vec<(String, FeedItem)> {
     let mut items = Vec::new();
-    while let Some(d) = link.next(Duration::from_millis(1500)).await.unwrap() {
+    while let Some(d) = link.next(Duration::from_secs(3)).await.unwrap() {
         items.push((d.path, d.item));
     }
     items

@@ -90,7 +90,18 @@ pub async fn run(options: Options) -> Result<(), String> {
 async fn mirror_feed(options: &Options, mut client: Client) -> Result<(), String> {
     let mut backoff = Backoff::new(None);
     loop {
-        let mut mirror = Mirror::load(&client).await?;
+        let mut mirror = match Mirror::load(&client).await {
+            Ok(mirror) => mirror,
+            Err(e) => {
+                let delay = backoff.fail().unwrap_or(Duration::from_secs(3));
+                warn!(error = %e, "cannot read the mirror's state; again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                if let Ok(c) = connect(&options.postgres).await {
+                    client = c;
+                }
+                continue;
+            }
+        };
         let config = ConsumerConfig {
             paths: options.paths.clone(),
             token: options.token.clone(),
@@ -108,12 +119,23 @@ async fn mirror_feed(options: &Options, mut client: Client) -> Result<(), String
             }
             Err(failure) => failure,
         };
-        if failure.action() != objsync::wire::Action::Retry {
-            return Err(format!("the feed stopped: {failure}"));
-        }
         let delay = backoff.fail().unwrap_or(Duration::from_secs(3));
-        warn!(error = %failure, "feed interrupted; reconnecting in {delay:?}");
-        tokio::time::sleep(delay).await;
+        match failure {
+            // PostgreSQL failed (a dropped connection, a server restarting): nothing of the
+            // batch was kept, and the feed starts again from the cursors committed.
+            Failure::Local(e) => {
+                warn!(error = %e, "mirroring into PostgreSQL failed; again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                if let Ok(c) = connect(&options.postgres).await {
+                    client = c;
+                }
+            }
+            f if f.action() == objsync::wire::Action::Retry => {
+                warn!(error = %f, "feed interrupted; reconnecting in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+            f => return Err(format!("the feed stopped: {f}")),
+        }
     }
 }
 
@@ -332,14 +354,15 @@ impl Mirror {
     }
 }
 
-/// Runs `pending` in order, pipelined, and empties it; `statements` holds the prepared
+/// Runs `pending` in order, pipelined (runs of upserts coalesced), and empties it; `statements` holds the prepared
 /// statements by their SQL text (they live as long as the connection).
 async fn flush(
     statements: &mut HashMap<String, Statement>,
     tx: &tokio_postgres::Transaction<'_>,
     pending: &mut Vec<Stmt>,
 ) -> Result<(), String> {
-    for s in pending.iter() {
+    let batch = sql::coalesce(std::mem::take(pending));
+    for s in &batch {
         if !statements.contains_key(&s.sql) {
             let types = vec![Type::TEXT; s.params.len()];
             let prepared = (tx.prepare_typed(&s.sql, &types).await)
@@ -347,13 +370,12 @@ async fn flush(
             statements.insert(s.sql.clone(), prepared);
         }
     }
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = (pending.iter())
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = (batch.iter())
         .map(|s| s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect())
         .collect();
     // Sent back to back without waiting for each answer: the statements of a batch cost one
     // round trip, not one each.
-    let runs = (pending.iter().zip(&params)).map(|(s, p)| tx.execute(&statements[&s.sql], p));
+    let runs = (batch.iter().zip(&params)).map(|(s, p)| tx.execute(&statements[&s.sql], p));
     try_join_all(runs).await.map_err(pg)?;
-    pending.clear();
     Ok(())
 }

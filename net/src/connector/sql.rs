@@ -567,3 +567,250 @@ fn list_steps(schema: &str, types: &Types, i: &FeedInstruction) -> Result<Vec<St
         _ => Vec::new(),
     })
 }
+
+/// The most rows one coalesced INSERT carries.
+const MAX_ROWS: usize = 256;
+
+/// Coalesces runs of consecutive upserts of the same shape (same SQL, as [`translate`] makes
+/// for `INSERT`s into one table with the same columns) into multi-row INSERTs, in order: one
+/// statement for up to 256 rows instead of one each. A run stops at a key it already
+/// holds, since one INSERT ... ON CONFLICT DO UPDATE may not touch a row twice. Runs are cut
+/// into powers of two so that few distinct statements get prepared.
+pub fn coalesce(pending: Vec<Stmt>) -> Vec<Stmt> {
+    let mut out = Vec::with_capacity(pending.len());
+    let mut run: Vec<Stmt> = Vec::new();
+    for stmt in pending {
+        let joins = run.first().is_some_and(|first| {
+            first.sql == stmt.sql
+                && run.len() < MAX_ROWS
+                && !run.iter().any(|r| r.params.first() == stmt.params.first())
+        });
+        if !joins {
+            emit(&mut out, std::mem::take(&mut run));
+        }
+        if upsert_parts(&stmt.sql).is_some() {
+            run.push(stmt);
+        } else {
+            out.push(stmt);
+        }
+    }
+    emit(&mut out, run);
+    out
+}
+
+/// `INSERT INTO t (cols) VALUES ` , the row's expressions, and ` ON CONFLICT ...`.
+fn upsert_parts(sql: &str) -> Option<(&str, &str, &str)> {
+    if !sql.starts_with("INSERT INTO ") {
+        return None;
+    }
+    let (head, rest) = sql.split_once(" VALUES (")?;
+    let (row, tail) = rest.split_once(") ON CONFLICT ")?;
+    Some((head, row, tail))
+}
+
+fn emit(out: &mut Vec<Stmt>, mut run: Vec<Stmt>) {
+    while !run.is_empty() {
+        let n = 1 << run.len().ilog2();
+        let rest = run.split_off(n);
+        out.push(merge(run));
+        run = rest;
+    }
+}
+
+/// One INSERT of every row of `run` (statements of one shape), its placeholders renumbered.
+fn merge(mut run: Vec<Stmt>) -> Stmt {
+    if run.len() == 1 {
+        return run.pop().expect("one statement");
+    }
+    let sql = &run[0].sql;
+    let (head, row, tail) = upsert_parts(sql).expect("a run holds upserts");
+    let width = run[0].params.len();
+    let rows: Vec<String> = (0..run.len())
+        .map(|i| format!("({})", renumber(row, i * width)))
+        .collect();
+    let sql = format!("{head} VALUES {} ON CONFLICT {tail}", rows.join(", "));
+    let params = run.into_iter().flat_map(|s| s.params).collect();
+    Stmt { sql, params }
+}
+
+/// `row` with every placeholder `$n` made `$(n + by)`.
+fn renumber(row: &str, by: usize) -> String {
+    let mut out = String::with_capacity(row.len() + 8);
+    let mut chars = row.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = 0;
+        let mut digits = false;
+        while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+            n = n * 10 + d.to_digit(10).unwrap_or(0) as usize;
+            digits = true;
+            chars.next();
+        }
+        if digits {
+            out.push_str(&(n + by).to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use objsync::feed::Element;
+    use serde_json::json;
+
+    fn prop(ty: &str, object_type: Option<&str>, optional: bool) -> FeedProperty {
+        FeedProperty {
+            ty: ty.into(),
+            object_type: object_type.map(Into::into),
+            optional,
+        }
+    }
+
+    fn person() -> FeedInstruction {
+        FeedInstruction::AddType {
+            object_type: "Person".into(),
+            primary_key: Some("id".into()),
+            properties: [
+                ("id".into(), prop("int", None, false)),
+                ("best".into(), prop("object", Some("Person"), true)),
+                ("tags".into(), prop("list", Some("string"), false)),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn ddl(steps: &[Step]) -> Vec<&str> {
+        (steps.iter())
+            .filter_map(|s| match s {
+                Step::Ddl(d) => Some(d.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_paths_get_distinct_schemas_within_the_identifier_limit() {
+        assert_eq!(schema_name("/shop/a"), "shop/a");
+        let a = format!("/{}/a", "x".repeat(80));
+        let b = format!("/{}/b", "x".repeat(80));
+        assert!(schema_name(&a).len() <= MAX_IDENT);
+        assert_ne!(schema_name(&a), schema_name(&b));
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn a_type_becomes_a_table_a_self_link_its_key_type_and_a_list_a_table() {
+        let mut types = Types::new();
+        let steps = translate("s", &mut types, &person()).unwrap();
+        let ddl = ddl(&steps);
+        assert!(ddl.iter().any(|d| d.contains(
+            "CREATE TABLE IF NOT EXISTS \"s\".\"Person\" (\"id\" bigint PRIMARY KEY, \"best\" bigint)"
+        )));
+        assert!(ddl.iter().any(|d| d.contains(
+            "\"s\".\"Person_tags\" (owner bigint NOT NULL, idx integer NOT NULL, value text"
+        )));
+        assert_eq!(steps.last(), Some(&Step::Defined("Person".into())));
+        // A new non-optional property: a column, and the default for existing rows.
+        let add = FeedInstruction::AddProperties {
+            object_type: "Person".into(),
+            properties: [("age".into(), prop("int", None, false))]
+                .into_iter()
+                .collect(),
+        };
+        let steps = translate("s", &mut types, &add).unwrap();
+        assert!(
+            matches!(&steps[0], Step::Ddl(d) if d.contains("ADD COLUMN IF NOT EXISTS \"age\" bigint"))
+        );
+        assert!(matches!(&steps[1], Step::Dml(s) if s.params == vec![Some("0".to_string())]));
+        assert!(types["Person"].properties.contains_key("age"));
+    }
+
+    #[test]
+    fn values_travel_as_text_cast_in_sql() {
+        let mut types = Types::new();
+        translate("s", &mut types, &person()).unwrap();
+        let insert = FeedInstruction::Insert {
+            object_type: "Person".into(),
+            identity: json!(7),
+            values: [("best".into(), json!(7))].into_iter().collect(),
+        };
+        let steps = translate("s", &mut types, &insert).unwrap();
+        let Step::Dml(stmt) = &steps[0] else {
+            panic!("a row")
+        };
+        assert_eq!(
+            stmt.sql,
+            "INSERT INTO \"s\".\"Person\" (\"id\", \"best\") VALUES ($1::text::bigint, $2::text::bigint) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"best\" = EXCLUDED.\"best\""
+        );
+        assert_eq!(stmt.params, vec![Some("7".into()), Some("7".into())]);
+        assert_eq!(
+            cast("date", 2),
+            "to_timestamp($2::text::double precision / 1000)"
+        );
+        assert_eq!(json("date", Some("1500".into())), json!(1500));
+        assert_eq!(json("bool", Some("true".into())), json!(true));
+        assert_eq!(json("int", None), Json::Null);
+        assert_eq!(text(&json!("x")), Some("x".into()));
+        // A list move shifts the elements between its two places.
+        let mv = FeedInstruction::ListMove {
+            object_type: "Person".into(),
+            identity: json!(7),
+            property: "tags".into(),
+            list_index: 3,
+            new_index: 1,
+        };
+        let steps = translate("s", &mut types, &mv).unwrap();
+        assert_eq!(steps.len(), 3);
+        assert!(
+            matches!(&steps[1], Step::Dml(s) if s.sql.contains("idx + 1") && s.params[1..] == [Some("3".into()), Some("1".into())])
+        );
+        let unknown = FeedInstruction::ListInsert {
+            object_type: "Nobody".into(),
+            identity: json!(1),
+            property: "p".into(),
+            list_index: 0,
+            element: Element::Value(json!(1)),
+        };
+        assert!(translate("s", &mut types, &unknown).is_err());
+    }
+
+    #[test]
+    fn runs_of_upserts_become_multi_row_inserts_in_order() {
+        let up = |k: &str, v: &str| Stmt {
+            sql: "INSERT INTO \"s\".\"T\" (\"id\", \"v\") VALUES ($1::text::bigint, $2::text) \
+                  ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\""
+                .into(),
+            params: vec![Some(k.into()), Some(v.into())],
+        };
+        let other = Stmt {
+            sql: "DELETE FROM \"s\".\"T\" WHERE \"id\" = $1::text::bigint".into(),
+            params: vec![Some("9".into())],
+        };
+        let pending = vec![
+            up("1", "a"),
+            up("2", "b"),
+            up("3", "c"),
+            other.clone(),
+            up("1", "d"),
+            up("1", "e"),
+        ];
+        let out = coalesce(pending);
+        // 3 = 2 + 1 (powers of two), the delete, then the same key twice stays two statements.
+        assert_eq!(out.len(), 5);
+        assert!(out[0].sql.contains(
+            "VALUES ($1::text::bigint, $2::text), ($3::text::bigint, $4::text) ON CONFLICT"
+        ));
+        assert_eq!(out[0].params.len(), 4);
+        assert_eq!(out[1].params, vec![Some("3".into()), Some("c".into())]);
+        assert_eq!(out[2], other);
+        assert_eq!(out[3].params[1], Some("d".into()));
+        assert_eq!(out[4].params[1], Some("e".into()));
+        assert_eq!(renumber("f($1, $12) $x", 10), "f($11, $22) $x");
+    }
+}
