@@ -470,14 +470,17 @@ fn snapshots_on_postgres_bound_the_log() {
         let addrs: Addrs = Arc::new(Mutex::new(vec![server.addr.clone(); 2]));
         let (progress, alone) = (Arc::new(Progress::default()), Arc::new(Barrier::new(1)));
         state = rt.block_on(writer(who, COUNT, addrs, progress, alone));
-        snapshots.push(query("SELECT snapshot_at FROM objsync_realms"));
+        snapshots.push(query("SELECT snapshot_at FROM objsync_server_realms"));
     }
     check_state(&state, 3, COUNT);
-    let log_len = query("SELECT log_len FROM objsync_realms");
+    let log_len = query("SELECT log_len FROM objsync_server_realms");
     assert!(snapshots[0] == 0 && snapshots[1] > 0 && snapshots[2] > snapshots[1]);
-    assert_eq!(query("SELECT min(seq) FROM objsync_log"), snapshots[1]);
     assert_eq!(
-        query("SELECT count(*) FROM objsync_log"),
+        query("SELECT min(seq) FROM objsync_server_log"),
+        snapshots[1]
+    );
+    assert_eq!(
+        query("SELECT count(*) FROM objsync_server_log"),
         log_len - snapshots[1]
     );
     assert_eq!(rt.block_on(stored_state(&connstr)), state);
@@ -492,7 +495,7 @@ fn snapshots_on_postgres_bound_the_log() {
     // A schema newer than this server knows is refused, not used.
     pg.psql(
         "postgres",
-        "UPDATE objsync_schema SET version = version + 1",
+        "UPDATE objsync_server_schema SET version = version + 1",
     )
     .expect("psql");
     let refused = rt.block_on(PgStorage::connect(&connstr, None, Duration::from_secs(60)));

@@ -1,12 +1,12 @@
 //! PostgreSQL as [`Storage`]: any number of server processes over one database, any of them
 //! serving any realm.
 //!
-//! Tables (created on first start, versioned in `objsync_schema`, migrated forward under an
-//! advisory lock so processes starting together do not race): `objsync_realms` (one row per
+//! Tables (created on first start, versioned in `objsync_server_schema`, migrated forward under an
+//! advisory lock so processes starting together do not race): `objsync_server_realms` (one row per
 //! realm: path, file identifier, log length, the latest snapshot and the log position it was
-//! taken at) and `objsync_log` (the records after it, keyed by realm and position).
+//! taken at) and `objsync_server_log` (the records after it, keyed by realm and position).
 //!
-//! Integration of a realm is serialized across processes by its row in `objsync_realms`: a
+//! Integration of a realm is serialized across processes by its row in `objsync_server_realms`: a
 //! turn is a transaction that starts with `SELECT ... FOR UPDATE` on it, reads the records
 //! other processes appended since this one's position (replayed before anything is
 //! processed), and ends by inserting this process's records and moving `log_len` forward, in
@@ -18,7 +18,7 @@
 //! connection goes, releasing the lock; an idle one is cut after
 //! `idle_in_transaction_session_timeout`.
 //!
-//! Other processes learn of new records by `LISTEN objsync_log` (the commit notifies
+//! Other processes learn of new records by `LISTEN objsync_server_log` (the commit notifies
 //! `"<log_len> <path>"`), and, since a notification can be missed while the listening
 //! connection is down, by polling every realm's `log_len` as a fallback.
 
@@ -37,13 +37,13 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::{info, warn};
 
 /// The notification channel commits notify on.
-const CHANNEL: &str = "objsync_log";
+const CHANNEL: &str = "objsync_server_log";
 
 /// The advisory lock key schema migrations hold (any constant the application owns).
 const MIGRATION_LOCK: i64 = 0x6f62_6a73_796e_6301;
 
 /// Schema migrations, in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE objsync_realms (
+const MIGRATIONS: &[&str] = &["CREATE TABLE objsync_server_realms (
         id BIGSERIAL PRIMARY KEY,
         path TEXT NOT NULL UNIQUE,
         file_ident BIGINT NOT NULL,
@@ -51,8 +51,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE objsync_realms (
         snapshot_at BIGINT NOT NULL DEFAULT 0,
         snapshot BYTEA
     );
-    CREATE TABLE objsync_log (
-        realm BIGINT NOT NULL REFERENCES objsync_realms (id),
+    CREATE TABLE objsync_server_log (
+        realm BIGINT NOT NULL REFERENCES objsync_server_realms (id),
         seq BIGINT NOT NULL,
         record BYTEA NOT NULL,
         PRIMARY KEY (realm, seq)
@@ -138,17 +138,17 @@ impl PgStorage {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(db)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS objsync_schema (version INT NOT NULL)")
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS objsync_server_schema (version INT NOT NULL)")
             .await
             .map_err(db)?;
         let version: i32 = match tx
-            .query_opt("SELECT version FROM objsync_schema", &[])
+            .query_opt("SELECT version FROM objsync_server_schema", &[])
             .await
             .map_err(db)?
         {
             Some(row) => row.get(0),
             None => {
-                tx.execute("INSERT INTO objsync_schema VALUES (0)", &[])
+                tx.execute("INSERT INTO objsync_server_schema VALUES (0)", &[])
                     .await
                     .map_err(db)?;
                 0
@@ -164,9 +164,12 @@ impl PgStorage {
         for step in &MIGRATIONS[from..] {
             tx.batch_execute(step).await.map_err(db)?;
         }
-        tx.execute("UPDATE objsync_schema SET version = $1", &[&(known as i32)])
-            .await
-            .map_err(db)?;
+        tx.execute(
+            "UPDATE objsync_server_schema SET version = $1",
+            &[&(known as i32)],
+        )
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         if from < known {
             info!(from = version, to = known, "database schema migrated");
@@ -181,7 +184,7 @@ impl PgStorage {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute(
-            "INSERT INTO objsync_realms (path, file_ident) VALUES ($1, $2)
+            "INSERT INTO objsync_server_realms (path, file_ident) VALUES ($1, $2)
              ON CONFLICT (path) DO NOTHING",
             &[&path, &(random_id() as i64)],
         )
@@ -189,7 +192,7 @@ impl PgStorage {
         .map_err(db)?;
         let row = tx
             .query_one(
-                "SELECT id, file_ident, log_len, snapshot_at, snapshot FROM objsync_realms
+                "SELECT id, file_ident, log_len, snapshot_at, snapshot FROM objsync_server_realms
                  WHERE path = $1 FOR UPDATE",
                 &[&path],
             )
@@ -219,13 +222,13 @@ impl PgStorage {
             // The records before the previous snapshot go; the ones after it stay one
             // generation, for processes still catching up from there.
             tx.execute(
-                "UPDATE objsync_realms SET snapshot = $2, snapshot_at = $3 WHERE id = $1",
+                "UPDATE objsync_server_realms SET snapshot = $2, snapshot_at = $3 WHERE id = $1",
                 &[&id, &realm.save(), &log_len],
             )
             .await
             .map_err(db)?;
             tx.execute(
-                "DELETE FROM objsync_log WHERE realm = $1 AND seq < $2",
+                "DELETE FROM objsync_server_log WHERE realm = $1 AND seq < $2",
                 &[&id, &snapshot_at],
             )
             .await
@@ -263,7 +266,7 @@ async fn read_log(
     }
     let rows = client
         .query(
-            "SELECT seq, record FROM objsync_log WHERE realm = $1 AND seq >= $2 AND seq < $3
+            "SELECT seq, record FROM objsync_server_log WHERE realm = $1 AND seq >= $2 AND seq < $3
              ORDER BY seq",
             &[&id, &from, &to],
         )
@@ -295,7 +298,7 @@ impl Storage for PgStorage {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(pool_error)?;
             let rows = client
-                .query("SELECT path FROM objsync_realms ORDER BY path", &[])
+                .query("SELECT path FROM objsync_server_realms ORDER BY path", &[])
                 .await
                 .map_err(db)?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -378,7 +381,7 @@ async fn poll(pool: Pool, every: Duration, grown: mpsc::UnboundedSender<Grown>) 
         ticks.tick().await;
         let rows = match pool.get().await {
             Ok(client) => client
-                .query("SELECT path, log_len FROM objsync_realms", &[])
+                .query("SELECT path, log_len FROM objsync_server_realms", &[])
                 .await
                 .map_err(db),
             Err(e) => Err(pool_error(e)),
@@ -416,7 +419,9 @@ impl PgRealm {
         let locked = async {
             client.batch_execute("BEGIN").await?;
             let statement = client
-                .prepare_cached("SELECT log_len FROM objsync_realms WHERE id = $1 FOR UPDATE")
+                .prepare_cached(
+                    "SELECT log_len FROM objsync_server_realms WHERE id = $1 FOR UPDATE",
+                )
                 .await?;
             client.query_one(&statement, &[&self.id]).await
         }
@@ -440,14 +445,14 @@ impl PgRealm {
             let seqs: Vec<i64> = (at..end).map(pos).collect();
             let insert = client
                 .prepare_cached(
-                    "INSERT INTO objsync_log (realm, seq, record)
+                    "INSERT INTO objsync_server_log (realm, seq, record)
                      SELECT $1, * FROM unnest($2::BIGINT[], $3::BYTEA[])",
                 )
                 .await?;
             client.execute(&insert, &[&id, &seqs, records]).await?;
             let fence = client
                 .prepare_cached(
-                    "UPDATE objsync_realms SET log_len = $3 WHERE id = $1 AND log_len = $2",
+                    "UPDATE objsync_server_realms SET log_len = $3 WHERE id = $1 AND log_len = $2",
                 )
                 .await?;
             if client.execute(&fence, &[&id, &pos(at), &pos(end)]).await? != 1 {
@@ -556,7 +561,7 @@ impl RealmStore for PgRealm {
             let client = self.pool.get().await.map_err(pool_error)?;
             let row = client
                 .query_one(
-                    "SELECT log_len FROM objsync_realms WHERE id = $1",
+                    "SELECT log_len FROM objsync_server_realms WHERE id = $1",
                     &[&self.id],
                 )
                 .await
