@@ -244,6 +244,62 @@ fn device_writes_reach_postgres_and_psql_changes_reach_devices_without_echo() {
     });
 }
 
+#[test]
+fn rows_of_a_type_without_a_primary_key_go_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_start("notes");
+    let (_server, addr) = server(dir.path());
+    let (_connector, _log) = connector(&addr, "/notes/.*", &pg.connstr_for("notes"), &[]);
+    let rt = runtime();
+    let ops = json!([
+        {"op": "add_type", "type": "Note", "properties": {"text": "string"}},
+        {"op": "insert", "type": "Note", "values": {"text": "first"}},
+        {"op": "insert", "type": "Note", "values": {"text": "second"}},
+    ]);
+    let mut device = Local::in_memory(config("/notes/n"));
+    device.apply(&ops.to_string()).unwrap();
+    rt.block_on(sync(&mut device, &addr, "/notes/n"));
+    let notes = "SELECT _id, text FROM \"notes/n\".\"Note\" ORDER BY text";
+    wait_for(30, "the notes in PostgreSQL", || {
+        pg.psql("notes", notes)
+            .is_ok_and(|rows| rows.lines().count() == 2)
+    });
+    // Rows are keyed by the objects' engine ids.
+    let texts = |state: &Json| -> Vec<(String, String)> {
+        let mut v: Vec<_> = (state["Note"].as_object().into_iter().flatten())
+            .map(|(k, o)| (k.clone(), o["text"].as_str().unwrap_or("").to_string()))
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        v
+    };
+    let before = texts(&rt.block_on(state(&addr, "/notes/n")));
+    let rows: String = before.iter().map(|(k, t)| format!("{k}|{t}\n")).collect();
+    assert_eq!(pg.psql("notes", notes).unwrap(), rows);
+    // Another program updates and deletes rows by engine id, and inserts one with a key of its
+    // own: the realm mints the object's id, which replaces the program's key in the table.
+    pg.psql(
+        "notes",
+        "UPDATE \"notes/n\".\"Note\" SET text = 'changed' WHERE text = 'first'; \
+         DELETE FROM \"notes/n\".\"Note\" WHERE text = 'second'; \
+         INSERT INTO \"notes/n\".\"Note\" (_id, text) VALUES ('mine', 'third');",
+    )
+    .unwrap();
+    wait_for(30, "the device to see the psql changes", || {
+        let now = texts(&rt.block_on(state(&addr, "/notes/n")));
+        now.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>() == ["changed", "third"]
+    });
+    let after = texts(&rt.block_on(state(&addr, "/notes/n")));
+    assert_eq!(after[0].0, before[0].0, "an update keeps the object");
+    wait_for(30, "the program's row to take the minted id", || {
+        let rows: String = after.iter().map(|(k, t)| format!("{k}|{t}\n")).collect();
+        pg.psql("notes", notes).is_ok_and(|r| r == rows)
+    });
+    wait_for(30, "the outbox to drain", || {
+        pg.psql("notes", "SELECT count(*) FROM objsync_outbox")
+            .is_ok_and(|n| n.trim() == "0")
+    });
+}
+
 /// A realm whose every transaction inserts an Entry and appends to one list.
 fn write_log(
     rt: &tokio::runtime::Runtime,

@@ -26,7 +26,7 @@ use crate::client::{run as sync_run, Failure, Flow, Local, RealmUrl};
 use objsync::json::{key_from_json, value_to_json};
 use objsync::session::{ClientConfig, ClientEvent};
 use objsync::wire::Limits;
-use objsync::{ObjectType, PropType, Store};
+use objsync::{ObjKey, ObjectType, OpId, PropType, Store};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -174,13 +174,27 @@ async fn take(
         };
         writer.sync().await.map_err(|e| e.to_string())?;
         let mut ops = Vec::new();
+        // Rows another program inserted into tables of types without a primary key, by type,
+        // in the order their inserts come in `ops`.
+        let mut new_rows: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (tbl, key) in &rows {
             let Some(key) = key else { continue };
-            ops.extend(writer.diff(client, &schema, tbl, key).await?);
+            let diff = writer.diff(client, &schema, tbl, key).await?;
+            if diff.new_row.is_some() {
+                new_rows.entry(tbl.as_str()).or_default().push(key.as_str());
+            }
+            ops.extend(diff.ops);
         }
         if !ops.is_empty() {
             let n = ops.len();
+            let before: HashMap<&str, usize> = (new_rows.keys())
+                .map(|ty| Ok((*ty, writer.minted(ty)?.len())))
+                .collect::<Result<_, String>>()?;
             writer.local.apply(&Json::Array(ops).to_string())?;
+            for (ty, keys) in &new_rows {
+                let minted = writer.minted(ty)?;
+                rekey(client, &schema, ty, keys, &minted[before[ty]..]).await?;
+            }
             writer.sync().await.map_err(|e| e.to_string())?;
             info!(path = ?path, rows = rows.len(), ops = n, "wrote PostgreSQL's changes into the realm");
         }
@@ -246,7 +260,7 @@ impl Writer {
         schema: &str,
         tbl: &str,
         key: &str,
-    ) -> Result<Vec<Json>, String> {
+    ) -> Result<RowDiff, String> {
         let store = self.local.session.client().replica().store();
         for def in store.schema().types() {
             if def.name.as_ref() == tbl {
@@ -254,11 +268,32 @@ impl Writer {
             }
             for (prop, pt) in def.properties.iter().filter(|(_, t)| t.list) {
                 if sql::list_table(&def.name, prop) == tbl {
-                    return list_diff(client, store, schema, def, prop, pt, key).await;
+                    let ops = list_diff(client, store, schema, def, prop, pt, key).await?;
+                    return Ok(RowDiff { ops, new_row: None });
                 }
             }
         }
-        Ok(Vec::new())
+        Ok(RowDiff::default())
+    }
+
+    /// The engine ids of `ty`'s objects this client minted, in minting order.
+    fn minted(&self, ty: &str) -> Result<Vec<OpId>, String> {
+        let client = self.local.session.client();
+        let me = client.peer();
+        let objects = client
+            .replica()
+            .store()
+            .objects(ty)
+            .map_err(|e| e.to_string())?;
+        let mut ids: Vec<OpId> = objects
+            .into_iter()
+            .filter_map(|k| match k {
+                ObjKey::Engine(id) if id.peer == me => Some(id),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable_by_key(|id| id.seq);
+        Ok(ids)
     }
 }
 
@@ -281,21 +316,47 @@ fn scalar(store: &impl Store, pt: &PropType) -> String {
     }
 }
 
+/// A row's key column as SQL sees it (its scalar type), as the JSON ops name the object, and
+/// the object it names, if any: a type without a primary key keys its rows by the engine id
+/// (`peer:seq`, text), and a row another program inserted there names no object yet.
+fn row_object(
+    store: &impl Store,
+    def: &ObjectType,
+    key: &str,
+) -> Result<(String, Json, Option<ObjKey>), String> {
+    match &def.primary_key {
+        Some(pk) => {
+            let pk_scalar = scalar(store, &def.properties[pk]);
+            let pk_json = sql::json(&pk_scalar, Some(key.to_string()));
+            let obj = key_from_json(def, &pk_json).map_err(|e| e.to_string())?;
+            Ok((pk_scalar, pk_json, Some(obj)))
+        }
+        None => Ok(("string".into(), json!(key), ObjKey::parse_engine(key))),
+    }
+}
+
+/// What an object row's change becomes: ops, and for a row another program inserted into the
+/// table of a type without a primary key, the row's key, which the object's new engine id
+/// replaces in the table once the realm has minted it ([`rekey`]).
+#[derive(Default)]
+pub struct RowDiff {
+    /// The JSON write ops.
+    pub ops: Vec<Json>,
+    /// The row's key, if the ops create the object it stands for under a new engine id.
+    pub new_row: Option<String>,
+}
+
 async fn object_diff(
     client: &Client,
     store: &impl Store,
     schema: &str,
     def: &ObjectType,
     key: &str,
-) -> Result<Vec<Json>, String> {
-    let Some(pk) = &def.primary_key else {
-        warn!(ty = ?def.name, "rows of a type without a primary key are not written back");
-        return Ok(Vec::new());
-    };
-    let pk_scalar = scalar(store, &def.properties[pk]);
-    let pk_json = sql::json(&pk_scalar, Some(key.to_string()));
+) -> Result<RowDiff, String> {
+    let (pk_scalar, pk_json, obj) = row_object(store, def, key)?;
+    let key_col = def.primary_key.as_deref().unwrap_or(sql::ENGINE_KEY_COLUMN);
     let props: Vec<(&objsync::Name, &PropType)> = (def.properties.iter())
-        .filter(|(n, t)| !t.list && *n != pk)
+        .filter(|(n, t)| !t.list && n.as_ref() != key_col)
         .collect();
     let cols: Vec<String> = props
         .iter()
@@ -309,42 +370,57 @@ async fn object_diff(
             cols.join(", ")
         },
         table(schema, &def.name),
-        ident(pk),
+        ident(key_col),
         sql::cast(&pk_scalar, 1)
     );
     let row = client.query_opt(&select, &[&key]).await.map_err(pg)?;
-    let obj = key_from_json(def, &pk_json).map_err(|e| e.to_string())?;
-    let exists = store.exists(&def.name, &obj).map_err(|e| e.to_string())?;
+    let exists = match &obj {
+        Some(obj) => store.exists(&def.name, obj).map_err(|e| e.to_string())?,
+        None => false,
+    };
     let Some(row) = row else {
-        return Ok(if exists {
+        let ops = if exists {
             vec![json!({"op": "delete", "type": def.name, "pk": pk_json})]
         } else {
             Vec::new()
-        });
+        };
+        return Ok(RowDiff { ops, new_row: None });
     };
     let mut values = serde_json::Map::new();
     for (i, (name, pt)) in props.iter().enumerate() {
         let now = sql::json(&scalar(store, pt), row.get(i));
-        let held = if exists {
-            value_to_json(
-                &store
-                    .get(&def.name, &obj, name)
-                    .map_err(|e| e.to_string())?,
-            )
-        } else {
-            Json::Null
+        let held = match (&obj, exists) {
+            (Some(obj), true) => {
+                value_to_json(&store.get(&def.name, obj, name).map_err(|e| e.to_string())?)
+            }
+            _ => Json::Null,
         };
         if !exists || now != held {
             values.insert(name.to_string(), now);
         }
     }
-    let op = if exists { "set" } else { "insert" };
     if exists && values.is_empty() {
-        return Ok(Vec::new());
+        return Ok(RowDiff::default());
     }
-    Ok(vec![
-        json!({"op": op, "type": def.name, "pk": pk_json, "values": values}),
-    ])
+    if exists {
+        let op = json!({"op": "set", "type": def.name, "pk": pk_json, "values": values});
+        return Ok(RowDiff {
+            ops: vec![op],
+            new_row: None,
+        });
+    }
+    if def.primary_key.is_some() {
+        let op = json!({"op": "insert", "type": def.name, "pk": pk_json, "values": values});
+        return Ok(RowDiff {
+            ops: vec![op],
+            new_row: None,
+        });
+    }
+    // A new row of a type without a primary key: the realm mints the object's id.
+    Ok(RowDiff {
+        ops: vec![json!({"op": "insert", "type": def.name, "values": values})],
+        new_row: Some(key.to_string()),
+    })
 }
 
 async fn list_diff(
@@ -356,15 +432,10 @@ async fn list_diff(
     pt: &PropType,
     key: &str,
 ) -> Result<Vec<Json>, String> {
-    let Some(pk) = &def.primary_key else {
+    let (pk_scalar, pk_json, obj) = row_object(store, def, key)?;
+    let Some(obj) = obj.filter(|o| store.exists(&def.name, o).unwrap_or(false)) else {
         return Ok(Vec::new());
     };
-    let pk_scalar = scalar(store, &def.properties[pk]);
-    let pk_json = sql::json(&pk_scalar, Some(key.to_string()));
-    let obj = key_from_json(def, &pk_json).map_err(|e| e.to_string())?;
-    if !store.exists(&def.name, &obj).map_err(|e| e.to_string())? {
-        return Ok(Vec::new());
-    }
     let elem = scalar(store, pt);
     let select = format!(
         "SELECT {} FROM {} WHERE owner = {} ORDER BY idx",
@@ -405,4 +476,46 @@ async fn list_diff(
         ops.push(with("list_insert", prefix + i, Some(v)));
     }
     Ok(ops)
+}
+
+/// Gives rows another program inserted into the table of `ty` (a type without a primary key)
+/// the engine ids the realm minted for their objects, in the connector's own transaction (the
+/// triggers skip it). The realm's own insert may have reached the table first through the
+/// feed; then the program's row is the duplicate and goes.
+async fn rekey(
+    client: &Client,
+    schema: &str,
+    ty: &str,
+    keys: &[&str],
+    minted: &[OpId],
+) -> Result<(), String> {
+    if keys.len() != minted.len() {
+        return Err(format!(
+            "{} new rows of {ty} but {} objects minted for them",
+            keys.len(),
+            minted.len()
+        ));
+    }
+    let tbl = table(schema, ty);
+    let col = ident(sql::ENGINE_KEY_COLUMN);
+    let update = format!(
+        "UPDATE {tbl} SET {col} = $1 WHERE {col} = $2 \
+         AND NOT EXISTS (SELECT 1 FROM {tbl} WHERE {col} = $1)"
+    );
+    let delete = format!("DELETE FROM {tbl} WHERE {col} = $1");
+    let rename = async {
+        client
+            .batch_execute("BEGIN; SET LOCAL objsync.applying = 'on'")
+            .await?;
+        for (old, id) in keys.iter().zip(minted) {
+            client.execute(&update, &[&id.to_string(), old]).await?;
+            client.execute(&delete, &[old]).await?;
+        }
+        client.batch_execute("COMMIT").await
+    };
+    if let Err(e) = rename.await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(pg(e));
+    }
+    Ok(())
 }

@@ -86,9 +86,12 @@ pub fn list_table(ty: &str, prop: &str) -> String {
     format!("{ty}_{prop}")
 }
 
+/// The key column of the tables of types without a primary key: the engine id, as text.
+pub const ENGINE_KEY_COLUMN: &str = "_id";
+
 /// The key column of a type: its primary key, or `_id` for engine ids.
 pub fn key_column(def: &TypeDef) -> &str {
-    def.primary_key.as_deref().unwrap_or("_id")
+    def.primary_key.as_deref().unwrap_or(ENGINE_KEY_COLUMN)
 }
 
 /// The SQL type of a scalar type name as the feed writes it (`int`, `objectId`, ...).
