@@ -193,12 +193,7 @@ pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
 /// set) and starts a fresh journal behind it, keeping the generation it replaces as
 /// `.snap.prev` and `.log.prev`. A crash anywhere leaves a snapshot and journal that fit: the
 /// new snapshot with the old journal replays it as duplicates.
-pub fn checkpoint(file: &Path, realm: &mut ServerRealm, keep: Option<u64>) -> io::Result<Journal> {
-    if let Some(keep) = keep {
-        realm.trim(ServerVersion(
-            realm.server().version().0.saturating_sub(keep),
-        ));
-    }
+pub fn checkpoint(file: &Path, realm: &ServerRealm) -> io::Result<Journal> {
     let snapshot = snapshot_file(file);
     let (prev_snapshot, prev_journal) = previous(file);
     if snapshot.exists() {

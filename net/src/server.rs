@@ -39,7 +39,7 @@ pub use config::{check_path, resolve_path, Config, Level, ServerLimits, User, AD
 
 pub use super::disk::{open_realm, realm_file, snapshot_file};
 use super::storage::journal::JournalStorage;
-use super::storage::Storage;
+use super::storage::{Retention, Storage};
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
@@ -134,14 +134,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Server {
     /// A server keeping realms in journals under `data`, with their whole histories.
     pub fn new(data: PathBuf, config: Config) -> Arc<Server> {
-        Server::keeping(data, config, None)
+        Server::keeping(data, config, Retention::default())
     }
 
-    /// A server keeping realms in journals under `data` that keeps at most `keep_history`
-    /// entries of each realm's history (trimmed whenever a realm is opened): clients further
-    /// behind are told to reset (222), new ones start from the state.
-    pub fn keeping(data: PathBuf, config: Config, keep_history: Option<u64>) -> Arc<Server> {
-        Server::with_storage(Arc::new(JournalStorage::new(data, keep_history)), config)
+    /// A server keeping realms in journals under `data`, each trimmed and compacted by
+    /// `retention` whenever it is opened: clients further behind than a trim are told to reset
+    /// (222), new ones start from the state.
+    pub fn keeping(data: PathBuf, config: Config, retention: Retention) -> Arc<Server> {
+        Server::with_storage(Arc::new(JournalStorage::new(data, retention)), config)
     }
 
     /// A server keeping realms in `storage`.

@@ -13,6 +13,7 @@ use objsync::ServerVersion;
 use objsync_net::client::{run, Failure, Flow, Local, RealmUrl};
 use objsync_net::consumer::FeedLink;
 use objsync_net::server::{Config, Server};
+use objsync_net::storage::Retention;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +24,14 @@ const CONFIG: &str = r#"{"admin_token": "admin", "users": {"t-alice": "alice"}}"
 /// A server over `data`, serving on a loopback port; returns its address.
 async fn start(data: &Path, keep: Option<u64>) -> String {
     let config = Config::parse(CONFIG).unwrap();
-    let server = Server::keeping(data.to_path_buf(), config, keep);
+    let server = Server::keeping(
+        data.to_path_buf(),
+        config,
+        Retention {
+            keep_history: keep,
+            compact: false,
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(server.serve(listener));

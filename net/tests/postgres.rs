@@ -12,6 +12,7 @@ use objsync::session::{ClientConfig, ClientEvent};
 use objsync::wire::{Action, ErrorCode, Limits};
 use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::storage::postgres::PgStorage;
+use objsync_net::storage::Retention;
 use objsync_net::storage::Storage;
 use objsync_testkit::postgres::TempPostgres;
 use std::io::{BufRead, BufReader};
@@ -261,7 +262,7 @@ async fn sync_all(local: &mut Local, live: &mut Live, mark: &mut u64) -> Result<
 
 /// The realm as the database holds it, read by this test process through the same storage.
 async fn stored_state(connstr: &str) -> String {
-    let storage = PgStorage::connect(connstr, None, Duration::from_secs(60))
+    let storage = PgStorage::connect(connstr, Retention::default(), Duration::from_secs(60))
         .await
         .expect("the database");
     let opened = storage.open(REALM).await.expect("the realm");
@@ -485,20 +486,33 @@ fn snapshots_on_postgres_bound_the_log() {
     );
     assert_eq!(rt.block_on(stored_state(&connstr)), state);
     let trimmed = rt.block_on(async {
-        let storage = PgStorage::connect(&connstr, Some(5), Duration::from_secs(60))
-            .await
-            .expect("the database");
+        let storage = PgStorage::connect(
+            &connstr,
+            Retention {
+                keep_history: Some(5),
+                compact: true,
+            },
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the database");
         storage.open(REALM).await.expect("the realm").realm
     });
     let server = trimmed.server();
     assert_eq!(server.history().horizon().0, server.version().0 - 5);
+    // Trimmed and compacted, the realm in the database holds the same state.
+    assert_eq!(rt.block_on(stored_state(&connstr)), state);
     // A schema newer than this server knows is refused, not used.
     pg.psql(
         "postgres",
         "UPDATE objsync_server_schema SET version = version + 1",
     )
     .expect("psql");
-    let refused = rt.block_on(PgStorage::connect(&connstr, None, Duration::from_secs(60)));
+    let refused = rt.block_on(PgStorage::connect(
+        &connstr,
+        Retention::default(),
+        Duration::from_secs(60),
+    ));
     let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(why.contains("newer than this server's"), "{why}");
 }

@@ -31,6 +31,7 @@ use objsync::wire::Limits;
 use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::server::{random_token, Config, Server};
 use objsync_net::storage::postgres::PgStorage;
+use objsync_net::storage::Retention;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -134,9 +135,10 @@ fn serve(store: Store, token: &str) -> Result<(), String> {
         let server = match store {
             Store::Journal(data) => Server::new(data.to_path_buf(), config),
             Store::Postgres(connstr) => {
-                let storage = PgStorage::connect(connstr, None, Duration::from_secs(1))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let storage =
+                    PgStorage::connect(connstr, Retention::default(), Duration::from_secs(1))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 Server::with_storage(Arc::new(storage), config)
             }
         };

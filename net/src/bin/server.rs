@@ -27,6 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use objsync_net::server::{random_token, Config, Server};
 use objsync_net::storage::postgres::PgStorage;
+use objsync_net::storage::Retention;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ struct Args {
     /// keep everything.
     #[arg(long, value_name = "ENTRIES")]
     keep_history: Option<u64>,
+    /// Compact each realm's history when it is opened (what no later upload or download can
+    /// tell apart goes; the snapshot then holds the compacted history).
+    #[arg(long)]
+    compact: bool,
     /// Seconds between status lines (connections, realms, integrations/s, lag); 0: none.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     status_secs: u64,
@@ -88,13 +93,17 @@ fn serve(args: Args) -> Result<(), String> {
         Some(data) => Some(objsync_net::lock_dir(data).map_err(|e| e.to_string())?),
         None => None,
     };
+    let retention = Retention {
+        keep_history: args.keep_history,
+        compact: args.compact,
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let server = match (&args.data, &args.postgres) {
-            (Some(data), _) => Server::keeping(data.clone(), config, args.keep_history),
+            (Some(data), _) => Server::keeping(data.clone(), config, retention),
             (None, Some(connstr)) => {
                 let poll = Duration::from_millis(args.poll_ms.max(10));
-                let storage = PgStorage::connect(connstr, args.keep_history, poll)
+                let storage = PgStorage::connect(connstr, retention, poll)
                     .await
                     .map_err(|e| e.to_string())?;
                 Server::with_storage(Arc::new(storage), config)

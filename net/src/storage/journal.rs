@@ -7,7 +7,7 @@
 //! opened. Commits write the buffered records and `fdatasync` them: sessions that appended
 //! meanwhile are covered by the same sync (group commit).
 
-use super::{Grown, OpenedRealm, RealmStore, Records, Storage};
+use super::{Grown, OpenedRealm, RealmStore, Records, Retention, Storage};
 use crate::disk::{checkpoint, create_realm, open_realm, realm_file, realm_files, realm_path};
 use crate::journal::Journal;
 use futures_util::future::BoxFuture;
@@ -21,14 +21,13 @@ use tracing::{info, warn};
 #[derive(Debug)]
 pub struct JournalStorage {
     data: PathBuf,
-    keep_history: Option<u64>,
+    retention: Retention,
 }
 
 impl JournalStorage {
-    /// Realms under `data`, keeping at most `keep_history` history entries of each (trimmed
-    /// when a realm is opened), or everything.
-    pub fn new(data: PathBuf, keep_history: Option<u64>) -> JournalStorage {
-        JournalStorage { data, keep_history }
+    /// Realms under `data`, each trimmed and compacted by `retention` when it is opened.
+    pub fn new(data: PathBuf, retention: Retention) -> JournalStorage {
+        JournalStorage { data, retention }
     }
 }
 
@@ -47,7 +46,7 @@ impl Storage for JournalStorage {
 
     fn open<'a>(&'a self, path: &'a str) -> BoxFuture<'a, io::Result<OpenedRealm>> {
         let file = realm_file(&self.data, path);
-        let keep = self.keep_history;
+        let retention = self.retention;
         let owned = path.to_string();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
@@ -57,7 +56,8 @@ impl Storage for JournalStorage {
                         warn!(path = ?owned, dropped, "cut a torn tail off the realm's journal");
                     }
                     drop(journal);
-                    let journal = checkpoint(&file, &mut realm, keep)?;
+                    retention.apply(&mut realm, &owned);
+                    let journal = checkpoint(&file, &realm)?;
                     info!(
                         path = ?owned,
                         version = %realm.server().version(),

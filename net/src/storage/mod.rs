@@ -26,6 +26,37 @@ use objsync::session::ServerRealm;
 use std::io;
 use tokio::sync::mpsc;
 
+/// What a storage does to a realm's history when it writes the realm's snapshot, which it does
+/// when it opens the realm: trimming and compaction (spec/semantics.md section 9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many history entries (older ones are trimmed: clients further behind
+    /// reset, new ones start from the state); `None`: keep every entry.
+    pub keep_history: Option<u64>,
+    /// Compact the history (`ServerRealm::compact`): what no future upload or download can
+    /// tell apart goes.
+    pub compact: bool,
+}
+
+impl Retention {
+    /// Whether opening a realm changes its history, so that a new snapshot is due.
+    pub fn changes_history(&self) -> bool {
+        self.compact || self.keep_history.is_some()
+    }
+
+    /// Trims, then compacts, the history of `realm` (at `path`, for the log).
+    pub fn apply(&self, realm: &mut ServerRealm, path: &str) {
+        if let Some(keep) = self.keep_history {
+            let horizon = realm.server().version().0.saturating_sub(keep);
+            realm.trim(objsync::ServerVersion(horizon));
+        }
+        if self.compact {
+            let removed = realm.compact();
+            tracing::info!(path = ?path, removed, "compacted the realm's history");
+        }
+    }
+}
+
 /// Records as stored: each a record payload of [`crate::disk`] (Registered or Integrated).
 pub type Records = Vec<Vec<u8>>;
 

@@ -22,13 +22,12 @@
 //! `"<log_len> <path>"`), and, since a notification can be missed while the listening
 //! connection is down, by polling every realm's `log_len` as a fallback.
 
-use super::{replay, Grown, OpenedRealm, RealmStore, Records, Storage};
+use super::{replay, Grown, OpenedRealm, RealmStore, Records, Retention, Storage};
 use crate::random_id;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use objsync::session::ServerRealm;
-use objsync::ServerVersion;
 use std::io;
 use std::str::FromStr;
 use std::time::Duration;
@@ -70,7 +69,7 @@ const POOL_SIZE: usize = 16;
 pub struct PgStorage {
     config: tokio_postgres::Config,
     pool: Pool,
-    keep_history: Option<u64>,
+    retention: Retention,
     poll: Duration,
 }
 
@@ -96,12 +95,12 @@ fn pos(at: u64) -> i64 {
 
 impl PgStorage {
     /// Connects to the database `connstr` names (libpq key=value form or a URL), creates or
-    /// migrates its tables, and keeps at most `keep_history` history entries of each realm
-    /// (trimmed at checkpoints), or everything. `poll` is the fallback interval at which the
+    /// migrates its tables, and trims and compacts each realm by `retention` when it writes the
+    /// realm's snapshot (when a process opens it). `poll` is the fallback interval at which the
     /// log lengths of all realms are read, in case a notification was missed.
     pub async fn connect(
         connstr: &str,
-        keep_history: Option<u64>,
+        retention: Retention,
         poll: Duration,
     ) -> io::Result<PgStorage> {
         let mut config = tokio_postgres::Config::from_str(connstr)
@@ -124,7 +123,7 @@ impl PgStorage {
         let storage = PgStorage {
             config,
             pool,
-            keep_history,
+            retention,
             poll,
         };
         storage.migrate().await?;
@@ -212,13 +211,8 @@ impl PgStorage {
         };
         let records = read_log(&*tx, id, snapshot_at, log_len).await?;
         replay(&mut realm, &records, path)?;
-        let keep = self.keep_history;
-        if log_len > snapshot_at || keep.is_some() {
-            if let Some(keep) = keep {
-                realm.trim(ServerVersion(
-                    realm.server().version().0.saturating_sub(keep),
-                ));
-            }
+        if log_len > snapshot_at || self.retention.changes_history() {
+            self.retention.apply(&mut realm, path);
             // The records before the previous snapshot go; the ones after it stay one
             // generation, for processes still catching up from there.
             tx.execute(
