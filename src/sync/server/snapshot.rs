@@ -132,6 +132,11 @@ impl<S: Store> Server<S> {
                 w.items().u64(*v);
                 w.changeset(cs);
             }
+            w.items().count(state.corrections.len());
+            for (v, cs) in &state.corrections {
+                w.items().u64(*v);
+                w.changeset(cs);
+            }
         }
     }
 
@@ -228,6 +233,18 @@ impl<S: Store> Server<S> {
                 }
                 state.reciprocal.insert(v, cs);
             }
+            let m = r.count(MIN_FORM_BYTES, "corrections")?;
+            for _ in 0..m {
+                let v = r.items().u64("correction version")?;
+                let cs = r.changeset()?;
+                let own = history
+                    .get(ServerVersion(v))
+                    .map_or(true, |e| e.changeset.origin == peer);
+                if v > history.latest().0 || !own {
+                    return Err(inconsistent("a correction is not of its peer's changeset"));
+                }
+                state.corrections.insert(v, cs);
+            }
             if state.base > history.latest() || peers.insert(peer, state).is_some() {
                 return Err(inconsistent("a peer's table is invalid or appears twice"));
             }
@@ -236,6 +253,7 @@ impl<S: Store> Server<S> {
             replica,
             history,
             peers,
+            identities: HashMap::new(),
         })
     }
 }
