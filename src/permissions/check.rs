@@ -13,9 +13,23 @@ use hashbrown::HashSet;
 
 /// Checks the instructions of one changeset of one writer, in order. The caller applies each
 /// allowed instruction before asking about the next, so every check sees the permission state
-/// left by everything before it.
+/// left by everything before it. This is what the server does for every changeset of a user.
+///
+/// ```
+/// use objsync::permissions::{self, Checker, Level, Privileges};
+/// use objsync::{Instruction, ObjRef, PeerId, Replica};
+///
+/// let mut replica = Replica::new(PeerId(0));
+/// let mut tx = replica.transaction(1);
+/// let no_create = |p: Privileges| p & !Privileges::CREATE;
+/// permissions::grant(&mut tx, permissions::EVERYONE, &Level::Realm, no_create)?;
+/// tx.commit();
+/// let create = Instruction::Insert { obj: ObjRef::new("__Role", "admins") };
+/// assert!(!Checker::new(Some("eve")).allows(replica.store(), &create));
+/// # Ok::<(), objsync::Error>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct Checker<'u> {
+pub struct Checker<'u> {
     user: Option<&'u str>,
     /// Objects this changeset created: its writer may fill them (and their ACL) with canCreate.
     created: HashSet<ObjRef>,
@@ -30,15 +44,16 @@ enum Holder {
 
 impl<'u> Checker<'u> {
     /// A checker for the changesets of `user` (`None`: an unknown user, in `everyone` only).
-    pub(crate) fn new(user: Option<&'u str>) -> Self {
+    pub fn new(user: Option<&'u str>) -> Self {
         Checker {
             user,
             created: HashSet::new(),
         }
     }
 
-    /// Whether the writer may make `instr` on `store` (the server's state before it).
-    pub(crate) fn allows<S: Store>(&mut self, store: &S, instr: &Instruction) -> bool {
+    /// Whether the writer may make `instr` on `store` (the server's state before it). An
+    /// allowed creation counts as made: apply the instruction before checking the next.
+    pub fn allows<S: Store>(&mut self, store: &S, instr: &Instruction) -> bool {
         let up = UserPrivileges::new(store, self.user);
         let schema = store.schema();
         match instr {
@@ -69,6 +84,8 @@ impl<'u> Checker<'u> {
                     return true;
                 }
                 let allowed = match &*obj.ty {
+                    // A permission in no list grants nothing: making one needs no privilege.
+                    PERMISSION => true,
                     REALM => up.realm().contains(SET),
                     CLASS => class_name(&obj.key).is_some_and(|c| up.class(c).contains(SET)),
                     ty => up.class(ty).contains(Privileges::READ | Privileges::CREATE),
@@ -86,7 +103,7 @@ impl<'u> Checker<'u> {
     }
 
     /// Whether the writer may delete `obj` (which may be gone already: nothing to check).
-    pub(crate) fn may_delete<S: Store>(
+    pub fn may_delete<S: Store>(
         &self,
         up: &UserPrivileges<'_, S>,
         store: &S,
@@ -123,6 +140,9 @@ impl<'u> Checker<'u> {
         let created = self.created.contains(obj);
         let granted = granted_permission(store, instr);
         match &*obj.ty {
+            // A level object made in this changeset was made with the defaults' privileges
+            // (everything); its list is filled under them.
+            REALM | CLASS if prop == PERMISSIONS_PROP && created => true,
             REALM if prop == PERMISSIONS_PROP => {
                 capped(up.realm(), SET, granted) && obj.key == realm_key()
             }
@@ -133,9 +153,7 @@ impl<'u> Checker<'u> {
             PERMISSION if !created => {
                 let holders = holders(store, &obj.key);
                 if holders.is_empty() {
-                    return up
-                        .class(PERMISSION)
-                        .contains(Privileges::READ | Privileges::UPDATE);
+                    return true;
                 }
                 let raised = raised_flags(store, &obj.key, prop, instr);
                 holders

@@ -107,9 +107,36 @@ pub(crate) fn correction<S: Store>(
         replica,
         ops: Vec::new(),
         whole: HashSet::new(),
+        restored: Vec::new(),
+        elems: HashSet::new(),
     };
-    for instr in refused {
+    // Whole objects first: an object the writer deleted comes back before its lists are
+    // touched, and one the server does not have goes before anything else is said about it.
+    let whole =
+        |i: &&Instruction| matches!(i, Instruction::Insert { .. } | Instruction::Delete { .. });
+    for instr in refused.iter().filter(whole) {
         undo.undo(instr);
+    }
+    // Objects that come back may link to each other: all exist before any is filled.
+    let restored = undo.restored.clone();
+    for obj in &restored {
+        undo.fill_object(obj);
+    }
+    for obj in &restored {
+        undo.restore_links_to(obj);
+    }
+    // What the writer did to an object before deleting it went with the object.
+    let mut last_delete = hashbrown::HashMap::new();
+    for (i, instr) in refused.iter().enumerate() {
+        if let Instruction::Delete { obj } = instr {
+            last_delete.insert(obj, i);
+        }
+    }
+    for (i, instr) in refused.iter().enumerate().filter(|(_, i)| !whole(i)) {
+        let deleted_later = instr.object().and_then(|o| last_delete.get(o));
+        if deleted_later.map_or(true, |d| *d < i) {
+            undo.undo(instr);
+        }
     }
     if undo.ops.is_empty() {
         return None;
@@ -121,12 +148,16 @@ pub(crate) fn correction<S: Store>(
     })
 }
 
-/// The undo instructions built so far, and the objects they delete or restore whole (later
-/// undos on those have nothing left to do).
+/// The undo instructions built so far, and what they deleted or restored.
 struct Undo<'r, S: Store> {
     replica: &'r Replica<S>,
     ops: Vec<Op>,
+    /// Objects the correction deletes: nothing more is said about them.
     whole: HashSet<ObjRef>,
+    /// Objects brought back, to be filled once all of them exist.
+    restored: Vec<ObjRef>,
+    /// List elements already restored.
+    elems: HashSet<OpId>,
 }
 
 impl<S: Store> Undo<'_, S> {
@@ -161,13 +192,9 @@ impl<S: Store> Undo<'_, S> {
             Instruction::Set { prop, .. } | Instruction::AddInt { prop, .. } => {
                 self.restore_field(obj, prop)
             }
-            Instruction::ListInsert { prop, elem, .. } => self.push(Instruction::ListErase {
-                obj: obj.clone(),
-                prop: prop.clone(),
-                index: 0,
-                elem: *elem,
-            }),
-            Instruction::ListSet { prop, elem, .. } | Instruction::ListErase { prop, elem, .. } => {
+            Instruction::ListInsert { prop, elem, .. }
+            | Instruction::ListSet { prop, elem, .. }
+            | Instruction::ListErase { prop, elem, .. } => {
                 self.restore_elem(&obj.prop(prop), *elem)
             }
             Instruction::ListMove { prop, elem, .. } => {
@@ -200,35 +227,39 @@ impl<S: Store> Undo<'_, S> {
         }
     }
 
-    /// A list element as the server has it: its value if it is visible, erased if it is.
+    /// A list element as the server has it: its value if it is visible, erased if it is or
+    /// if the server does not have it. Each element is restored once, to its final state.
     fn restore_elem(&mut self, list: &PropRef, elem: OpId) {
-        let Some(seq) = self.replica.sequence(&list.obj, &list.prop) else {
+        if !self.elems.insert(elem) {
             return;
-        };
+        }
         let (obj, prop) = (list.obj.clone(), list.prop.clone());
-        let Some(index) = seq.index_of(elem) else {
-            if seq.state(elem) == Some(crate::ElemState::Erased) {
-                self.push(Instruction::ListErase {
-                    obj,
-                    prop,
-                    index: 0,
-                    elem,
-                });
-            }
-            return;
-        };
+        let seq = self.replica.sequence(&list.obj, &list.prop);
+        let state = seq.and_then(|s| s.state(elem));
+        let index = seq.and_then(|s| s.index_of(elem));
         let values = self
             .store()
             .list(&obj.ty, &obj.key, &prop)
             .unwrap_or_default();
-        if let Some(value) = values.get(index).cloned() {
-            self.push(Instruction::ListSet {
+        match (state, index.and_then(|i| Some((i, values.get(i)?.clone())))) {
+            (Some(crate::ElemState::Visible), Some((index, value))) => {
+                self.push(Instruction::ListSet {
+                    obj,
+                    prop,
+                    index: index as u32,
+                    value,
+                    elem,
+                })
+            }
+            // Hidden on the server (a link to a deleted object): the writer's element is a
+            // link to an object it does not have either, so it is hidden there too.
+            (Some(crate::ElemState::Hidden), _) => {}
+            _ => self.push(Instruction::ListErase {
                 obj,
                 prop,
-                index: index as u32,
-                value,
+                index: 0,
                 elem,
-            });
+            }),
         }
     }
 
@@ -252,11 +283,19 @@ impl<S: Store> Undo<'_, S> {
         });
     }
 
-    /// An object the writer deleted, back with the server's values, lists (their visible
-    /// elements, under the server's ids) and the links to it.
+    /// An object the writer deleted, back (filled later by [`Undo::fill_object`]). Its later
+    /// undos still apply: the writer may have made it again after deleting it.
     fn restore_object(&mut self, obj: &ObjRef) {
-        self.whole.insert(obj.clone());
+        if self.restored.contains(obj) {
+            return;
+        }
+        self.restored.push(obj.clone());
         self.push(Instruction::Insert { obj: obj.clone() });
+    }
+
+    /// A restored object's server values and lists (their visible elements, under the
+    /// server's ids).
+    fn fill_object(&mut self, obj: &ObjRef) {
         let Ok(def) = self.store().schema().get(&obj.ty) else {
             return;
         };
@@ -270,7 +309,6 @@ impl<S: Store> Undo<'_, S> {
                 false => self.restore_field(obj, &prop),
             }
         }
-        self.restore_links_to(obj);
     }
 
     /// Inserts the server's visible elements of a list the writer no longer has, in order.

@@ -84,8 +84,11 @@ pub fn grant<S: Store>(
         if matches!(level, Level::Object(_)) {
             return Err(Error::MissingObject { obj: holder });
         }
+        // The default made explicit: everyone holds everything. The permission comes first,
+        // so that it is made while the level has no permission data yet.
+        let everyone = make_permission(tx, level, EVERYONE, Privileges::ALL)?;
         tx.insert(&holder.ty, holder.key.clone())?;
-        add_permission(tx, level, EVERYONE, Privileges::ALL)?;
+        append(tx, level, everyone)?;
     }
     let list = tx.store().list(&holder.ty, &holder.key, &prop)?;
     let mine = (list.iter().filter_map(Value::as_link)).find(|key| {
@@ -97,24 +100,31 @@ pub fn grant<S: Store>(
             let now = flags(tx.store(), &key);
             set_flags(tx, &key, now, change(now))
         }
-        None => add_permission(tx, level, role, change(Privileges::NONE)),
+        None => {
+            let key = make_permission(tx, level, role, change(Privileges::NONE))?;
+            append(tx, level, key)
+        }
     }
 }
 
-/// Creates (or reuses) the level's permission object for `role` with `privileges`, and
-/// appends it to the level's list.
-fn add_permission<S: Store>(
+/// Creates (or reuses) the level's permission object for `role` with `privileges`.
+fn make_permission<S: Store>(
     tx: &mut Transaction<'_, S>,
     level: &Level,
     role: &str,
     privileges: Privileges,
-) -> Result<(), Error> {
+) -> Result<ObjKey, Error> {
     ensure_role(tx, role)?;
     let key = ObjKey::String(level.permission_key(role).into());
     tx.insert(PERMISSION, key.clone())?;
     tx.set(PERMISSION, key.clone(), ROLE_PROP, role)?;
     let now = flags(tx.store(), &key);
     set_flags(tx, &key, now, privileges)?;
+    Ok(key)
+}
+
+/// Appends permission `key` to the level's list.
+fn append<S: Store>(tx: &mut Transaction<'_, S>, level: &Level, key: ObjKey) -> Result<(), Error> {
     let (holder, prop) = level.list(tx)?;
     let len = tx.store().list_len(&holder.ty, &holder.key, &prop)?;
     tx.list_insert(&holder.ty, holder.key, &prop, len, Value::Link(key))

@@ -43,6 +43,7 @@ mod grant;
 mod privileges;
 mod system;
 
+pub use check::Checker;
 pub use effective::{flags, readable_objects, UserPrivileges};
 pub use grant::{add_member, ensure_system_types, ensure_user, grant, remove_member, Level};
 pub use privileges::Privileges;
