@@ -3,7 +3,8 @@
 //!
 //! A realm at path `/a/b` lives under `DATA/realms/a.d/` as
 //! - `b.log`: the journal ([`crate::journal`]): a header naming the realm's file identifier, then
-//!   a Registered record per client identity issued and an Integrated record per changeset as
+//!   a Registered record per client identity issued, an Identified record per peer saying
+//!   which user (or the admin) it writes as, and an Integrated record per changeset as
 //!   uploaded;
 //! - `b.snap`: the snapshot the journal continues (a `ServerRealm::save`), absent until the
 //!   realm was first reopened;
@@ -23,6 +24,7 @@
 use crate::journal::{invalid, keep_copy, with_suffix, write_atomically, Contents, Journal};
 use crate::journal::{Put, Take};
 use crate::random_id;
+use objsync::permissions::Identity;
 use objsync::session::{ServerEvent, ServerRealm};
 use objsync::wire;
 use objsync::PeerId;
@@ -34,6 +36,8 @@ use std::path::{Path, PathBuf};
 const HEADER: u8 = 0;
 const REGISTERED: u8 = 1;
 const INTEGRATED: u8 = 2;
+/// Who a peer writes as (spec/permissions.md): checks on its later integrations depend on it.
+const IDENTIFIED: u8 = 3;
 
 /// What a realm journal's header record says it is.
 const REALM_KIND: &[u8] = b"objsync realm";
@@ -155,6 +159,14 @@ impl Replay {
                 r.integrate(peer, cs)
                     .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
             }
+            (IDENTIFIED, Some(r)) => {
+                let peer = PeerId(t.u64()?);
+                let identity = match (t.u64()?, t.text()?) {
+                    (0, _) => Identity::Admin,
+                    (_, user) => Identity::User(user.to_string()),
+                };
+                r.set_identity(peer, identity);
+            }
             (tag, _) => return Err(invalid(format!("unexpected record tag {tag}"))),
         }
         t.end()
@@ -209,6 +221,19 @@ pub fn create_realm(file: &Path) -> io::Result<(ServerRealm, Journal)> {
 
 fn header(file_ident: u64) -> Vec<u8> {
     Put::tag(HEADER).bytes(REALM_KIND).u64(file_ident).0
+}
+
+/// The journal record saying who `peer` writes as.
+pub fn identified(peer: PeerId, identity: &Identity) -> Vec<u8> {
+    let (kind, user) = match identity {
+        Identity::Admin => (0, ""),
+        Identity::User(user) => (1, user.as_str()),
+    };
+    Put::tag(IDENTIFIED)
+        .u64(peer.0)
+        .u64(kind)
+        .bytes(user.as_bytes())
+        .0
 }
 
 /// The journal records of `events`; and whether the history grew.

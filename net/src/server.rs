@@ -29,6 +29,7 @@ pub use super::disk::{open_realm, realm_file, snapshot_file};
 use super::journal::Journal;
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
+use objsync::permissions::Identity;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
 use objsync::wire::{Action, ErrorCode, ErrorMessage, Limits};
 use objsync::Store;
@@ -378,6 +379,18 @@ struct RealmState {
 
 impl RealmState {
     /// Appends the records of `events`; returns whether the history grew.
+    /// Appends one record, if there is one.
+    fn record(&mut self, record: Option<Vec<u8>>) -> io::Result<()> {
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let result = self.journal.append(&[record]);
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
     fn persist(&mut self, events: &[ServerEvent]) -> io::Result<bool> {
         let (records, grew) = disk::records(events);
         let result = self.journal.append(&records);
@@ -610,6 +623,7 @@ impl Server {
             session: ServerSession::new(limits).with_frame_size(SEND_BATCH),
             server: self,
             bound: None,
+            identity: None,
             unbound: ServerRealm::new(0),
             reassembling: 0,
             _admission: admission,
@@ -726,6 +740,8 @@ struct Conn {
     server: Arc<Server>,
     session: ServerSession,
     bound: Option<Bound>,
+    /// Who the bound token authenticates, as the realm's permission checks know it.
+    identity: Option<Identity>,
     /// An empty realm to poll the session with while none is bound (or the bound one broke):
     /// `poll_transmit` wants a realm even for the frames queued before BIND (PONG, ERROR).
     unbound: ServerRealm,
@@ -833,6 +849,8 @@ impl Conn {
             }
             self.count_in_transit(&limits);
             self.session.set_clock(now_ms(), limits.max_clock_skew_ms);
+            // Who the peer writes as is known (and logged) before its uploads integrate.
+            let before = self.identify(&mut state.realm);
             let events = self.session.process(&mut state.realm);
             for event in &events {
                 if let ServerEvent::Closed(e) = event {
@@ -840,7 +858,11 @@ impl Conn {
                 }
             }
             self.count_in_transit(&limits);
-            state.persist(&events)
+            let after = self.identify(&mut state.realm);
+            state
+                .record(before)
+                .and_then(|()| state.persist(&events))
+                .and_then(|grew| state.record(after).map(|()| grew))
         };
         match persisted {
             Ok(true) => {
@@ -849,6 +871,15 @@ impl Conn {
             Ok(false) => {}
             Err(e) => self.broken(&realm, &e).await,
         }
+    }
+
+    /// Tells the realm who this session's peer writes as, once the peer is known; returns the
+    /// journal record to keep if that was news to the realm.
+    fn identify(&self, realm: &mut ServerRealm) -> Option<Vec<u8>> {
+        let (peer, identity) = (self.session.peer()?, self.identity.clone()?);
+        realm
+            .set_identity(peer, identity.clone())
+            .then(|| disk::identified(peer, &identity))
     }
 
     /// Brings this session's share of the bytes in transit up to date; a session that takes
@@ -927,6 +958,10 @@ impl Conn {
             read: true,
             write: level >= Level::Write,
         };
+        self.identity = Some(match &user {
+            User::Admin => Identity::Admin,
+            User::Named(id) => Identity::User(id.clone()),
+        });
         self.session.accept(access, random_id());
         info!(user = ?user.id(), path = ?path, write = access.write, "bound");
         self.bound = Some(Bound {

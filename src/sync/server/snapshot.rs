@@ -5,6 +5,7 @@ use super::history::{History, HistoryEntry};
 use super::peers::{Integration, PeerState};
 use super::Server;
 use crate::model::{ClientVersion, Fingerprint, ServerVersion};
+use crate::permissions::Identity;
 use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -16,6 +17,8 @@ const MIN_ENTRY_BYTES: usize = 7;
 const MIN_FORM_BYTES: usize = 6;
 const MIN_PEER_BYTES: usize = 4;
 const MIN_INTEGRATION_BYTES: usize = 3;
+/// Smallest encoded identity (a peer id and a tag).
+const MIN_IDENTITY_BYTES: usize = 2;
 
 impl Server<MemoryStore> {
     /// Loads a server saved with [`Server::save`], with an in-memory store.
@@ -138,6 +141,20 @@ impl<S: Store> Server<S> {
                 w.changeset(cs);
             }
         }
+        let mut identities: Vec<_> = self.identities.iter().collect();
+        identities.sort_by_key(|(p, _)| **p);
+        w.items().count(identities.len());
+        for (peer, identity) in identities {
+            let e = w.items();
+            e.u64(peer.0);
+            match identity {
+                Identity::Admin => e.byte(0),
+                Identity::User(user) => {
+                    e.byte(1);
+                    e.str(&user.as_str().into());
+                }
+            }
+        }
     }
 
     /// Reads what [`Server::write_state`] wrote, checking that the history and the peer
@@ -249,11 +266,22 @@ impl<S: Store> Server<S> {
                 return Err(inconsistent("a peer's table is invalid or appears twice"));
             }
         }
+        let mut identities = HashMap::new();
+        let n = r.count(MIN_IDENTITY_BYTES, "identities")?;
+        for _ in 0..n {
+            let peer = crate::model::PeerId(r.items().u64("identity peer")?);
+            let identity = match r.items().byte("identity")? {
+                0 => Identity::Admin,
+                1 => Identity::User(r.items().str("user id")?.to_string()),
+                _ => return Err(inconsistent("an identity is neither admin nor user")),
+            };
+            identities.insert(peer, identity);
+        }
         Ok(Server {
             replica,
             history,
             peers,
-            identities: HashMap::new(),
+            identities,
         })
     }
 }
