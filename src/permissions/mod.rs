@@ -10,7 +10,7 @@
 //! - `check`: what each instruction needs, for the server;
 //! - `enforce`: the server's checked integration and the correction it sends the writer.
 //!
-//! A realm without the `__Permission` type has only the defaults (everyone may do
+//! A realm without permission levels or ACLs has only the defaults (everyone may do
 //! everything), so the server checks nothing there ([`is_active`]).
 //!
 //! ```
@@ -54,7 +54,7 @@ pub use system::{
 
 pub(crate) use enforce::{apply_checked, correction};
 
-use crate::model::Schema;
+use crate::store::Store;
 
 /// Who a server's peer writes as: how the server checks its changesets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -65,8 +65,18 @@ pub enum Identity {
     User(String),
 }
 
-/// Whether a schema holds permission data beyond the defaults (the `__Permission` type):
-/// without it every user holds every privilege and nothing needs checking.
-pub fn is_active(schema: &Schema) -> bool {
-    schema.contains(PERMISSION)
+/// Whether a state holds permission data beyond the defaults: a `__Realm` or `__Class`
+/// object, or a type with an ACL property. Without any, every user holds every privilege
+/// and nothing needs checking.
+pub fn is_active<S: Store + ?Sized>(store: &S) -> bool {
+    let schema = store.schema();
+    if !schema.contains(PERMISSION) {
+        return false;
+    }
+    let any = |ty: &str| store.objects(ty).is_ok_and(|o| !o.is_empty());
+    any(REALM)
+        || any(CLASS)
+        || schema
+            .types()
+            .any(|d| acl_property(schema, &d.name).is_some())
 }

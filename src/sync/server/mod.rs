@@ -256,7 +256,7 @@ impl<S: Store> Server<S> {
             Some(Identity::User(user)) => Some(Some(user.as_str())),
             None => Some(None),
         };
-        let active = permissions::is_active(self.replica.store().schema())
+        let active = permissions::is_active(self.replica.store())
             || cs.ops.iter().any(|op| touches_system_type(&op.instr));
         match user {
             Some(user) if active => permissions::apply_checked(&mut self.replica, cs, user),

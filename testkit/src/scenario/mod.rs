@@ -143,7 +143,13 @@ fn run_once(
             continue;
         }
         let s = state_json(c.replica().store()).map_err(|e| Malformed(e.to_string()))?;
-        let (s, server) = match permissions::is_active(world.server.replica().store().schema()) {
+        let (s, server) = match world
+            .server
+            .replica()
+            .store()
+            .schema()
+            .contains(permissions::PERMISSION)
+        {
             false => (s, server_state.clone()),
             true => (
                 view::without_empty_types(s),

@@ -27,11 +27,12 @@ pub(super) fn readable_state(server: &Server, identity: &Identity) -> Result<Jso
             continue;
         };
         let keys = store.objects(&ty).map_err(|e| Malformed(e.to_string()))?;
+        let readable_keys: std::collections::HashSet<String> = (keys.into_iter())
+            .filter(|key| readable.contains(&objsync::ObjRef::new(&ty, key.clone())))
+            .map(|key| key.render())
+            .collect();
         let kept: Map<String, Json> = (objects.into_iter())
-            .filter(|(k, _)| {
-                (keys.iter().find(|key| key.render() == *k))
-                    .is_some_and(|key| readable.contains(&objsync::ObjRef::new(&ty, key.clone())))
-            })
+            .filter(|(k, _)| readable_keys.contains(k))
             .collect();
         if !kept.is_empty() {
             out.insert(ty, Json::Object(kept));
