@@ -118,9 +118,11 @@ impl<S: Store> Replica<S> {
         let seq = self.seq_mut(list);
         // A live move to a node the element already has: a permission correction putting the
         // element back where the server has it.
-        let change = match seq.contains_node(node) && live {
-            true => seq.reselect(elem, node),
-            false => seq.add_node(elem, node, ts, place, live),
+        let change = match (seq.contains_node(node), live) {
+            (true, true) => seq.reselect(elem, node),
+            // The correction's move lost to a concurrent one: the node stays as it is.
+            (true, false) => Ok(VisibleChange::None),
+            (false, _) => seq.add_node(elem, node, ts, place, live),
         };
         let change = change.map_err(|p| bad_list(list, p))?;
         if let VisibleChange::Moved { from, to } = change {
