@@ -27,9 +27,10 @@ pub(crate) fn apply_checked<S: Store>(
     replica: &mut Replica<S>,
     cs: &mut Changeset,
     user: Option<&str>,
-) -> Result<Vec<Instruction>, Error> {
+) -> Result<Refusals, Error> {
     let mut checker = Checker::new(user);
     let mut refused = Vec::new();
+    let mut inserted = hashbrown::HashMap::new();
     let mut kept = Vec::with_capacity(cs.ops.len());
     replica.begin();
     for (index, mut op) in std::mem::take(&mut cs.ops).into_iter().enumerate() {
@@ -61,7 +62,12 @@ pub(crate) fn apply_checked<S: Store>(
             continue;
         }
         match try_apply(replica, &op, cs.timestamp) {
-            Ok(()) => kept.push(op),
+            Ok(()) => {
+                if let Instruction::ListInsert { elem, .. } = &op.instr {
+                    inserted.insert(*elem, refused.len());
+                }
+                kept.push(op)
+            }
             Err(source) if is_schema(&op.instr) => {
                 replica.rollback();
                 return Err(Error::InInstruction {
@@ -74,7 +80,16 @@ pub(crate) fn apply_checked<S: Store>(
     }
     replica.commit();
     cs.ops = kept;
-    Ok(refused)
+    Ok(Refusals { refused, inserted })
+}
+
+/// What [`apply_checked`] refused, in order, and when (after how many refusals) each list
+/// element the changeset inserted was integrated: what its writer did after deleting an object
+/// is on its device already.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    pub(crate) refused: Vec<Instruction>,
+    inserted: hashbrown::HashMap<OpId, usize>,
 }
 
 /// Applies one op as a nested unit (if it fails, nothing changed).
@@ -101,8 +116,9 @@ fn is_schema(instr: &Instruction) -> bool {
 pub(crate) fn correction<S: Store>(
     replica: &Replica<S>,
     corrected: &Changeset,
-    refused: &[Instruction],
+    refusals: &Refusals,
 ) -> Option<Changeset> {
+    let refused = &refusals.refused;
     let mut undo = Undo {
         replica,
         ops: Vec::new(),
@@ -117,20 +133,23 @@ pub(crate) fn correction<S: Store>(
     for instr in refused.iter().filter(whole) {
         undo.undo(instr);
     }
-    // Objects that come back may link to each other: all exist before any is filled.
-    let restored = undo.restored.clone();
-    for obj in &restored {
-        undo.fill_object(obj);
-    }
-    for obj in &restored {
-        undo.restore_links_to(obj);
-    }
-    // What the writer did to an object before deleting it went with the object.
+    // What the writer did to an object before deleting it went with the object; what it did
+    // after, it has.
     let mut last_delete = hashbrown::HashMap::new();
     for (i, instr) in refused.iter().enumerate() {
         if let Instruction::Delete { obj } = instr {
             last_delete.insert(obj, i);
         }
+    }
+    // Objects that come back may link to each other: all exist before any is filled.
+    let restored = undo.restored.clone();
+    for obj in &restored {
+        let deleted = last_delete.get(obj).copied().unwrap_or(0);
+        let has = |e: &OpId| refusals.inserted.get(e).is_some_and(|t| *t > deleted);
+        undo.fill_object(obj, has);
+    }
+    for obj in &restored {
+        undo.restore_links_to(obj);
     }
     for (i, instr) in refused.iter().enumerate().filter(|(_, i)| !whole(i)) {
         let deleted_later = instr.object().and_then(|o| last_delete.get(o));
@@ -295,7 +314,7 @@ impl<S: Store> Undo<'_, S> {
 
     /// A restored object's server values and lists (their visible elements, under the
     /// server's ids).
-    fn fill_object(&mut self, obj: &ObjRef) {
+    fn fill_object(&mut self, obj: &ObjRef, has: impl Fn(&OpId) -> bool) {
         let Ok(def) = self.store().schema().get(&obj.ty) else {
             return;
         };
@@ -305,14 +324,14 @@ impl<S: Store> Undo<'_, S> {
             .collect();
         for (prop, list) in props {
             match list {
-                true => self.refill(obj, &prop),
+                true => self.refill(obj, &prop, &has),
                 false => self.restore_field(obj, &prop),
             }
         }
     }
 
     /// Inserts the server's visible elements of a list the writer no longer has, in order.
-    fn refill(&mut self, obj: &ObjRef, prop: &Name) {
+    fn refill(&mut self, obj: &ObjRef, prop: &Name, has: &impl Fn(&OpId) -> bool) {
         let Some(seq) = self.replica.sequence(obj, prop) else {
             return;
         };
@@ -322,7 +341,8 @@ impl<S: Store> Undo<'_, S> {
             .list(&obj.ty, &obj.key, prop)
             .unwrap_or_default();
         let mut place = Place::root();
-        for (index, (elem, value)) in elems.into_iter().zip(values).enumerate() {
+        let missing = elems.into_iter().zip(values).filter(|(e, _)| !has(e));
+        for (index, (elem, value)) in missing.enumerate() {
             self.push(Instruction::ListInsert {
                 obj: obj.clone(),
                 prop: prop.clone(),

@@ -52,7 +52,7 @@ pub use system::{
     PERMISSIONS_PROP, REALM, ROLE, ROLE_PROP, USER,
 };
 
-pub(crate) use enforce::{apply_checked, correction};
+pub(crate) use enforce::{apply_checked, correction, Refusals};
 
 use crate::store::Store;
 

@@ -217,7 +217,7 @@ impl<S: Store> Server<S> {
             .apply_integrated(peer, &mut integrated)
             .map_err(reject)?;
         integrated.base_version = self.version();
-        let correction = match refused.is_empty() {
+        let correction = match refused.refused.is_empty() {
             true => None,
             false => permissions::correction(&self.replica, &integrated, &refused),
         };
@@ -250,7 +250,7 @@ impl<S: Store> Server<S> {
         &mut self,
         peer: PeerId,
         cs: &mut Changeset,
-    ) -> Result<Vec<Instruction>, Error> {
+    ) -> Result<permissions::Refusals, Error> {
         let user = match self.identities.get(&peer) {
             Some(Identity::Admin) => None,
             Some(Identity::User(user)) => Some(Some(user.as_str())),
@@ -260,7 +260,7 @@ impl<S: Store> Server<S> {
             || cs.ops.iter().any(|op| touches_system_type(&op.instr));
         match user {
             Some(user) if active => permissions::apply_checked(&mut self.replica, cs, user),
-            _ => self.replica.apply_changeset(cs).map(|()| Vec::new()),
+            _ => (self.replica.apply_changeset(cs)).map(|()| permissions::Refusals::default()),
         }
     }
 
