@@ -31,6 +31,7 @@ pub(crate) fn apply_checked<S: Store>(
     let mut checker = Checker::new(user);
     let mut refused = Vec::new();
     let mut inserted = hashbrown::HashMap::new();
+    let mut deleted = hashbrown::HashMap::new();
     let mut kept = Vec::with_capacity(cs.ops.len());
     replica.begin();
     for (index, mut op) in std::mem::take(&mut cs.ops).into_iter().enumerate() {
@@ -63,8 +64,19 @@ pub(crate) fn apply_checked<S: Store>(
         }
         match try_apply(replica, &op, cs.timestamp) {
             Ok(()) => {
-                if let Instruction::ListInsert { elem, .. } = &op.instr {
-                    inserted.insert(*elem, refused.len());
+                match &op.instr {
+                    Instruction::ListInsert { elem, .. } => {
+                        inserted.insert(*elem, refused.len());
+                    }
+                    Instruction::Delete { obj } => {
+                        deleted.insert(obj.clone(), refused.len());
+                    }
+                    Instruction::Clear { ty, objects } => {
+                        for key in objects {
+                            deleted.insert(ObjRef::new(ty, key.clone()), refused.len());
+                        }
+                    }
+                    _ => {}
                 }
                 kept.push(op)
             }
@@ -80,7 +92,11 @@ pub(crate) fn apply_checked<S: Store>(
     }
     replica.commit();
     cs.ops = kept;
-    Ok(Refusals { refused, inserted })
+    Ok(Refusals {
+        refused,
+        inserted,
+        deleted,
+    })
 }
 
 /// What [`apply_checked`] refused, in order, and when (after how many refusals) each list
@@ -90,6 +106,9 @@ pub(crate) fn apply_checked<S: Store>(
 pub(crate) struct Refusals {
     pub(crate) refused: Vec<Instruction>,
     inserted: hashbrown::HashMap<OpId, usize>,
+    /// The objects the changeset deleted, each with the number of refusals before its
+    /// (last) delete.
+    deleted: hashbrown::HashMap<ObjRef, usize>,
 }
 
 /// Applies one op as a nested unit (if it fails, nothing changed).
@@ -135,10 +154,12 @@ pub(crate) fn correction<S: Store>(
     }
     // What the writer did to an object before deleting it went with the object; what it did
     // after, it has.
-    let mut last_delete = hashbrown::HashMap::new();
+    let mut last_delete: hashbrown::HashMap<&ObjRef, usize> =
+        (refusals.deleted.iter()).map(|(o, t)| (o, *t)).collect();
     for (i, instr) in refused.iter().enumerate() {
         if let Instruction::Delete { obj } = instr {
-            last_delete.insert(obj, i);
+            let t = last_delete.entry(obj).or_insert(i);
+            *t = (*t).max(i);
         }
     }
     // Objects that come back may link to each other: all exist before any is filled.
@@ -153,7 +174,7 @@ pub(crate) fn correction<S: Store>(
     }
     for (i, instr) in refused.iter().enumerate().filter(|(_, i)| !whole(i)) {
         let deleted_later = instr.object().and_then(|o| last_delete.get(o));
-        if deleted_later.map_or(true, |d| *d < i) {
+        if deleted_later.map_or(true, |d| *d <= i) {
             undo.undo(instr);
         }
     }
@@ -335,24 +356,30 @@ impl<S: Store> Undo<'_, S> {
         let Some(seq) = self.replica.sequence(obj, prop) else {
             return;
         };
-        let elems: Vec<OpId> = seq.visible().collect();
-        let values = self
-            .store()
-            .list(&obj.ty, &obj.key, prop)
-            .unwrap_or_default();
+        let elems: Vec<(OpId, Option<OpId>)> =
+            seq.visible().map(|e| (e, seq.current_node(e))).collect();
+        let values = (self.store().list(&obj.ty, &obj.key, prop)).unwrap_or_default();
+        // Each missing element goes right after the one before it in the server's order
+        // (its first child there, as the correction's key is the smallest), whether the
+        // writer has that one or gets it here: the writer's list reads as the server's.
         let mut place = Place::root();
-        let missing = elems.into_iter().zip(values).filter(|(e, _)| !has(e));
-        for (index, (elem, value)) in missing.enumerate() {
-            self.push(Instruction::ListInsert {
-                obj: obj.clone(),
-                prop: prop.clone(),
-                index: index as u32,
-                value,
-                elem,
-                place,
-            });
+        for (index, ((elem, node), value)) in elems.into_iter().zip(values).enumerate() {
+            if !has(&elem) {
+                self.push(Instruction::ListInsert {
+                    obj: obj.clone(),
+                    prop: prop.clone(),
+                    index: index as u32,
+                    value,
+                    elem,
+                    place,
+                });
+            }
             place = Place {
-                parent: Some(elem),
+                parent: Some(if has(&elem) {
+                    node.unwrap_or(elem)
+                } else {
+                    elem
+                }),
                 side: Side::Right,
             };
         }
