@@ -2,7 +2,10 @@
 //! from having the downloaded changesets in hand to having them integrated (merged with its own
 //! unsynced changesets and applied to its MemoryStore); and the cost of change notifications on
 //! them (group Observe: a representative size of each, with the receiving client observing
-//! nothing, an unrelated type, or every type).
+//! nothing, an unrelated type, or every type); and the cost of permission checks on the
+//! server (group Permissions: a user's upload of `n` transactions, each updating one of `n`
+//! objects, integrated by a server whose realm has no permission data (not checked), the
+//! default all-granted permissions (every instruction checked), or an ACL on every object).
 //!
 //!     cargo bench --bench merge
 
@@ -10,8 +13,11 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
 };
-use objsync::sync::{Client, Download, Server};
-use objsync::{Error, ObjectType, Observe, PeerId, PropType, Property, Store, Transaction, Value};
+use objsync::permissions::{self, Identity, Level, Privileges};
+use objsync::sync::{Client, Download, Server, Upload};
+use objsync::{
+    Error, ObjRef, ObjectType, Observe, PeerId, PropType, Property, Store, Transaction, Value,
+};
 
 fn prop(n: &str, t: &str) -> Property {
     Property::new(n, PropType::parse(t).expect("type"))
@@ -309,8 +315,90 @@ fn observe(c: &mut Criterion) {
     g.finish();
 }
 
+/// The permission data of a [`permission_setup`]: none, the defaults made explicit, or an ACL
+/// on every object.
+#[derive(Clone, Copy, Debug)]
+enum PermissionData {
+    None,
+    Defaults,
+    Acl,
+}
+
+/// A server holding `n` objects written by the admin (with `data`), and a user's upload of `n`
+/// transactions, each updating one of them.
+fn permission_setup(n: usize, data: PermissionData) -> (Server, Upload) {
+    let mut server = Server::new();
+    server.set_identity(PeerId(1), Identity::Admin);
+    server.set_identity(PeerId(2), Identity::User("u".into()));
+    let mut admin = Client::new(PeerId(1));
+    let mut user = Client::new(PeerId(2));
+    let acl = matches!(data, PermissionData::Acl);
+    admin
+        .write(1, |tx| {
+            let mut props = vec![prop("id", "int"), prop("v", "int")];
+            if !matches!(data, PermissionData::None) {
+                permissions::ensure_system_types(tx)?;
+                let all = |_| Privileges::ALL;
+                permissions::grant(tx, permissions::EVERYONE, &Level::Realm, all)?;
+            }
+            if acl {
+                props.push(prop("acl", "list<link<__Permission>>"));
+            }
+            tx.add_type(ObjectType::new("Obj", Some("id"), props)?)?;
+            for k in 0..n as i64 {
+                tx.insert("Obj", k)?;
+                if acl {
+                    let object = Level::Object(ObjRef::new("Obj", k));
+                    permissions::grant(tx, permissions::EVERYONE, &object, |_| Privileges::ALL)?;
+                }
+            }
+            Ok(())
+        })
+        .expect("setup");
+    let ack = server
+        .integrate(admin.peer(), admin.upload())
+        .expect("upload");
+    admin.acknowledge(ack);
+    let d = server
+        .download(user.peer(), user.cursor(), None)
+        .expect("whole");
+    user.integrate(d).expect("download");
+    for k in 0..n as i64 {
+        user.write(10 + k as u64, |tx| tx.set("Obj", k, "v", k))
+            .expect("write");
+    }
+    let upload = user.upload();
+    (server, upload)
+}
+
+fn permission_checks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("Permissions");
+    g.sample_size(10);
+    for n in [1000usize, 4000] {
+        for data in [
+            PermissionData::None,
+            PermissionData::Defaults,
+            PermissionData::Acl,
+        ] {
+            let id = BenchmarkId::new(format!("{data:?}"), n);
+            g.bench_function(id, |bench| {
+                bench.iter_batched(
+                    || permission_setup(n, data),
+                    |(mut server, upload)| {
+                        server.integrate(PeerId(2), upload).expect("integrates");
+                        server
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    permission_checks,
     merge_nxn_instructions,
     merge_nxn_transactions,
     many_connected_objects,

@@ -5,7 +5,7 @@
 //! The everyday types are at the crate root: the model ([`Value`], [`ObjKey`], [`Schema`],
 //! [`ObjectType`], [`Instruction`], [`Changeset`], ids and versions), a [`Replica`] and its
 //! [`Transaction`]s, the [`Store`] trait and [`MemoryStore`], and the data layer's [`Error`].
-//! Seven modules hold the rest:
+//! Eight modules hold the rest:
 //!
 //! - [`sync`]: the sans-IO [`sync::Client`] and [`sync::Server`], what they exchange, and clocks;
 //! - [`session`]: the protocol's state machines, frames in and frames out;
@@ -13,7 +13,8 @@
 //! - [`json`]: the JSON forms of values, writes and states;
 //! - [`store`]: the [`Store`] trait and what implementing one involves;
 //! - [`observe`]: change notifications ([`Observe`], [`Changes`]);
-//! - [`feed`]: the Adapter feed over a server's history.
+//! - [`feed`]: the Adapter feed over a server's history;
+//! - [`permissions`]: role-based privileges at realm, class and object level.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -28,6 +29,7 @@ mod write;
 pub mod feed;
 pub mod json;
 pub mod observe;
+pub mod permissions;
 pub mod session;
 pub mod store;
 pub mod sync;

@@ -3,7 +3,8 @@
 //!
 //! A realm at path `/a/b` lives under `DATA/realms/a.d/` as
 //! - `b.log`: the journal ([`crate::journal`]): a header naming the realm's file identifier, then
-//!   a Registered record per client identity issued and an Integrated record per changeset as
+//!   a Registered record per client identity issued, an Identified record per peer saying
+//!   which user (or the admin) it writes as, and an Integrated record per changeset as
 //!   uploaded;
 //! - `b.snap`: the snapshot the journal continues (a `ServerRealm::save`), absent until the
 //!   realm was first reopened;
@@ -23,6 +24,7 @@
 use crate::journal::{invalid, keep_copy, with_suffix, write_atomically, Contents, Journal};
 use crate::journal::{Put, Take};
 use crate::random_id;
+use objsync::permissions::Identity;
 use objsync::session::{ServerEvent, ServerRealm};
 use objsync::wire;
 use objsync::PeerId;
@@ -34,6 +36,8 @@ use std::path::{Path, PathBuf};
 const HEADER: u8 = 0;
 const REGISTERED: u8 = 1;
 const INTEGRATED: u8 = 2;
+/// Who a peer writes as (spec/permissions.md): checks on its later integrations depend on it.
+const IDENTIFIED: u8 = 3;
 
 /// What a realm journal's header record says it is.
 const REALM_KIND: &[u8] = b"objsync realm";
@@ -168,6 +172,14 @@ pub fn apply(realm: &mut ServerRealm, rec: &[u8]) -> io::Result<()> {
                 .integrate(peer, cs)
                 .map_err(|e| invalid(format!("replaying an integration: {e}")))?;
         }
+        IDENTIFIED => {
+            let peer = PeerId(t.u64()?);
+            let identity = match (t.u64()?, t.text()?) {
+                (0, _) => Identity::Admin,
+                (_, user) => Identity::User(user.to_string()),
+            };
+            realm.set_identity(peer, identity);
+        }
         tag => return Err(invalid(format!("unexpected record tag {tag}"))),
     }
     t.end()
@@ -189,8 +201,7 @@ pub fn open_realm(file: &Path) -> io::Result<(ServerRealm, Journal, u64)> {
     Ok((realm, opened.journal, opened.dropped))
 }
 
-/// Writes the realm's snapshot (after trimming its history to the last `keep` entries, if
-/// set) and starts a fresh journal behind it, keeping the generation it replaces as
+/// Writes the realm's snapshot and starts a fresh journal behind it, keeping the generation it replaces as
 /// `.snap.prev` and `.log.prev`. A crash anywhere leaves a snapshot and journal that fit: the
 /// new snapshot with the old journal replays it as duplicates.
 pub fn checkpoint(file: &Path, realm: &ServerRealm) -> io::Result<Journal> {
@@ -216,6 +227,19 @@ pub fn create_realm(file: &Path) -> io::Result<(ServerRealm, Journal)> {
 
 fn header(file_ident: u64) -> Vec<u8> {
     Put::tag(HEADER).bytes(REALM_KIND).u64(file_ident).0
+}
+
+/// The journal record saying who `peer` writes as.
+pub fn identified(peer: PeerId, identity: &Identity) -> Vec<u8> {
+    let (kind, user) = match identity {
+        Identity::Admin => (0, ""),
+        Identity::User(user) => (1, user.as_str()),
+    };
+    Put::tag(IDENTIFIED)
+        .u64(peer.0)
+        .u64(kind)
+        .bytes(user.as_bytes())
+        .0
 }
 
 /// The journal records of `events`; and whether the history grew.

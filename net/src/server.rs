@@ -37,11 +37,13 @@ mod realm;
 
 pub use config::{check_path, resolve_path, Config, Level, ServerLimits, User, ADMIN_USER};
 
+use super::disk;
 pub use super::disk::{open_realm, realm_file, snapshot_file};
 use super::storage::journal::JournalStorage;
 use super::storage::{Retention, Storage};
 use super::{now_ms, random_id, random_u64, ws_config, Link};
 use futures_util::StreamExt;
+use objsync::permissions::Identity;
 use objsync::session::{Access, BindRequest, ServerEvent, ServerRealm, ServerSession};
 use objsync::wire::{is_feed_request, Action, ErrorCode, ErrorMessage};
 use objsync::Store;
@@ -236,6 +238,7 @@ impl Server {
             session: ServerSession::new(limits).with_frame_size(SEND_BATCH),
             server: self,
             bound: None,
+            identity: None,
             unbound: ServerRealm::new(0),
             reassembling: 0,
             _admission: admission,
@@ -370,6 +373,8 @@ struct Conn {
     server: Arc<Server>,
     session: ServerSession,
     bound: Option<Bound>,
+    /// Who the bound token authenticates, as the realm's permission checks know it.
+    identity: Option<Identity>,
     /// An empty realm to poll the session with while none is bound (or the bound one broke):
     /// `poll_transmit` wants a realm even for the frames queued before BIND (PONG, ERROR).
     unbound: ServerRealm,
@@ -524,6 +529,8 @@ impl Conn {
             }
             self.count_in_transit(&limits);
             self.session.set_clock(now_ms(), limits.max_clock_skew_ms);
+            // Who the peer writes as is known (and logged) before its uploads integrate.
+            let before = self.identify(&mut state.realm);
             let events = self.session.process(&mut state.realm);
             for event in &events {
                 match event {
@@ -535,7 +542,11 @@ impl Conn {
                 }
             }
             self.count_in_transit(&limits);
-            state.persist(&events)
+            let after = self.identify(&mut state.realm);
+            state.record(before);
+            let grew = state.persist(&events);
+            state.record(after);
+            grew
         };
         if grew {
             realm.changed.send_replace(());
@@ -547,6 +558,15 @@ impl Conn {
                 self.broken(&realm, &e).await;
             }
         }
+    }
+
+    /// Tells the realm who this session's peer writes as, once the peer is known; returns the
+    /// journal record to keep if that was news to the realm.
+    fn identify(&self, realm: &mut ServerRealm) -> Option<Vec<u8>> {
+        let (peer, identity) = (self.session.peer()?, self.identity.clone()?);
+        realm
+            .set_identity(peer, identity.clone())
+            .then(|| disk::identified(peer, &identity))
     }
 
     /// Brings this session's share of the bytes in transit up to date; a session that takes
@@ -625,6 +645,10 @@ impl Conn {
             read: true,
             write: level >= Level::Write,
         };
+        self.identity = Some(match &user {
+            User::Admin => Identity::Admin,
+            User::Named(id) => Identity::User(id.clone()),
+        });
         self.session.accept(access, random_id());
         info!(user = ?user.id(), path = ?path, write = access.write, "bound");
         self.bound = Some(Bound {

@@ -1540,3 +1540,68 @@ fn logs_keep_secrets_and_client_text_in_their_place() {
         "the path is logged, escaped"
     );
 }
+
+/// Fine-grained permissions over the network (spec/permissions.md): the admin makes the realm
+/// read-only for everyone; bob, who has path-level write access, writes offline, syncs, and his
+/// upload is acknowledged but his writes are refused and reverted by the server's correction:
+/// he converges with the admin, and the server's journal (replayed by a restart) agrees.
+#[test]
+fn a_read_only_user_is_corrected_and_converges() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let server = ServerProc::start(&data, &config);
+    let d = dir.path();
+    let board = server.url("/shared/board");
+    let admin = d.join("admin");
+    let mut ops = board_schema();
+    ops.push(
+        serde_json::json!({"op": "insert", "type": "Item", "pk": "i1",
+        "values": {"who": "admin", "n": 1}}),
+    );
+    apply(d, &admin, &serde_json::Value::Array(ops));
+    sync(&admin, &board, "admin-secret");
+    let bob = d.join("bob");
+    sync(&bob, &board, "t-bob");
+    apply(
+        d,
+        &admin,
+        &serde_json::json!([{"op": "grant", "role": "everyone", "level": "realm",
+            "privileges": {"canCreate": false, "canUpdate": false, "canDelete": false}}]),
+    );
+    sync(&admin, &board, "admin-secret");
+
+    // Offline, bob has not seen the grant: he edits, creates and deletes.
+    apply(
+        d,
+        &bob,
+        &serde_json::json!([
+            {"op": "set", "type": "Item", "pk": "i1", "values": {"who": "bob"}},
+            {"op": "insert", "type": "Item", "pk": "i2", "values": {"who": "bob", "n": 2}},
+            {"op": "list_insert", "type": "Board", "pk": 1, "property": "log", "index": 0,
+                "value": "bob was here"}
+        ]),
+    );
+    assert!(state(&bob).contains("\"who\":\"bob\""));
+    sync(&bob, &board, "t-bob");
+    sync(&admin, &board, "admin-secret");
+    assert_eq!(state(&bob), state(&admin), "bob's writes were reverted");
+    assert!(state(&admin).contains("\"who\":\"admin\""));
+    assert!(
+        !state(&admin).contains("bob"),
+        "nothing of bob's reached the realm"
+    );
+
+    // The server rebuilt from its journal holds the same, and keeps checking bob.
+    server.kill();
+    let server = ServerProc::start(&data, &config);
+    let board = server.url("/shared/board");
+    apply(
+        d,
+        &bob,
+        &serde_json::json!([{"op": "set", "type": "Item", "pk": "i1", "values": {"n": 9}}]),
+    );
+    sync(&bob, &board, "t-bob");
+    sync(&admin, &board, "admin-secret");
+    assert_eq!(state(&bob), state(&admin));
+    assert!(state(&admin).contains("\"n\":1"), "{}", state(&admin));
+}

@@ -9,7 +9,7 @@
 
 mod ops;
 
-pub use ops::{parse_ops, ListChange, OpError, WriteOp};
+pub use ops::{parse_ops, GrantLevel, ListChange, OpError, WriteOp};
 
 use crate::model::{
     is_reserved, Decimal128, ElemType, Error, ObjKey, ObjectId, ObjectType, PropType, ScalarKind,

@@ -26,7 +26,8 @@
 //! ```
 
 use super::{key_from_json, value_from_json};
-use crate::model::{Error, ObjKey, ObjectType, PropType, Property, Value};
+use crate::model::{is_reserved, Error, ObjKey, ObjRef, ObjectType, PropType, Property, Value};
+use crate::permissions::{self, Level, Privileges};
 use crate::store::Store;
 use crate::write::Transaction;
 use serde_json::{Map, Value as Json};
@@ -146,6 +147,40 @@ pub enum WriteOp {
         property: String,
         /// What to do to it.
         change: ListChange,
+    },
+    /// `grant`: set privilege flags of a role at a level (spec/permissions.md).
+    Grant {
+        /// The role.
+        role: String,
+        /// Where.
+        level: GrantLevel,
+        /// The flags named, with their new values; the others keep theirs.
+        privileges: Vec<(Privileges, bool)>,
+    },
+    /// `add_member` (`add`) or `remove_member`.
+    Member {
+        /// The role.
+        role: String,
+        /// The user id.
+        user: String,
+        /// Add, or remove.
+        add: bool,
+    },
+}
+
+/// The level a `grant` op names, with the object's key still in JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrantLevel {
+    /// `"level": "realm"`.
+    Realm,
+    /// `"level": "class"` with `"type"`.
+    Class(String),
+    /// `"level": "object"` with `"type"` and `"pk"`.
+    Object {
+        /// Type name.
+        ty: String,
+        /// Primary key.
+        pk: Json,
     },
 }
 
@@ -332,6 +367,29 @@ impl WriteOp {
                 to: f.index("to")?,
             })?,
             "list_clear" => list(ListChange::Clear)?,
+            "grant" => WriteOp::Grant {
+                role: f.str("role")?,
+                level: match f.str("level")?.as_str() {
+                    "realm" => GrantLevel::Realm,
+                    "class" => GrantLevel::Class(f.str("type")?),
+                    "object" => GrantLevel::Object {
+                        ty: f.str("type")?,
+                        pk: f.get("pk")?.clone(),
+                    },
+                    _ => {
+                        return Err(OpError::WrongType {
+                            field: "level",
+                            expected: "\"realm\", \"class\" or \"object\"",
+                        })
+                    }
+                },
+                privileges: privileges(&f)?,
+            },
+            "add_member" | "remove_member" => WriteOp::Member {
+                role: f.str("role")?,
+                user: f.str("user")?,
+                add: op == "add_member",
+            },
             _ => return Err(OpError::UnknownOp(op)),
         })
     }
@@ -347,11 +405,15 @@ impl WriteOp {
                 ty,
                 primary_key,
                 properties: props,
-            } => tx.add_type(ObjectType::new(
-                ty,
-                primary_key.as_deref(),
-                properties(props)?,
-            )?),
+            } => {
+                let def = ObjectType::new(ty, primary_key.as_deref(), properties(props)?)?;
+                // A type with an ACL property links to the permission types.
+                let links = def.properties.values().filter_map(|pt| pt.link_target());
+                if links.into_iter().any(|t| is_reserved(t)) {
+                    permissions::ensure_system_types(tx)?;
+                }
+                tx.add_type(def)
+            }
             WriteOp::AddProperties {
                 ty,
                 properties: props,
@@ -399,8 +461,49 @@ impl WriteOp {
                 let key = key_of(tx, ty, pk)?;
                 change.apply(tx, ty, key, property)
             }
+            WriteOp::Grant {
+                role,
+                level,
+                privileges,
+            } => {
+                let level = match level {
+                    GrantLevel::Realm => Level::Realm,
+                    GrantLevel::Class(ty) => Level::Class(ty.clone()),
+                    GrantLevel::Object { ty, pk } => {
+                        let key = key_of(tx, ty, pk)?;
+                        Level::Object(ObjRef::new(ty, key))
+                    }
+                };
+                permissions::grant(tx, role, &level, |mut now| {
+                    for (flag, on) in privileges {
+                        now = match on {
+                            true => now | *flag,
+                            false => now & !*flag,
+                        };
+                    }
+                    now
+                })
+            }
+            WriteOp::Member { role, user, add } => match add {
+                true => permissions::add_member(tx, role, user),
+                false => permissions::remove_member(tx, role, user),
+            },
         }
     }
+}
+
+/// The `privileges` of a `grant` op: flag names to booleans.
+fn privileges(f: &Fields<'_>) -> Result<Vec<(Privileges, bool)>, OpError> {
+    let bad = OpError::WrongType {
+        field: "privileges",
+        expected: "an object of privilege names (canRead, canQuery, canCreate, canUpdate, canDelete, canSetPermissions, canModifySchema) to booleans",
+    };
+    (f.map("privileges")?.into_iter())
+        .map(|(name, on)| match (Privileges::from_name(&name), on) {
+            (Some(flag), Json::Bool(on)) => Ok((flag, on)),
+            _ => Err(bad.clone()),
+        })
+        .collect()
 }
 
 impl ListChange {

@@ -52,7 +52,10 @@ impl<S: Store> Replica<S> {
         self.check_list(obj, list, Some(&value), !live)?;
         let state = self.elem_state(list, elem)?;
         let target = match (state, live) {
-            (ElemState::Erased, _) => return Err(bad_list(list, ListProblem::Erased(elem))),
+            // Only a permission correction sets an erased element: the server refused the
+            // erase, and the element comes back with the server's value.
+            (ElemState::Erased, true) => ElemState::Visible,
+            (ElemState::Erased, false) => return Err(bad_list(list, ListProblem::Erased(elem))),
             (ElemState::Visible, true) => {
                 let i = self.list(list).and_then(|s| s.index_of(elem));
                 let i = i.ok_or_else(|| bad_list(list, ListProblem::NotVisible(elem)))?;
@@ -89,8 +92,10 @@ impl<S: Store> Replica<S> {
     ) -> Result<(), Error> {
         let list = ListAt::new(obj, prop);
         self.check_list(obj, list, None, false)?;
+        // Erasing twice changes nothing: a permission correction erases an element the server
+        // refused, which its writer may have erased again since.
         if self.elem_state(list, elem)? == ElemState::Erased {
-            return Err(bad_list(list, ListProblem::Erased(elem)));
+            return Ok(());
         }
         if let VisibleChange::Removed(i) = self.set_elem_state(list, elem, ElemState::Erased)? {
             self.store_erase(obj, prop, i)?;
@@ -110,10 +115,16 @@ impl<S: Store> Replica<S> {
     ) -> Result<(), Error> {
         let list = ListAt::new(obj, prop);
         self.check_list(obj, list, None, false)?;
-        let change = self
-            .seq_mut(list)
-            .add_node(elem, node, ts, place, live)
-            .map_err(|p| bad_list(list, p))?;
+        let seq = self.seq_mut(list);
+        // A live move to a node the element already has: a permission correction putting the
+        // element back where the server has it.
+        let change = match (seq.contains_node(node), live) {
+            (true, true) => seq.reselect(elem, node),
+            // The correction's move lost to a concurrent one: the node stays as it is.
+            (true, false) => Ok(VisibleChange::None),
+            (false, _) => seq.add_node(elem, node, ts, place, live),
+        };
+        let change = change.map_err(|p| bad_list(list, p))?;
         if let VisibleChange::Moved { from, to } = change {
             self.store.list_move(&obj.ty, &obj.key, prop, from, to)?;
             if from != to {

@@ -94,6 +94,16 @@ impl<S: Store> ServerRealm<S> {
         self.peers.insert(peer, RealmPeer { salt, bound: false });
     }
 
+    /// Says who `peer` writes as ([`Server::set_identity`]); returns whether that changed
+    /// anything (a caller that keeps a log records it then, before the peer's next upload).
+    pub fn set_identity(&mut self, peer: PeerId, identity: crate::permissions::Identity) -> bool {
+        if self.server.identity(peer) == Some(&identity) {
+            return false;
+        }
+        self.server.set_identity(peer, identity);
+        true
+    }
+
     /// Integrates one changeset uploaded by `peer` (what [`super::ServerEvent::Integrated`]
     /// reported; used to rebuild a realm from its log, which reproduces the history exactly
     /// since integration is deterministic).

@@ -559,8 +559,8 @@ impl ServerSession {
         let mut chunks = Vec::new();
         loop {
             if self.sending.is_none() {
-                let next = history.next_for(peer, self.next);
-                let Some((v, bytes)) = next.and_then(|v| Some((v, history.encoded(v)?))) else {
+                let next = realm.server.next_download(peer, self.next);
+                let Some((v, bytes, last_own)) = next else {
                     self.next = latest;
                     break;
                 };
@@ -571,10 +571,10 @@ impl ServerSession {
                 self.next = ServerVersion(v.0 - 1);
                 let head = DownloadHead {
                     server_version: v,
-                    last_own: realm.server.own_at(peer, self.next),
+                    last_own,
                     fingerprint: history.fingerprint(v).unwrap_or_default(),
                 };
-                self.sending = Some(Outgoing::new(head, bytes.clone()));
+                self.sending = Some(Outgoing::new(head, bytes));
             }
             let Some(out) = &mut self.sending else {
                 break;

@@ -46,6 +46,9 @@ pub struct Client<S: Store = MemoryStore> {
     pub(super) last_reset: Option<u8>,
     /// Instructions a reset could not apply yet (see [`Client::deferred`]).
     pub(super) deferred: Vec<Changeset>,
+    /// The server's corrections of this client's changesets not yet taken (see
+    /// [`Client::take_corrections`]).
+    corrections: Vec<Changeset>,
 }
 
 impl Client<MemoryStore> {
@@ -207,6 +210,7 @@ impl<S: Store> Client<S> {
             recovery_window,
             last_reset,
             deferred,
+            corrections: Vec::new(),
         })
     }
 
@@ -225,7 +229,17 @@ impl<S: Store> Client<S> {
             recovery_window: DEFAULT_RECOVERY_WINDOW,
             last_reset: None,
             deferred: Vec::new(),
+            corrections: Vec::new(),
         }
+    }
+
+    /// The server's corrections of this client's writes since they were last taken
+    /// (spec/permissions.md): each undoes, on this client, the instructions of its changeset
+    /// with the same client version that the server refused for want of a privilege. They
+    /// apply like any download, so what they change is also reported by
+    /// [`Client::take_changes`].
+    pub fn take_corrections(&mut self) -> Vec<Changeset> {
+        std::mem::take(&mut self.corrections)
     }
 
     /// Instructions of this client that a reset replayed but that did not apply to the
@@ -492,6 +506,7 @@ impl<S: Store> Client<S> {
                 .map(|e| (e.server_version, e.fingerprint))
                 .collect();
             let mut incoming: Vec<Changeset> = batch.into_iter().map(|e| e.changeset).collect();
+            (self.corrections).extend(incoming.iter().filter(|cs| cs.origin == PeerId(0)).cloned());
             merge(
                 &mut incoming,
                 &mut self.unacked,

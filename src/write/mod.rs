@@ -142,6 +142,11 @@ impl<S: Store> Transaction<'_, S> {
         self.write(Instruction::AddType(def))
     }
 
+    /// Adds one of the engine's own types (the permission types), whose names are reserved.
+    pub(crate) fn add_system_type(&mut self, def: ObjectType) -> Result<(), Error> {
+        self.write(Instruction::AddType(def))
+    }
+
     /// Adds properties to an existing type.
     pub fn add_properties(&mut self, ty: &str, properties: Vec<Property>) -> Result<(), Error> {
         let ty = self.store().schema().get(ty)?.name.clone();

@@ -31,6 +31,14 @@ impl RealmState {
         self.pending.extend(records);
         grew
     }
+
+    /// Buffers one record, if there is one.
+    pub(super) fn record(&mut self, record: Option<Vec<u8>>) {
+        if let Some(record) = record {
+            self.end += 1;
+            self.pending.push(record);
+        }
+    }
 }
 
 /// One realm, shared by its sessions.

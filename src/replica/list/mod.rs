@@ -451,19 +451,44 @@ impl Sequence {
         if !make_current {
             return Ok(VisibleChange::None);
         }
+        Ok(self.make_current(e, m))
+    }
+
+    /// Makes node `m` the current node of element `e`.
+    fn make_current(&mut self, e: u32, m: u32) -> VisibleChange {
         let old = self.elems[e as usize].current;
+        if old == m {
+            return VisibleChange::None;
+        }
         self.log(Undo::Current { elem: e, old });
         self.elems[e as usize].current = m;
         if self.elems[e as usize].state != ElemState::Visible {
-            return Ok(VisibleChange::None);
+            return VisibleChange::None;
         }
         let from = self.visible_index(old);
         self.set_visible(old, false);
         self.set_visible(m, true);
-        Ok(VisibleChange::Moved {
+        VisibleChange::Moved {
             from,
             to: self.visible_index(m),
-        })
+        }
+    }
+
+    /// Makes `node`, an existing node of element `elem`, its current node again.
+    pub(crate) fn reselect(
+        &mut self,
+        elem: OpId,
+        node: OpId,
+    ) -> Result<VisibleChange, ListProblem> {
+        let e = self.element(elem)?;
+        let m = *self
+            .ids
+            .get(&node)
+            .ok_or(ListProblem::UnknownElement(node))?;
+        if self.node(m).elem != e {
+            return Err(ListProblem::UnknownElement(node));
+        }
+        Ok(self.make_current(e, m))
     }
 
     /// Sets an element's state; any transition is allowed.

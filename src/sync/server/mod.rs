@@ -16,7 +16,8 @@ pub use history::{History, HistoryEntry};
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
 use crate::merge::merge;
-use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Error, Instruction, PeerId, ServerVersion};
+use crate::permissions::{self, Identity};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store};
 use hashbrown::HashMap;
@@ -29,6 +30,8 @@ pub struct Server<S: Store = MemoryStore> {
     replica: Replica<S>,
     history: History,
     peers: HashMap<PeerId, PeerState>,
+    /// Who each peer writes as; a peer not named here is a user the realm knows nothing of.
+    identities: HashMap<PeerId, Identity>,
 }
 
 impl Server<MemoryStore> {
@@ -57,7 +60,20 @@ impl<S: Store> Server<S> {
             replica,
             history: History::default(),
             peers: HashMap::new(),
+            identities: HashMap::new(),
         }
+    }
+
+    /// Says who `peer` writes as: an admin, whose changesets are never checked, or a user,
+    /// whose instructions are checked against the realm's permissions (spec/permissions.md).
+    /// A peer never named here is checked as a user that belongs to `everyone` only.
+    pub fn set_identity(&mut self, peer: PeerId, identity: Identity) {
+        self.identities.insert(peer, identity);
+    }
+
+    /// Who `peer` writes as, if the server was told ([`Server::set_identity`]).
+    pub fn identity(&self, peer: PeerId) -> Option<&Identity> {
+        self.identities.get(&peer)
     }
 
     /// The server's replica.
@@ -197,8 +213,14 @@ impl<S: Store> Server<S> {
         )
         .map_err(reject)?;
         let mut integrated = incoming.pop().expect("one changeset");
-        self.replica.apply_changeset(&integrated).map_err(reject)?;
+        let refused = self
+            .apply_integrated(peer, &mut integrated)
+            .map_err(reject)?;
         integrated.base_version = self.version();
+        let correction = match refused.refused.is_empty() {
+            true => None,
+            false => permissions::correction(&self.replica, &integrated, &refused),
+        };
         let at = self.history.push(
             HistoryEntry {
                 changeset: integrated,
@@ -212,8 +234,34 @@ impl<S: Store> Server<S> {
             client: client_version,
             signature,
         };
-        (self.peers.entry(peer).or_default()).integrated(integration, b, seen);
+        let state = self.peers.entry(peer).or_default();
+        state.integrated(integration, b, seen);
+        if let Some(correction) = correction {
+            state.corrections.insert(at.0, correction);
+        }
         Ok(())
+    }
+
+    /// Applies an integrated changeset of `peer`: whole, or instruction by instruction with
+    /// the permission checks when the realm has permission data (or the changeset brings
+    /// some) and the peer is not an admin. Returns the refused instructions, which have left
+    /// the changeset.
+    fn apply_integrated(
+        &mut self,
+        peer: PeerId,
+        cs: &mut Changeset,
+    ) -> Result<permissions::Refusals, Error> {
+        let user = match self.identities.get(&peer) {
+            Some(Identity::Admin) => None,
+            Some(Identity::User(user)) => Some(Some(user.as_str())),
+            None => Some(None),
+        };
+        let active = permissions::is_active(self.replica.store())
+            || cs.ops.iter().any(|op| touches_system_type(&op.instr));
+        match user {
+            Some(user) if active => permissions::apply_checked(&mut self.replica, cs, user),
+            _ => (self.replica.apply_changeset(cs)).map(|()| permissions::Refusals::default()),
+        }
     }
 
     /// Checks an upload's versions and origin against what the server has of `peer`.
@@ -273,6 +321,10 @@ impl<S: Store> Server<S> {
                 .into_iter()
                 .flat_map(|r| r.range(b.0 + 1..).map(|(v, _)| *v)),
         );
+        // The corrections this peer receives are entries of the history as it sees it.
+        let corrections = self.peers.get(&peer).map(|s| &s.corrections);
+        candidates
+            .extend((corrections.into_iter()).flat_map(|c| c.range(b.0 + 1..).map(|(v, _)| *v)));
         candidates.sort_unstable();
         candidates.dedup();
         let mut window = Window {
@@ -283,12 +335,14 @@ impl<S: Store> Server<S> {
             let Some(entry) = self.history.get(ServerVersion(v)) else {
                 continue;
             };
-            if entry.changeset.origin == peer {
+            let original = match entry.changeset.origin == peer {
+                true => corrections.and_then(|c| c.get(&v)),
+                false => Some(&entry.changeset),
+            };
+            let Some(original) = original else {
                 continue;
-            }
-            let seen = reciprocal
-                .and_then(|r| r.get(&v))
-                .unwrap_or(&entry.changeset);
+            };
+            let seen = reciprocal.and_then(|r| r.get(&v)).unwrap_or(original);
             if footprint.meets(seen) {
                 window.versions.push(v);
                 window.changesets.push(seen.clone());
@@ -348,15 +402,17 @@ impl<S: Store> Server<S> {
         let mut entries = Vec::new();
         let mut reached = cursor.server;
         for (v, entry) in self.history.after(cursor.server) {
-            if entry.changeset.origin != peer {
+            if let Some(changeset) = self.download_form(peer, v, entry) {
                 if limit.is_some_and(|l| entries.len() >= l) {
                     break;
                 }
+                // A correction follows the changeset it corrects.
+                let before = ServerVersion(v.0 - u64::from(entry.changeset.origin != peer));
                 entries.push(DownloadEntry {
                     server_version: v,
-                    last_own: self.own_at(peer, ServerVersion(v.0 - 1)),
+                    last_own: self.own_at(peer, before),
                     fingerprint: self.history.fingerprint(v).unwrap_or_default(),
-                    changeset: entry.changeset.clone(),
+                    changeset: changeset.clone(),
                 });
             }
             reached = v;
@@ -368,6 +424,44 @@ impl<S: Store> Server<S> {
             integrated: self.last_integrated(peer),
             latest,
         })
+    }
+
+    /// The next entry after `after` that `peer` downloads, with its encoded bytes and the
+    /// `last_own` of its download head: another peer's entry, or the correction of one of its
+    /// own (see [`Server::download`]).
+    pub(crate) fn next_download(
+        &self,
+        peer: PeerId,
+        after: ServerVersion,
+    ) -> Option<(ServerVersion, std::sync::Arc<[u8]>, ClientVersion)> {
+        let theirs = self.history.next_for(peer, after);
+        let corrections = self.peers.get(&peer).map(|s| &s.corrections);
+        let correction = corrections.and_then(|c| c.range(after.0 + 1..).next());
+        match (theirs, correction) {
+            (theirs, Some((v, cs))) if theirs.map_or(true, |t| t.0 > *v) => {
+                let v = ServerVersion(*v);
+                Some((v, crate::wire::encode(cs).into(), self.own_at(peer, v)))
+            }
+            (Some(v), _) => {
+                let bytes = self.history.encoded(v)?.clone();
+                Some((v, bytes, self.own_at(peer, ServerVersion(v.0 - 1))))
+            }
+            (None, _) => None,
+        }
+    }
+
+    /// What `peer` downloads of history entry `v`: another peer's changeset, the correction
+    /// of its own changeset if the server refused part of it, or nothing.
+    pub(crate) fn download_form<'h>(
+        &'h self,
+        peer: PeerId,
+        v: ServerVersion,
+        entry: &'h HistoryEntry,
+    ) -> Option<&'h Changeset> {
+        match entry.changeset.origin == peer {
+            false => Some(&entry.changeset),
+            true => self.peers.get(&peer)?.corrections.get(&v.0),
+        }
     }
 
     /// The signature of the last changeset of `peer` integrated at or before `v`, if the peer's
@@ -401,4 +495,17 @@ impl<S: Store> Server<S> {
             state.forget(horizon);
         }
     }
+}
+
+/// Whether an instruction writes the permission types.
+fn touches_system_type(instr: &Instruction) -> bool {
+    let ty = match instr {
+        Instruction::AddType(def) => &def.name,
+        Instruction::AddProperties { ty, .. } | Instruction::Clear { ty, .. } => ty,
+        other => match other.object() {
+            Some(obj) => &obj.ty,
+            None => return false,
+        },
+    };
+    crate::model::is_reserved(ty)
 }

@@ -17,6 +17,10 @@ pub(super) struct PeerState {
     /// The base version of the last changeset integrated from this peer; its uploads never go
     /// back before it.
     pub(super) base: ServerVersion,
+    /// Corrections of this peer's changesets (spec/permissions.md), by the server version of
+    /// the changeset they correct: this peer downloads each in place of its own entry, and its
+    /// later uploads are merged with it as with any entry it has not seen.
+    pub(super) corrections: BTreeMap<u64, Changeset>,
 }
 
 /// How many integrations at or before the horizon a peer's table keeps: as many as a client
@@ -61,6 +65,7 @@ impl PeerState {
     /// residue included; `own_at` needs the last one).
     pub(super) fn forget(&mut self, horizon: ServerVersion) {
         self.reciprocal = self.reciprocal.split_off(&(horizon.0 + 1));
+        self.corrections = self.corrections.split_off(&(horizon.0 + 1));
         let before = self.integrated.partition_point(|e| e.server <= horizon);
         self.integrated
             .drain(..before.saturating_sub(KEPT_INTEGRATIONS));

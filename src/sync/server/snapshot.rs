@@ -5,6 +5,7 @@ use super::history::{History, HistoryEntry};
 use super::peers::{Integration, PeerState};
 use super::Server;
 use crate::model::{ClientVersion, Fingerprint, PeerId, ServerVersion};
+use crate::permissions::Identity;
 use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
@@ -16,6 +17,8 @@ const MIN_ENTRY_BYTES: usize = 7;
 const MIN_FORM_BYTES: usize = 6;
 const MIN_PEER_BYTES: usize = 4;
 const MIN_INTEGRATION_BYTES: usize = 3;
+/// Smallest encoded identity (a peer id and a tag).
+const MIN_IDENTITY_BYTES: usize = 2;
 
 impl Server<MemoryStore> {
     /// Loads a server saved with [`Server::save`], with an in-memory store.
@@ -132,6 +135,25 @@ impl<S: Store> Server<S> {
                 w.items().u64(*v);
                 w.changeset(cs);
             }
+            w.items().count(state.corrections.len());
+            for (v, cs) in &state.corrections {
+                w.items().u64(*v);
+                w.changeset(cs);
+            }
+        }
+        let mut identities: Vec<_> = self.identities.iter().collect();
+        identities.sort_by_key(|(p, _)| **p);
+        w.items().count(identities.len());
+        for (peer, identity) in identities {
+            let e = w.items();
+            e.u64(peer.0);
+            match identity {
+                Identity::Admin => e.byte(0),
+                Identity::User(user) => {
+                    e.byte(1);
+                    e.str(&user.as_str().into());
+                }
+            }
         }
     }
 
@@ -150,10 +172,26 @@ impl<S: Store> Server<S> {
                 ));
             }
         }
+        let mut identities = HashMap::new();
+        let n = r.count(MIN_IDENTITY_BYTES, "identities")?;
+        for _ in 0..n {
+            let peer = PeerId(r.items().u64("identity peer")?);
+            let identity = match r.items().byte("identity")? {
+                0 => Identity::Admin,
+                1 => Identity::User(r.items().str("user id")?.to_string()),
+                _ => {
+                    return Err(SnapshotError::Inconsistent(
+                        "an identity is neither admin nor user",
+                    ))
+                }
+            };
+            identities.insert(peer, identity);
+        }
         Ok(Server {
             replica,
             history,
             peers,
+            identities,
         })
     }
 }
@@ -254,6 +292,18 @@ fn read_peer(
             ));
         }
         state.reciprocal.insert(v, cs);
+    }
+    let m = r.count(MIN_FORM_BYTES, "corrections")?;
+    for _ in 0..m {
+        let v = r.items().u64("correction version")?;
+        let cs = r.changeset()?;
+        let own = history
+            .get(ServerVersion(v))
+            .map_or(true, |e| e.changeset.origin == peer);
+        if v > history.latest().0 || !own {
+            return Err(inconsistent("a correction is not of its peer's changeset"));
+        }
+        state.corrections.insert(v, cs);
     }
     Ok((peer, state))
 }

@@ -12,12 +12,14 @@
 mod expect;
 mod follow;
 mod parse;
+mod view;
 mod world;
 
 pub use parse::{parse, Scenario, Step, Who, EXPECTABLE_ERRORS};
 
 use objsync::feed::{FeedError, FeedTransaction};
 use objsync::json::{canonical, state_json};
+use objsync::permissions;
 use objsync::sync::ResetCause;
 use objsync::Store;
 use serde_json::Value as Json;
@@ -78,7 +80,7 @@ fn run_once(
 ) -> Result<(Outcome, Option<Fed>), Malformed> {
     let natural: Vec<usize> = (1..=scenario.clients).collect();
     let rank = |k: &usize| order.and_then(|o| o.iter().position(|x| x == k));
-    let mut world = World::new(scenario.clients, scenario.reset_mode, follow);
+    let mut world = World::new(scenario, follow);
     for step in &scenario.steps {
         world.follow();
         match step {
@@ -141,14 +143,34 @@ fn run_once(
             continue;
         }
         let s = state_json(c.replica().store()).map_err(|e| Malformed(e.to_string()))?;
-        if s != server_state {
+        let (s, server) = match world
+            .server
+            .replica()
+            .store()
+            .schema()
+            .contains(permissions::PERMISSION)
+        {
+            false => (s, server_state.clone()),
+            true => (
+                view::without_empty_types(s),
+                view::readable_state(&world.server, &world.identities[i])?,
+            ),
+        };
+        if s != server {
             findings.push(format!(
-                "client {} diverged from the server:\n  client {}\n  server {}",
+                "client {} diverged from the server's state as its user may read it:\n  client {}\n  server {}",
                 i + 1,
                 canonical(&s),
-                canonical(&server_state)
+                canonical(&server)
             ));
         }
+    }
+    for (k, expect) in &scenario.expect_client {
+        let store = world.clients[k - 1].replica().store();
+        let state = state_json(store).map_err(|e| Malformed(e.to_string()))?;
+        let expect = view::present_types(expect, store.schema());
+        let found = expect::compare(&state, &expect, store.schema());
+        findings.extend(found.into_iter().map(|f| format!("client {k}: {f}")));
     }
     if let Some(expect) = &scenario.expect {
         findings.extend(expect::compare(

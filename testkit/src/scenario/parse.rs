@@ -25,7 +25,16 @@ pub struct Scenario {
     pub expect: Option<Map<String, Json>>,
     /// How clients are reset when they must be, unless a reset step says otherwise.
     pub reset_mode: ResetMode,
+    /// Client k's user id at index k - 1 (`"u<k>"` unless `users` names it).
+    pub users: Vec<String>,
+    /// Clients that use the admin token (never checked).
+    pub admins: Vec<usize>,
+    /// Expected final states of single clients (partial, like `expect`).
+    pub expect_client: Vec<ClientExpectation>,
 }
+
+/// A client (1-based) and the state it must end in (partial, like `expect`).
+pub type ClientExpectation = (usize, Map<String, Json>);
 
 /// One parsed step.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,7 +176,74 @@ pub fn parse(text: &str) -> Result<Scenario, Malformed> {
             None | Some(Json::Null) => ResetMode::default(),
             Some(m) => reset_mode(m, "scenario: \"reset_mode\"")?,
         },
+        users: users(&top, clients)?,
+        admins: match top.get("admins") {
+            None => Vec::new(),
+            Some(Json::Array(a)) => (a.iter())
+                .map(|c| f.client(c, clients))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return malformed("scenario: \"admins\" must be an array of clients"),
+        },
+        expect_client: expect_client(&top, clients)?,
     })
+}
+
+/// The `users` map: client number (as a string) to user id.
+fn users(top: &Map<String, Json>, clients: usize) -> Result<Vec<String>, Malformed> {
+    let mut users: Vec<String> = (1..=clients).map(|k| format!("u{k}")).collect();
+    let Some(map) = top.get("users") else {
+        return Ok(users);
+    };
+    let Json::Object(map) = map else {
+        return malformed("scenario: \"users\" must map client numbers to user ids");
+    };
+    for (k, user) in map {
+        let k = k
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=clients).contains(k));
+        match (k, user) {
+            (Some(k), Json::String(u)) if !u.is_empty() => users[k - 1] = u.clone(),
+            _ => {
+                return malformed(format!(
+                    "scenario: \"users\" must map client numbers 1..={clients} to user ids"
+                ))
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// The `expect_client` map: client number (as a string) to an expected state.
+fn expect_client(
+    top: &Map<String, Json>,
+    clients: usize,
+) -> Result<Vec<ClientExpectation>, Malformed> {
+    let Some(map) = top.get("expect_client") else {
+        return Ok(Vec::new());
+    };
+    let Json::Object(map) = map else {
+        return malformed("scenario: \"expect_client\" must map client numbers to states");
+    };
+    let mut out = Vec::new();
+    for (k, state) in map {
+        let Some(k) = k
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=clients).contains(k))
+        else {
+            return malformed(format!(
+                "scenario: \"expect_client\" names client {k}, not one of 1..={clients}"
+            ));
+        };
+        let mut one = Map::new();
+        one.insert("expect".to_string(), state.clone());
+        let Some(state) = expect(&one)? else {
+            return malformed("scenario: \"expect_client\" states must be objects");
+        };
+        out.push((k, state));
+    }
+    Ok(out)
 }
 
 fn reset_mode(json: &Json, what: &str) -> Result<ResetMode, Malformed> {

@@ -4,6 +4,7 @@
 use super::follow::Follower;
 use super::{malformed, Malformed, Scenario, Who};
 use objsync::json::WriteOp;
+use objsync::permissions::Identity;
 use objsync::sync::{Client, ResetCause, ResetMode, Server, SyncError};
 use objsync::{Error, PeerId};
 
@@ -21,6 +22,8 @@ pub(super) struct World {
     reset_mode: ResetMode,
     /// The server's feed, when the run prints it.
     pub(super) follower: Option<Follower>,
+    /// Who each client writes as, by client number - 1.
+    pub(super) identities: Vec<Identity>,
 }
 
 fn error_name(e: &SyncError) -> &'static str {
@@ -31,8 +34,15 @@ fn error_name(e: &SyncError) -> &'static str {
 }
 
 impl World {
-    pub(super) fn new(clients: usize, reset_mode: ResetMode, follow: bool) -> World {
-        World {
+    pub(super) fn new(scenario: &Scenario, follow: bool) -> World {
+        let clients = scenario.clients;
+        let identities = (1..=clients)
+            .map(|k| match scenario.admins.contains(&k) {
+                true => Identity::Admin,
+                false => Identity::User(scenario.users[k - 1].clone()),
+            })
+            .collect();
+        let mut world = World {
             clients: (1..=clients)
                 .map(|k| Client::new(PeerId(k as u64)))
                 .collect(),
@@ -40,8 +50,18 @@ impl World {
             errors: Vec::new(),
             bootstrapping: vec![false; clients],
             backup: None,
-            reset_mode,
+            reset_mode: scenario.reset_mode,
             follower: follow.then(Follower::new),
+            identities,
+        };
+        world.identify();
+        world
+    }
+
+    /// Tells the server who each client writes as (a loaded server knows nobody).
+    fn identify(&mut self) {
+        for (k, identity) in self.identities.iter().enumerate() {
+            (self.server).set_identity(PeerId(k as u64 + 1), identity.clone());
         }
     }
 
@@ -63,7 +83,10 @@ impl World {
             return malformed("restore: no backup was made before it");
         };
         match Server::load(bytes) {
-            Ok(server) => self.server = server,
+            Ok(server) => {
+                self.server = server;
+                self.identify();
+            }
             Err(e) => (self.errors).push((0, "snapshot_error".to_string(), e.to_string())),
         }
         if let Some(f) = &mut self.follower {
@@ -156,7 +179,10 @@ impl World {
     /// load is an error of the run (it fails), and the replica stays as it was.
     pub(super) fn restart(&mut self, who: Who) {
         let result = match who {
-            Who::Server => Server::load(&self.server.save()).map(|s| self.server = s),
+            Who::Server => Server::load(&self.server.save()).map(|s| {
+                self.server = s;
+                self.identify();
+            }),
             Who::Client(k) => {
                 Client::load(&self.clients[k - 1].save()).map(|c| self.clients[k - 1] = c)
             }
