@@ -23,7 +23,9 @@
 use super::input::Input;
 use super::{ops, state};
 use objsync::session::{Access, ServerEvent, ServerRealm, ServerSession};
-use objsync::sync::{Checkpoint, Client, Cursor, RecoveryRequest};
+use objsync::sync::{
+    Checkpoint, Client, Cursor, RecoveryRequest, ResetCause, ResetError, ResetMode,
+};
 use objsync::wire::{decode, encode};
 use objsync::wire::{
     Bind, Chunk, ClientMessage, DownloadHead, ErrorCode, ErrorMessage, FileIdent, Ident, Limits,
@@ -54,6 +56,9 @@ struct Slot {
     pending_bind: bool,
     /// The peer the last IDENT named.
     ident_peer: Option<PeerId>,
+    /// Whether that IDENT asked for a recovery: then its STATE pieces are one, not the
+    /// server's state.
+    recovering: bool,
     /// The largest frame the client accepts: the server's limit until a BIND names a smaller
     /// one.
     send_limit: usize,
@@ -210,6 +215,7 @@ impl Harness {
             session: ServerSession::new(self.limits),
             pending_bind: false,
             ident_peer: None,
+            recovering: false,
             send_limit: self.limits.max_message,
             downloads: Reassembly::default(),
             cursor: Cursor::default(),
@@ -250,6 +256,7 @@ impl Harness {
                 if let Ok(ClientMessage::Ident(ident)) = &decoded {
                     if !was_closed {
                         s.ident_peer = Some(ident.file.peer);
+                        s.recovering = matches!(ident.start, Start::Recovery(..));
                         s.cursor = ident.download;
                     }
                 }
@@ -465,11 +472,26 @@ impl Harness {
                 if piece.is_last() {
                     if bytes.len() as u64 == piece.total {
                         let peer = s.ident_peer.expect("a STATE after an IDENT");
-                        let client =
-                            Client::bootstrap(peer, bytes).expect("the server's state loads");
-                        assert_eq!(client.cursor().server, piece.head);
-                        if piece.head == server.version() {
-                            assert_eq!(state(client.replica()), state(server.replica()));
+                        if s.recovering {
+                            // A recovery for this peer: a fresh client of it takes it (or
+                            // stops for a merge it cannot make), it never fails to load.
+                            let reset = Client::new(peer).reset(
+                                bytes,
+                                ResetCause::Requested,
+                                ResetMode::Discard,
+                            );
+                            assert!(
+                                !matches!(reset, Err(ResetError::Snapshot(_))),
+                                "the recovery loads: {:?}",
+                                reset.err()
+                            );
+                        } else {
+                            let client =
+                                Client::bootstrap(peer, bytes).expect("the server's state loads");
+                            assert_eq!(client.cursor().server, piece.head);
+                            if piece.head == server.version() {
+                                assert_eq!(state(client.replica()), state(server.replica()));
+                            }
                         }
                     }
                     s.cursor.server = piece.head;
