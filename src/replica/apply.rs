@@ -44,20 +44,10 @@ impl<S: Store> Replica<S> {
             }
             // A dead link becomes null.
             Instruction::Set { obj, prop, .. } => {
-                let value = if live { value } else { Value::Null };
-                let seen = self.watch(obj, &value);
-                self.store.set(&obj.ty, &obj.key, prop, value)?;
-                if let Some(value) = seen {
-                    self.recorder.push(Event::set(obj, prop, value));
-                }
+                self.set_field(obj, prop, if live { value } else { Value::Null })?
             }
             Instruction::AddInt { obj, prop, delta } if live => {
-                self.store.add_int(&obj.ty, &obj.key, prop, *delta)?;
-                if self.recorder.watches(obj) {
-                    let now = self.store.get(&obj.ty, &obj.key, prop)?;
-                    let value = self.recorder.keep(&now);
-                    self.recorder.push(Event::set(obj, prop, value));
-                }
+                self.add_to_field(obj, prop, *delta)?
             }
             Instruction::Delete { obj } if live => self.delete_object(&obj.ty, &obj.key)?,
             Instruction::Clear { ty, objects } if live => {
@@ -93,6 +83,27 @@ impl<S: Store> Replica<S> {
             | Instruction::Delete { .. }
             | Instruction::Clear { .. }
             | Instruction::ListClear { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Sets a field, telling the recorder if it watches the object.
+    fn set_field(&mut self, obj: &ObjRef, prop: &Name, value: Value) -> Result<(), Error> {
+        let seen = self.watch(obj, &value);
+        self.store.set(&obj.ty, &obj.key, prop, value)?;
+        if let Some(value) = seen {
+            self.recorder.push(Event::set(obj, prop, value));
+        }
+        Ok(())
+    }
+
+    /// Adds to an int field, telling the recorder the new value if it watches the object.
+    fn add_to_field(&mut self, obj: &ObjRef, prop: &Name, delta: i64) -> Result<(), Error> {
+        self.store.add_int(&obj.ty, &obj.key, prop, delta)?;
+        if self.recorder.watches(obj) {
+            let now = self.store.get(&obj.ty, &obj.key, prop)?;
+            let value = self.recorder.keep(&now);
+            self.recorder.push(Event::set(obj, prop, value));
         }
         Ok(())
     }
