@@ -134,19 +134,13 @@ impl Changeset {
                 }
                 _ => {}
             }
-            match instr {
-                Instruction::Set { prop, .. }
-                | Instruction::AddInt { prop, .. }
-                | Instruction::ListInsert { prop, .. }
-                | Instruction::ListSet { prop, .. }
-                | Instruction::ListErase { prop, .. }
-                | Instruction::ListMove { prop, .. }
-                | Instruction::ListClear { prop, .. } => d.bytes(prop.as_bytes()),
-                Instruction::AddType(def) => d.bytes(def.name.as_bytes()),
-                Instruction::AddProperties { ty, .. } | Instruction::Clear { ty, .. } => {
+            match (instr.property(), instr) {
+                (Some(prop), _) => d.bytes(prop.as_bytes()),
+                (None, Instruction::AddType(def)) => d.bytes(def.name.as_bytes()),
+                (None, Instruction::AddProperties { ty, .. } | Instruction::Clear { ty, .. }) => {
                     d.bytes(ty.as_bytes())
                 }
-                Instruction::Insert { .. } | Instruction::Delete { .. } => {}
+                (None, _) => {}
             }
         }
         d.0

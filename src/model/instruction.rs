@@ -320,6 +320,24 @@ impl Instruction {
         }
     }
 
+    /// The property of its object the instruction changes, if it changes one.
+    pub fn property(&self) -> Option<&Name> {
+        match self {
+            Instruction::Set { prop, .. }
+            | Instruction::AddInt { prop, .. }
+            | Instruction::ListInsert { prop, .. }
+            | Instruction::ListSet { prop, .. }
+            | Instruction::ListErase { prop, .. }
+            | Instruction::ListMove { prop, .. }
+            | Instruction::ListClear { prop, .. } => Some(prop),
+            Instruction::Insert { .. }
+            | Instruction::Delete { .. }
+            | Instruction::AddType(_)
+            | Instruction::AddProperties { .. }
+            | Instruction::Clear { .. } => None,
+        }
+    }
+
     /// Calls `f` on every id the instruction names: an object's engine key, a link to one, a
     /// list element, a position node and its place's parent, and the keys a clear lists.
     pub(crate) fn ids_mut(&mut self, mut f: impl FnMut(&mut OpId)) {

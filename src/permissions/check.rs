@@ -131,7 +131,7 @@ impl<'u> Checker<'u> {
         store: &S,
         instr: &Instruction,
     ) -> bool {
-        let (Some(obj), Some(prop)) = (instr.object(), changed_property(instr)) else {
+        let (Some(obj), Some(prop)) = (instr.object(), instr.property().map(|p| p.as_ref())) else {
             return false;
         };
         if !store.exists(&obj.ty, &obj.key).unwrap_or(false) {
@@ -184,20 +184,6 @@ fn capped(level: Privileges, needed: Privileges, granted: Privileges) -> bool {
 fn class_name(key: &ObjKey) -> Option<&str> {
     match key {
         ObjKey::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// The property an instruction on one object changes.
-fn changed_property(instr: &Instruction) -> Option<&str> {
-    match instr {
-        Instruction::Set { prop, .. }
-        | Instruction::AddInt { prop, .. }
-        | Instruction::ListInsert { prop, .. }
-        | Instruction::ListSet { prop, .. }
-        | Instruction::ListErase { prop, .. }
-        | Instruction::ListMove { prop, .. }
-        | Instruction::ListClear { prop, .. } => Some(prop),
         _ => None,
     }
 }
