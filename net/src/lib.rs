@@ -6,6 +6,7 @@
 //!   checkpoints, and the checks and repairs of `objsync-admin`.
 //! - [`storage`]: where the server keeps realms: the embedded journal, or PostgreSQL shared by
 //!   several server processes.
+//! - [`workload`]: the load generator's transactions, which the tests count.
 //! - [`server`]: realms in a storage, authentication and permissions, one task per connection.
 //! - [`connector`]: `pg-connector`, the two-way PostgreSQL connector.
 //! - [`consumer`]: the Adapter feed's consumer over WebSocket.
@@ -23,6 +24,7 @@ pub mod disk;
 pub mod journal;
 pub mod server;
 pub mod storage;
+pub mod workload;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};

@@ -14,6 +14,7 @@ use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::storage::postgres::PgStorage;
 use objsync_net::storage::Retention;
 use objsync_net::storage::Storage;
+use objsync_net::workload::counted_transaction;
 use objsync_testkit::postgres::TempPostgres;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -136,27 +137,6 @@ fn client_config() -> ClientConfig {
     }
 }
 
-/// The operations of writer `who`'s transaction `t`: an item of its own and +1 on the counter.
-fn transaction(who: usize, t: usize) -> String {
-    let mut ops = Vec::new();
-    if t == 0 {
-        ops.push(
-            serde_json::json!({"op": "add_type", "type": "Item", "primary_key": "id",
-            "properties": {"id": "string", "n": "int", "total": "int"}}),
-        );
-    }
-    ops.push(
-        serde_json::json!({"op": "insert", "type": "Item", "pk": format!("{who}-{t}"),
-        "values": {"n": t}}),
-    );
-    ops.push(serde_json::json!({"op": "insert", "type": "Item", "pk": "counter"}));
-    ops.push(
-        serde_json::json!({"op": "add_int", "type": "Item", "pk": "counter",
-        "property": "total", "value": 1}),
-    );
-    serde_json::Value::Array(ops).to_string()
-}
-
 /// Writer `who` commits `count` transactions one after another (each once the last is
 /// acknowledged), starting on server `who % 2` and moving to the other whenever its connection
 /// fails; once every writer is done (`all_done`), waits until it holds everything (a MARK
@@ -226,7 +206,7 @@ async fn drive(
                 break;
             }
             local
-                .apply(&transaction(who, *applied))
+                .apply(&counted_transaction(who, *applied))
                 .expect("the transaction applies");
             *applied += 1;
         }

@@ -32,6 +32,7 @@ use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::server::{random_token, Config, Server};
 use objsync_net::storage::postgres::PgStorage;
 use objsync_net::storage::Retention;
+use objsync_net::workload::counted_transaction;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -441,24 +442,8 @@ async fn client(
     .await?;
     connected.wait().await;
     for t in 0..transactions {
-        let mut ops = Vec::new();
-        if t == 0 {
-            ops.push(
-                serde_json::json!({"op": "add_type", "type": "Item", "primary_key": "id",
-                "properties": {"id": "string", "n": "int", "total": "int"}}),
-            );
-        }
-        ops.push(
-            serde_json::json!({"op": "insert", "type": "Item", "pk": format!("{index}-{t}"),
-            "values": {"n": t}}),
-        );
-        ops.push(serde_json::json!({"op": "insert", "type": "Item", "pk": "counter"}));
-        ops.push(
-            serde_json::json!({"op": "add_int", "type": "Item", "pk": "counter",
-            "property": "total", "value": 1}),
-        );
         let version = local
-            .apply(&serde_json::Value::Array(ops).to_string())
+            .apply(&counted_transaction(index, t))
             .map_err(Failure::Local)?
             .expect("the transaction writes");
         let at = Instant::now();

@@ -339,11 +339,11 @@ fn row_object(
 /// table of a type without a primary key, the row's key, which the object's new engine id
 /// replaces in the table once the realm has minted it ([`rekey`]).
 #[derive(Default)]
-pub struct RowDiff {
+struct RowDiff {
     /// The JSON write ops.
-    pub ops: Vec<Json>,
+    ops: Vec<Json>,
     /// The row's key, if the ops create the object it stands for under a new engine id.
-    pub new_row: Option<String>,
+    new_row: Option<String>,
 }
 
 async fn object_diff(
