@@ -34,6 +34,7 @@ mod config;
 mod feed;
 mod operations;
 mod realm;
+mod users;
 
 pub use config::{check_path, resolve_path, Config, Level, ServerLimits, User, ADMIN_USER};
 
@@ -555,7 +556,51 @@ impl Conn {
             // Frames queued at the gate meanwhile share the turn; the commit ends it.
             drop(gate);
             if let Err(e) = realm.end_turn().await {
-                self.broken(&realm, &e).await;
+                return self.broken(&realm, &e).await;
+            }
+        }
+        if grew {
+            // The upload may have been what made the realm use permissions.
+            self.ensure_users(&realm).await;
+        }
+    }
+
+    /// Writes the `__User` objects the config's users lack in `realm` (see `users`), in a
+    /// write turn of its own.
+    async fn ensure_users(&mut self, realm: &Arc<Realm>) {
+        let turn = match realm.store.shared() {
+            true => match realm.begin_turn().await {
+                Ok(gate) => Some(gate),
+                Err(e) => return self.broken(realm, &e).await,
+            },
+            false => None,
+        };
+        let written = {
+            let Some(mut state) = realm.lock() else {
+                return self.unavailable();
+            };
+            let missing = users::missing(&state.realm, &self.server.config, &realm.path);
+            if missing.is_empty() {
+                Ok(false)
+            } else {
+                users::write(&mut state.realm, &missing).map(|records| {
+                    info!(path = ?realm.path, users = missing.len(), "wrote the config's users");
+                    records.into_iter().for_each(|r| state.record(Some(r)));
+                    true
+                })
+            }
+        };
+        match written {
+            Ok(true) => {
+                realm.changed.send_replace(());
+            }
+            Ok(false) => {}
+            Err(e) => return self.broken(realm, &e).await,
+        }
+        if let Some(gate) = turn {
+            drop(gate);
+            if let Err(e) = realm.end_turn().await {
+                self.broken(realm, &e).await;
             }
         }
     }
@@ -653,8 +698,9 @@ impl Conn {
         info!(user = ?user.id(), path = ?path, write = access.write, "bound");
         self.bound = Some(Bound {
             changed: realm.changed.subscribe(),
-            realm,
+            realm: realm.clone(),
         });
+        self.ensure_users(&realm).await;
     }
 
     /// Closes the session because its realm cannot serve it now; the client retries.

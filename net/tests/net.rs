@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 use objsync::json::{canonical, state_json};
+use objsync::permissions::{private_role, MEMBERS_PROP, ROLE, ROLE_PROP, USER};
 use objsync::session::ClientConfig;
 use objsync::wire::{Bind, ClientMessage, ErrorCode, Limits, ServerMessage, PROTOCOL_VERSION};
+use objsync::{ObjKey, Store, Value};
 use objsync_net::client::{Failure, Flow, Live, Local, RealmUrl};
 use objsync_net::journal::{Damage, Journal, Put};
 use objsync_net::server::{
@@ -1591,8 +1593,30 @@ fn a_read_only_user_is_corrected_and_converges() {
         "nothing of bob's reached the realm"
     );
 
-    // The server rebuilt from its journal holds the same, and keeps checking bob.
+    // The realm uses permissions now, so the config's users (all three may write the board)
+    // have their `__User`s with their private roles, written by the server, journaled.
     server.kill();
+    let (realm, _, _) = open_realm(&realm_file(&data, "/shared/board")).expect("realm opens");
+    let store = realm.server().replica().store();
+    for user in ["alice", "bob", "carol"] {
+        let (key, role) = (ObjKey::String(user.into()), private_role(user));
+        let role_key = ObjKey::String(role.as_str().into());
+        assert_eq!(
+            store.get(USER, &key, ROLE_PROP).expect("the user's role"),
+            Value::Link(role_key.clone())
+        );
+        let members = store.list(ROLE, &role_key, MEMBERS_PROP).expect("members");
+        assert_eq!(
+            members,
+            vec![Value::Link(key)],
+            "{user} is in its private role"
+        );
+    }
+    assert!(!store
+        .exists(USER, &ObjKey::String("admin".into()))
+        .expect("exists"));
+
+    // The server rebuilt from its journal holds the same, and keeps checking bob.
     let server = ServerProc::start(&data, &config);
     let board = server.url("/shared/board");
     apply(

@@ -250,6 +250,16 @@ impl Config {
         found.map(|id| User::Named(id.clone()))
     }
 
+    /// The ids of the configured users that may access the realm at `path` (resolved), each
+    /// once.
+    pub fn users_of<'c>(&'c self, path: &'c str) -> impl Iterator<Item = &'c str> + 'c {
+        let mut seen = std::collections::HashSet::new();
+        self.users.iter().filter_map(move |(_, id)| {
+            let user = User::Named(id.clone());
+            (seen.insert(id.as_str()) && self.level(&user, path).is_some()).then_some(id.as_str())
+        })
+    }
+
     /// What `user` may do on the realm at `path` (resolved): the admin everything, a user
     /// everything under `/<own id>/`, and otherwise what the config grants to the user or
     /// to `*`.
