@@ -19,10 +19,14 @@
 
 #![forbid(unsafe_code)]
 
-/// mimalloc rather than the system allocator: it gives freed memory back to the system, so
-/// the server's memory returns to its base once clients leave and their realms close.
+/// The server this program starts is this program, with the server's allocator (see
+/// `server.rs`): jemalloc with its background thread rather than the system allocator or
+/// mimalloc: both of those keep the pages of a thousand closed connections (freed on other threads than the ones
+/// that allocated them) until the thread that owns them allocates again, which an idle server
+/// never does; jemalloc's background thread purges them within its decay time (10 s), so the
+/// server's memory returns to its base once clients leave and their realms close.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -64,8 +68,9 @@ struct Args {
     #[arg(long)]
     server_pid: Option<u32>,
     /// Seconds to wait after a round before measuring the server's memory again (it closes
-    /// a realm a while after its last client leaves: 1 s for the server this program starts).
-    #[arg(long, default_value_t = 3)]
+    /// a realm a while after its last client leaves, 1 s for the server this program starts,
+    /// and its allocator gives the freed pages back over the next 10 s).
+    #[arg(long, default_value_t = 12)]
     settle: u64,
     /// Start the servers over this PostgreSQL database (libpq connection string or URL)
     /// instead of a temporary data directory.
@@ -173,9 +178,6 @@ fn start_server(store: &Store, token: &str) -> Result<(Child, String), String> {
         Store::Postgres(connstr) => command.args(["--serve-postgres", connstr]),
     };
     let mut child = command
-        // mimalloc gives freed memory back at once, rather than keeping it committed.
-        .env("MIMALLOC_PURGE_DELAY", "0")
-        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
         .args(["--serve-token", token])
         .stdout(Stdio::piped())
         .spawn()

@@ -16,8 +16,9 @@ use clap::Parser;
 use objsync_net::connector::{run, Options};
 use std::process::ExitCode;
 
+/// The same allocator as the server's (see `server.rs`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Mirrors realms into PostgreSQL, both ways.
 #[derive(Parser)]

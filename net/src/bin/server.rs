@@ -19,10 +19,13 @@
 
 #![forbid(unsafe_code)]
 
-/// mimalloc rather than the system allocator: it gives freed memory back to the system, so
-/// the server's memory returns to its base once clients leave and their realms close.
+/// jemalloc with its background thread rather than the system allocator or mimalloc: both of
+/// those keep the pages of a thousand closed connections (freed on other threads than the ones
+/// that allocated them) until the thread that owns them allocates again, which an idle server
+/// never does; jemalloc's background thread purges them within its decay time (10 s), so the
+/// server's memory returns to its base once clients leave and their realms close.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::Parser;
 use objsync_net::server::{random_token, Config, Server};
