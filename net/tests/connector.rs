@@ -11,6 +11,11 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::Proc;
+use std::ffi::OsStr;
+
 use objsync::session::{ClientConfig, ClientEvent};
 use objsync::wire::Limits;
 use objsync_net::client::{run, Flow, Local, RealmUrl};
@@ -18,47 +23,20 @@ use objsync_testkit::postgres::TempPostgres;
 use serde_json::{json, Value as Json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const CONFIG: &str = r#"{"admin_token": "admin", "users": {"t-alice": "alice"}}"#;
 
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the server over `dir/data`; returns it and its address.
 fn server(dir: &Path) -> (Proc, String) {
     let config = dir.join("config.json");
     std::fs::write(&config, CONFIG).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let proc = Proc(child);
-    loop {
-        let line = lines
-            .next()
-            .expect("the server says where it listens")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            return (proc, addr.to_string());
-        }
-    }
+    let data = dir.join("data");
+    let args = [OsStr::new("--data"), data.as_os_str()];
+    let args = [&args[..], &[OsStr::new("--config"), config.as_os_str()]].concat();
+    common::start_server(&args, "warn", &dir.join("server.stderr"))
 }
 
 /// Starts the connector; its log lines come out of the channel.

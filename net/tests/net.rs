@@ -6,6 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::Proc;
+use std::ffi::OsStr;
+
 use objsync::json::{canonical, state_json};
 use objsync::permissions::{private_role, MEMBERS_PROP, ROLE, ROLE_PROP, USER};
 use objsync::session::ClientConfig;
@@ -19,7 +24,7 @@ use objsync_net::server::{
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,16 +56,6 @@ fn binary(name: &str) -> PathBuf {
     }
 }
 
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A running server.
 struct ServerProc {
     proc: Proc,
@@ -83,50 +78,15 @@ impl ServerProc {
     /// The same, logging at `level` (`RUST_LOG`).
     fn start_logging(data: &Path, config: &Path, extra: &[&str], level: &str) -> ServerProc {
         let log = data.with_extension("stderr");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("server log");
-        let mut child = Command::new(binary("server"))
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .env("RUST_LOG", level)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("the server starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let proc = Proc(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "the server did not say where it listens: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                return ServerProc {
-                    proc,
-                    addr: addr.to_string(),
-                    data: data.to_path_buf(),
-                    log,
-                };
-            }
+        let mut args = vec![OsStr::new("--data"), data.as_os_str()];
+        args.extend([OsStr::new("--config"), config.as_os_str()]);
+        args.extend(extra.iter().map(OsStr::new));
+        let (proc, addr) = common::start_server(&args, level, &log);
+        ServerProc {
+            proc,
+            addr,
+            data: data.to_path_buf(),
+            log,
         }
     }
 

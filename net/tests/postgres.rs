@@ -7,6 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::Proc;
+
 use objsync::json::{canonical, state_json};
 use objsync::session::{ClientConfig, ClientEvent};
 use objsync::wire::{Action, ErrorCode, Limits};
@@ -16,11 +20,10 @@ use objsync_net::storage::Retention;
 use objsync_net::storage::Storage;
 use objsync_net::workload::counted_transaction;
 use objsync_testkit::postgres::TempPostgres;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 
@@ -30,7 +33,7 @@ const REALM: &str = "/shared/board";
 
 /// A server process over the database, killed (SIGKILL) when dropped.
 struct ServerProc {
-    child: Child,
+    proc: Proc,
     addr: String,
     log: PathBuf,
 }
@@ -40,57 +43,31 @@ impl ServerProc {
         let config = dir.join("config.json");
         std::fs::write(&config, CONFIG).expect("config");
         let log = dir.join(format!("{name}.stderr"));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--listen", "127.0.0.1:0", "--postgres", connstr])
-            .args(["--poll-ms", "200", "--status-secs", "1", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("the server starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        // Killed on drop from here on, whatever fails.
-        let mut server = ServerProc {
-            child,
-            addr: String::new(),
-            log,
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                panic!("server {name} did not start: {}", server.log());
-            };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                server.addr = addr.to_string();
-                return server;
-            }
-        }
+        let args = [
+            "--postgres",
+            connstr,
+            "--poll-ms",
+            "200",
+            "--status-secs",
+            "1",
+        ];
+        let args = [
+            &args[..],
+            &["--config", config.to_str().expect("UTF-8 path")],
+        ]
+        .concat();
+        let (proc, addr) = common::start_server(&args, "info", &log);
+        ServerProc { proc, addr, log }
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
     }
 
     /// Sends SIGTERM.
     fn signal_term(&self) {
-        let pid = self.child.id().to_string();
+        let pid = self.proc.0.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
     }
@@ -99,7 +76,7 @@ impl ServerProc {
     fn exited(&mut self, patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.proc.0.try_wait() {
                 return status.success();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -109,12 +86,6 @@ impl ServerProc {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
