@@ -55,6 +55,16 @@ impl<'u> Checker<'u> {
     /// allowed creation counts as made: apply the instruction before checking the next.
     pub fn allows<S: Store>(&mut self, store: &S, instr: &Instruction) -> bool {
         let up = UserPrivileges::new(store, self.user);
+        self.allows_as(&up, store, instr)
+    }
+
+    /// [`Checker::allows`], with the writer's privileges in `store` already read.
+    pub(crate) fn allows_as<S: Store>(
+        &mut self,
+        up: &UserPrivileges<'_, S>,
+        store: &S,
+        instr: &Instruction,
+    ) -> bool {
         let schema = store.schema();
         match instr {
             Instruction::AddType(def) => match schema.plan_add_type(def) {
@@ -95,10 +105,10 @@ impl<'u> Checker<'u> {
                 }
                 allowed
             }
-            Instruction::Delete { obj } => self.may_delete(&up, store, obj),
+            Instruction::Delete { obj } => self.may_delete(up, store, obj),
             Instruction::Clear { ty, objects } => (objects.iter())
-                .all(|key| self.may_delete(&up, store, &ObjRef::new(ty, key.clone()))),
-            _ => self.may_change(&up, store, instr),
+                .all(|key| self.may_delete(up, store, &ObjRef::new(ty, key.clone()))),
+            _ => self.may_change(up, store, instr),
         }
     }
 

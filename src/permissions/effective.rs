@@ -9,6 +9,7 @@ use super::system::{
 use super::Privileges;
 use crate::model::{ObjKey, ObjRef, Value};
 use crate::store::Store;
+use std::sync::Arc;
 
 /// One user's privileges over one state, read offline from the synced permission data.
 ///
@@ -36,7 +37,7 @@ use crate::store::Store;
 #[derive(Debug)]
 pub struct UserPrivileges<'s, S: Store + ?Sized> {
     store: &'s S,
-    roles: Vec<String>,
+    roles: Arc<[String]>,
     realm: Privileges,
 }
 
@@ -44,14 +45,23 @@ impl<'s, S: Store + ?Sized> UserPrivileges<'s, S> {
     /// The privileges of user `user` (`None`: a user the realm knows nothing of, who belongs
     /// to `everyone` only) in the state of `store`.
     pub fn new(store: &'s S, user: Option<&str>) -> Self {
-        let roles = roles(store, user);
-        let mut p = UserPrivileges {
-            store,
-            roles,
-            realm: Privileges::ALL,
-        };
+        let mut p = UserPrivileges::from_parts(store, roles(store, user).into(), Privileges::ALL);
         p.realm = p.level(REALM, &realm_key()).unwrap_or(Privileges::ALL);
         p
+    }
+
+    /// The privileges of a user whose roles and realm-level privileges in `store` are known.
+    pub(crate) fn from_parts(store: &'s S, roles: Arc<[String]>, realm: Privileges) -> Self {
+        UserPrivileges {
+            store,
+            roles,
+            realm,
+        }
+    }
+
+    /// The user's roles, shared.
+    pub(crate) fn shared_roles(&self) -> Arc<[String]> {
+        self.roles.clone()
     }
 
     /// The names of the roles the user belongs to: `everyone`, its private role, and every

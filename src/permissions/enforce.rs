@@ -10,6 +10,7 @@
 //! which lose to anything the writer did concurrently; an object the server still has; a list
 //! element as the server has it) or removes what the server does not have.
 
+use super::cache::Cache;
 use super::check::Checker;
 use crate::model::{
     Changeset, Error, Fate, Instruction, Name, ObjRef, Op, OpId, Place, PropRef, Side, Value,
@@ -25,6 +26,7 @@ use hashbrown::HashSet;
 /// change, whose failure is the changeset's error.
 pub(crate) fn apply_checked<S: Store>(
     replica: &mut Replica<S>,
+    cache: &mut Cache,
     cs: &mut Changeset,
     user: Option<&str>,
 ) -> Result<Refusals, Error> {
@@ -39,8 +41,8 @@ pub(crate) fn apply_checked<S: Store>(
             kept.push(op);
             continue;
         }
+        let up = cache.privileges(replica.store(), user);
         if let Instruction::Clear { ty, objects } = &mut op.instr {
-            let up = super::UserPrivileges::new(replica.store(), user);
             objects.retain(|key| {
                 let obj = ObjRef::new(ty, key.clone());
                 let allowed = checker.may_delete(&up, replica.store(), &obj);
@@ -49,7 +51,7 @@ pub(crate) fn apply_checked<S: Store>(
                 }
                 allowed
             });
-        } else if !checker.allows(replica.store(), &op.instr) {
+        } else if !checker.allows_as(&up, replica.store(), &op.instr) {
             refused.push(op.instr.clone());
             if matches!(
                 op.instr,
@@ -64,6 +66,7 @@ pub(crate) fn apply_checked<S: Store>(
         }
         match try_apply(replica, &op, cs.timestamp) {
             Ok(()) => {
+                cache.note(&op.instr);
                 match &op.instr {
                     Instruction::ListInsert { elem, .. } => {
                         inserted.insert(*elem, refused.len());
@@ -82,6 +85,7 @@ pub(crate) fn apply_checked<S: Store>(
             }
             Err(source) if is_schema(&op.instr) => {
                 replica.rollback();
+                cache.clear();
                 return Err(Error::InInstruction {
                     index,
                     source: Box::new(source),

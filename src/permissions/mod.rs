@@ -8,6 +8,7 @@
 //! - `effective`: a user's privileges read offline from a state ([`UserPrivileges`]);
 //! - `grant`: writing permission data in a transaction ([`grant`], [`add_member`], ...);
 //! - `check`: what each instruction needs, for the server;
+//! - `cache`: what those checks read again and again, kept while the permission data holds;
 //! - `enforce`: the server's checked integration and the correction it sends the writer.
 //!
 //! A realm without permission levels or ACLs has only the defaults (everyone may do
@@ -36,6 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cache;
 mod check;
 mod effective;
 mod enforce;
@@ -52,7 +54,9 @@ pub use system::{
     PERMISSIONS_PROP, REALM, ROLE, ROLE_PROP, USER,
 };
 
+pub(crate) use cache::Cache;
 pub(crate) use enforce::{apply_checked, correction, Refusals};
+pub(crate) use system::touches_system_type;
 
 use crate::store::Store;
 

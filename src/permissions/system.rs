@@ -3,7 +3,10 @@
 //! reserves, so applications write them only through the helpers of this module's parent.
 
 use super::Privileges;
-use crate::model::{ElemType, Name, ObjKey, ObjectType, PropType, Property, ScalarKind, Schema};
+use crate::model::{
+    is_reserved, ElemType, Instruction, Name, ObjKey, ObjectType, PropType, Property, ScalarKind,
+    Schema,
+};
 
 /// The realm-level permissions: one object, key 0, with a `permissions` list.
 pub const REALM: &str = "__Realm";
@@ -128,4 +131,17 @@ pub fn acl_property<'s>(schema: &'s Schema, ty: &str) -> Option<&'s Name> {
     (def.properties.iter())
         .find(|(_, pt)| pt.list && pt.link_target().is_some_and(|t| &**t == PERMISSION))
         .map(|(n, _)| n)
+}
+
+/// Whether an instruction writes the permission types (an object of one, or their schema).
+pub(crate) fn touches_system_type(instr: &Instruction) -> bool {
+    let ty = match instr {
+        Instruction::AddType(def) => &def.name,
+        Instruction::AddProperties { ty, .. } | Instruction::Clear { ty, .. } => ty,
+        other => match other.object() {
+            Some(obj) => &obj.ty,
+            None => return false,
+        },
+    };
+    is_reserved(ty)
 }

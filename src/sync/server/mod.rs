@@ -16,7 +16,7 @@ pub use history::{History, HistoryEntry};
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
 use crate::merge::merge;
-use crate::model::{Changeset, ClientVersion, Error, Instruction, PeerId, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion};
 use crate::permissions::{self, Identity};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store};
@@ -32,6 +32,8 @@ pub struct Server<S: Store = MemoryStore> {
     peers: HashMap<PeerId, PeerState>,
     /// Who each peer writes as; a peer not named here is a user the realm knows nothing of.
     identities: HashMap<PeerId, Identity>,
+    /// What the permission checks read again and again, kept while it holds.
+    permission_cache: permissions::Cache,
 }
 
 impl Server<MemoryStore> {
@@ -61,6 +63,7 @@ impl<S: Store> Server<S> {
             history: History::default(),
             peers: HashMap::new(),
             identities: HashMap::new(),
+            permission_cache: permissions::Cache::default(),
         }
     }
 
@@ -256,11 +259,19 @@ impl<S: Store> Server<S> {
             Some(Identity::User(user)) => Some(Some(user.as_str())),
             None => Some(None),
         };
-        let active = permissions::is_active(self.replica.store())
-            || cs.ops.iter().any(|op| touches_system_type(&op.instr));
+        let cache = &mut self.permission_cache;
+        let active = cache.is_active(self.replica.store())
+            || cs
+                .ops
+                .iter()
+                .any(|op| permissions::touches_system_type(&op.instr));
         match user {
-            Some(user) if active => permissions::apply_checked(&mut self.replica, cs, user),
-            _ => (self.replica.apply_changeset(cs)).map(|()| permissions::Refusals::default()),
+            Some(user) if active => permissions::apply_checked(&mut self.replica, cache, cs, user),
+            _ => {
+                self.replica.apply_changeset(cs)?;
+                cs.ops.iter().for_each(|op| cache.note(&op.instr));
+                Ok(permissions::Refusals::default())
+            }
         }
     }
 
@@ -495,17 +506,4 @@ impl<S: Store> Server<S> {
             state.forget(horizon);
         }
     }
-}
-
-/// Whether an instruction writes the permission types.
-fn touches_system_type(instr: &Instruction) -> bool {
-    let ty = match instr {
-        Instruction::AddType(def) => &def.name,
-        Instruction::AddProperties { ty, .. } | Instruction::Clear { ty, .. } => ty,
-        other => match other.object() {
-            Some(obj) => &obj.ty,
-            None => return false,
-        },
-    };
-    crate::model::is_reserved(ty)
 }

@@ -192,6 +192,7 @@ impl<S: Store> Server<S> {
             history,
             peers,
             identities,
+            permission_cache: Default::default(),
         })
     }
 }
