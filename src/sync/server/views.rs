@@ -231,10 +231,11 @@ impl<S: Store> Server<S> {
             peer,
             version: self.version(),
         };
-        let view = lock(&self.views)
-            .views
-            .get(&peer)
-            .and_then(|t| t.get(&cursor.0).cloned());
+        // At version 0 the state is empty: so is every client's view there.
+        let view = match cursor.0 {
+            0 => Some(ObjSet::default()),
+            v => (lock(&self.views).views.get(&peer)).and_then(|t| t.get(&v).cloned()),
+        };
         let Some(view) = view else {
             return Err(changed);
         };
