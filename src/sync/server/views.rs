@@ -5,8 +5,8 @@
 //! handed out: the objects whose state on the client equals the server's at that version
 //! (both present and equal, or both absent), the client holding nothing else. A download from
 //! a cursor with a known view passes each instruction whose object is in the view, or readable
-//! now and created after the cursor (from its creation on); a link to an object that does not
-//! pass arrives dead. When the readable set at the latest version says an object must leave
+//! now and absent at the cursor (its whole life since); a link to an object that does not pass
+//! arrives dead. When the readable set at the latest version says an object must leave
 //! the client (it exists and may no longer be read) or arrive with a past the client never
 //! saw (it existed before the cursor and may now be read), or when the view is not known
 //! (a new peer, a restarted server), the download is refused with
