@@ -3,7 +3,9 @@
 //! server answers with.
 
 use objsync_testkit::cases;
+use objsync_testkit::scenario::{readable_state, without_empty_types};
 
+use objsync::permissions::{self, Identity, Level, Privileges};
 use objsync::session::{
     Access, ClientConfig, ClientError, ClientEvent, ClientSession, ServerEvent, ServerRealm,
     ServerSession,
@@ -1322,6 +1324,85 @@ fn a_client_behind_a_trimmed_history_is_told_to_reset_and_a_new_one_starts_from_
     });
     w.settle();
     assert!(state(w.realm.server().replica()).contains("new device"));
+    assert_eq!(
+        state(w.peers[0].session.client().replica()),
+        state(w.realm.server().replica())
+    );
+}
+
+/// Client 1 (the admin) declares the permission types, `Doc` and `Secret` (which everyone is
+/// denied reading), one object of each, and sets `everyone`'s class-level canRead on `Doc`.
+fn admin_writes(w: &mut World, t: u64, read_docs: bool) {
+    let secret = ObjectType::new(
+        "Secret",
+        Some("id"),
+        [Property::new("id", PropType::parse("int").unwrap())],
+    )
+    .unwrap();
+    write(w.client(0), t, |tx| {
+        permissions::ensure_system_types(tx)?;
+        tx.add_type(secret)?;
+        tx.insert("Doc", 1)?;
+        tx.insert("Secret", 1)?;
+        let no_read = |p: Privileges| p & !Privileges::READ;
+        permissions::grant(
+            tx,
+            permissions::EVERYONE,
+            &Level::Class("Secret".into()),
+            no_read,
+        )?;
+        let docs = |p: Privileges| match read_docs {
+            true => p | Privileges::READ,
+            false => p & !Privileges::READ,
+        };
+        permissions::grant(tx, permissions::EVERYONE, &Level::Class("Doc".into()), docs)
+    });
+}
+
+#[test]
+fn a_client_over_the_protocol_receives_only_what_its_user_may_read() {
+    let mut w = World::new(2, Limits::default());
+    w.realm.set_identity(PeerId(1), Identity::Admin);
+    w.realm
+        .set_identity(PeerId(2), Identity::User("eve".into()));
+    admin_writes(&mut w, 1, true);
+    w.connect(0);
+    w.connect(1);
+    w.settle();
+    let readable = |w: &World| {
+        let state = readable_state(w.realm.server(), &Identity::User("eve".into())).unwrap();
+        objsync::json::canonical(&state)
+    };
+    let eve = |w: &World| {
+        let store = w.peers[1].session.client().replica().store();
+        objsync::json::canonical(&without_empty_types(
+            objsync::json::state_json(store).unwrap(),
+        ))
+    };
+    assert_eq!(eve(&w), readable(&w));
+    assert!(eve(&w).contains("Doc") && !eve(&w).contains("Secret"));
+    assert!(state(w.realm.server().replica()).contains("Secret"));
+
+    // Losing read access: Doc 1 leaves Eve's client by a reset, not the realm.
+    admin_writes(&mut w, 2, false);
+    w.settle();
+    let report = w.reset(1, ResetMode::Discard);
+    assert_eq!(report.cause, ResetCause::ReadAccessChanged);
+    assert_eq!(
+        report.mode,
+        ResetMode::Recover,
+        "a change of read access always recovers"
+    );
+    assert_eq!(eve(&w), "{}");
+    assert!(state(w.realm.server().replica()).contains("Doc"));
+
+    // Gaining it back: Doc 1 arrives again.
+    admin_writes(&mut w, 3, true);
+    w.settle();
+    w.reset(1, ResetMode::Recover);
+    assert_eq!(eve(&w), readable(&w));
+    assert!(eve(&w).contains("Doc") && !eve(&w).contains("Secret"));
+    // The admin is not filtered.
     assert_eq!(
         state(w.peers[0].session.client().replica()),
         state(w.realm.server().replica())

@@ -13,6 +13,7 @@ mod snapshot;
 mod views;
 
 pub use history::{History, HistoryEntry};
+pub(crate) use views::ReadRun;
 
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};

@@ -36,6 +36,26 @@ pub(super) struct Views {
     readable: HashMap<Option<String>, (ServerVersion, ObjSet)>,
 }
 
+/// A filtered client's download run over the protocol (spec/permissions.md section 2.5): the
+/// filter checked at `from` for the entries up to `until` (the latest version then), and the
+/// views the client holds at the versions it reaches.
+#[derive(Debug)]
+pub(crate) struct ReadRun {
+    from: ServerVersion,
+    until: ServerVersion,
+    view: ObjSet,
+    readable: ObjSet,
+    /// The view at a version before `until`.
+    partial: ObjSet,
+}
+
+impl ReadRun {
+    /// The last version this run's filter was checked for.
+    pub(crate) fn until(&self) -> ServerVersion {
+        self.until
+    }
+}
+
 /// Locks the views; a panic elsewhere while they were held cannot leave them half-written
 /// (each change is one insert), so a poisoned lock is taken as it is.
 pub(super) fn lock(views: &Mutex<Views>) -> MutexGuard<'_, Views> {
@@ -74,9 +94,15 @@ impl Filter<'_> {
     /// at the latest version, what it may read; before, also the objects of its view (whose
     /// removals it has yet to download).
     pub(super) fn view_at(&self, reached: ServerVersion, latest: ServerVersion) -> ObjSet {
-        if reached == latest {
-            return self.readable.clone();
+        match reached == latest {
+            true => self.readable.clone(),
+            false => self.partial(),
         }
+    }
+
+    /// The view before the latest version: the objects of the view at the cursor and the
+    /// readable ones that did not exist there.
+    fn partial(&self) -> ObjSet {
         let new = (self.readable.iter()).filter(|o| !self.existed(o));
         Arc::new(self.view.iter().chain(new).cloned().collect())
     }
@@ -162,7 +188,7 @@ impl<S: Store> Server<S> {
     /// `Some(None)` for a peer the server knows no user of (it belongs to `everyone`).
     /// A peer that holds a view stays filtered when the permission data goes (an admin may
     /// delete the levels): its client lacks what it could not read.
-    pub(super) fn reader(&self, peer: PeerId) -> Option<Option<&str>> {
+    pub(crate) fn reader(&self, peer: PeerId) -> Option<Option<&str>> {
         let user = match self.identities.get(&peer) {
             Some(Identity::Admin) => return None,
             Some(Identity::User(user)) => Some(user.as_str()),
@@ -250,6 +276,70 @@ impl<S: Store> Server<S> {
             return Err(changed);
         }
         Ok(filter)
+    }
+
+    /// The run of a download by `peer` from `from` over the protocol: `None` if its downloads
+    /// are not filtered, or the error saying its client must be reset onto what it may read.
+    pub(crate) fn read_run(
+        &self,
+        peer: PeerId,
+        from: ServerVersion,
+    ) -> Result<Option<ReadRun>, crate::sync::SyncError> {
+        let Some(user) = self.reader(peer) else {
+            return Ok(None);
+        };
+        let filter = self.download_filter(peer, user, from)?;
+        let until = self.version();
+        let partial = filter.partial();
+        Ok(Some(ReadRun {
+            from,
+            until,
+            view: filter.view,
+            readable: filter.readable,
+            partial,
+        }))
+    }
+
+    /// The next entry after `after` that `peer` downloads within `run` (up to its `until`), as
+    /// it receives it ([`Server::next_download`] where `run` is `None`).
+    pub(crate) fn next_download_in(
+        &self,
+        peer: PeerId,
+        mut after: ServerVersion,
+        run: Option<&ReadRun>,
+    ) -> Option<(ServerVersion, Arc<[u8]>, crate::model::ClientVersion)> {
+        let Some(run) = run else {
+            return self.next_download(peer, after);
+        };
+        let filter = self.filter(run.view.clone(), run.readable.clone(), run.from);
+        loop {
+            let (v, _, last_own) = self.next_download(peer, after)?;
+            if v > run.until {
+                return None;
+            }
+            let entry = self.history.get(v)?;
+            let form = self.download_form(peer, v, entry);
+            if let Some(cs) = form.and_then(|cs| filter.changeset(self.replica.store(), cs)) {
+                return Some((v, crate::wire::encode(&cs).into(), last_own));
+            }
+            after = v;
+        }
+    }
+
+    /// Records the view of `peer`'s client once it has what `run` passes up to `at`, keeping
+    /// its views from `kept` on (where the client's download stands at least).
+    pub(crate) fn record_run(
+        &self,
+        peer: PeerId,
+        run: &ReadRun,
+        kept: ServerVersion,
+        at: ServerVersion,
+    ) {
+        let view = match at >= run.until {
+            true => run.readable.clone(),
+            false => run.partial.clone(),
+        };
+        self.record_view(peer, kept.min(run.from), at, view);
     }
 
     /// What `user` may read at the latest version, recorded as the view of `peer` there: what
