@@ -283,3 +283,63 @@ fn run_intent_on(run: &mut Run, c: usize, i: &Intent) {
         })
         .unwrap();
 }
+
+#[test]
+fn losing_read_access_removes_objects_from_the_client_only_and_keeps_its_pending_edit() {
+    let mut run = start(3);
+    let everyone_reads_a = |run: &mut Run, t: u64, read: bool| {
+        run.clients[0]
+            .write(t, |tx| {
+                let class = Level::Class("A".into());
+                permissions::grant(tx, permissions::EVERYONE, &class, |p| match read {
+                    true => p | Privileges::READ,
+                    false => p & !Privileges::READ,
+                })
+            })
+            .unwrap();
+        run.upload(0);
+    };
+    run_intent_on(&mut run, 0, &Intent::Insert(1, 1));
+    run.settle(&[0, 1, 2]);
+    let has_a1 = |run: &Run, c: usize| {
+        let store = run.clients[c].replica().store();
+        store.exists("A", &1.into()).unwrap()
+    };
+    assert!(has_a1(&run, 1) && has_a1(&run, 2));
+
+    // Client 2 edits A[1] offline while everyone loses read access to A.
+    run_intent_on(&mut run, 1, &Intent::Set(1, 0, 5, false));
+    everyone_reads_a(&mut run, 4, false);
+    run.download(1, None);
+    run.download(2, None);
+    assert!(
+        !has_a1(&run, 1) && !has_a1(&run, 2),
+        "A[1] left both users' clients"
+    );
+    assert!(has_a1(&run, 0), "the admin keeps it");
+    assert!(
+        run.server.replica().store().exists("A", &1.into()).unwrap(),
+        "the realm keeps it"
+    );
+    let reset = |c: usize| (run.resets.iter()).filter(|r| r.1 == c).map(|r| r.2).last();
+    assert_eq!(reset(1), Some(objsync::sync::ResetCause::ReadAccessChanged));
+    assert!(run.clients[1].unacknowledged().is_empty());
+    assert_eq!(
+        run.clients[1].deferred().len(),
+        1,
+        "the pending edit is kept aside"
+    );
+
+    // Read access comes back: A[1] arrives again, and the pending edit applies and syncs.
+    everyone_reads_a(&mut run, 5, true);
+    run.settle(&[0, 1, 2]);
+    assert!(has_a1(&run, 1) && has_a1(&run, 2));
+    let v = run
+        .server
+        .replica()
+        .store()
+        .get("A", &1.into(), "v")
+        .unwrap();
+    assert_eq!(v, objsync::Value::Int(5));
+    assert!(run.clients[1].deferred().is_empty());
+}
