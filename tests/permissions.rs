@@ -321,7 +321,7 @@ fn losing_read_access_removes_objects_from_the_client_only_and_keeps_its_pending
         run.server.replica().store().exists("A", &1.into()).unwrap(),
         "the realm keeps it"
     );
-    let reset = |c: usize| (run.resets.iter()).filter(|r| r.1 == c).map(|r| r.2).last();
+    let reset = |c: usize| (run.resets.iter()).rev().find(|r| r.1 == c).map(|r| r.2);
     assert_eq!(reset(1), Some(objsync::sync::ResetCause::ReadAccessChanged));
     assert!(run.clients[1].unacknowledged().is_empty());
     assert_eq!(
