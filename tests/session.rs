@@ -1408,3 +1408,124 @@ fn a_client_over_the_protocol_receives_only_what_its_user_may_read() {
         state(w.realm.server().replica())
     );
 }
+
+impl World {
+    /// Connects client `i` again; one whose session ended asking for a reset (read access
+    /// changed) resets over the new connection, recovering its writes.
+    fn reconnect(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        if let Some(e) = p.error.take() {
+            let cause = p.session.reset_cause(&e).unwrap_or_else(|| panic!("{e}"));
+            p.session.begin_reset(cause, ResetMode::Recover);
+        }
+        self.drop_connection(i);
+        self.connect(i);
+    }
+}
+
+#[test]
+fn read_filtering_over_the_protocol_converges_under_random_schedules() {
+    // Pseudo-random schedules: the admin (client 1) writes and toggles everyone's canRead on
+    // `Doc` and two users' membership of `readers` (who may always read it), users write too,
+    // with partial transfers and cuts; at the end every user's client equals the server's
+    // state as its user may read it.
+    let resets: usize = (1..=u64::from(cases(40))).map(random_read_schedule).sum();
+    assert!(resets > 0, "read access changed under some schedule");
+}
+
+/// Runs one schedule; returns how many resets for a change of read access it made.
+fn random_read_schedule(seed: u64) -> usize {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    // Frames fit a reset's IDENT, which names every checkpoint the client keeps.
+    let limits = Limits {
+        max_message: 8192,
+        ..Limits::default()
+    };
+    let mut w = World::new(3, limits);
+    let users = ["u2", "u3"];
+    w.realm.set_identity(PeerId(1), Identity::Admin);
+    for (i, u) in users.iter().enumerate() {
+        w.realm
+            .set_identity(PeerId(i as u64 + 2), Identity::User(u.to_string()));
+    }
+    write(w.client(0), 0, |tx| {
+        permissions::ensure_system_types(tx)?;
+        let read = |p: Privileges| p | Privileges::READ;
+        permissions::grant(tx, "readers", &Level::Class("Doc".into()), read)
+    });
+    for step in 1..300u64 {
+        let i = next(3) as usize;
+        match next(8) {
+            0 | 1 => {
+                let (k, v) = (next(4) as i64, next(1000) as i64);
+                write(w.client(i), step, |tx| {
+                    tx.insert("Doc", k)?;
+                    tx.set("Doc", k, "n", v)?;
+                    let len = objsync::Store::list_len(tx.store(), "Doc", &k.into(), "tags")?;
+                    tx.list_insert("Doc", k, "tags", len / 2, format!("{i}:{step}"))
+                });
+            }
+            2 => {
+                let (read, user) = (next(2) == 0, users[next(2) as usize]);
+                write(w.client(0), step, |tx| match next(2) {
+                    0 => permissions::grant(
+                        tx,
+                        permissions::EVERYONE,
+                        &Level::Class("Doc".into()),
+                        |p| match read {
+                            true => p | Privileges::READ,
+                            false => p & !Privileges::READ,
+                        },
+                    ),
+                    _ if read => permissions::add_member(tx, "readers", user),
+                    _ => permissions::remove_member(tx, "readers", user),
+                });
+            }
+            3 => {
+                w.upstream(i, next(4) as usize);
+            }
+            4 | 5 => {
+                w.downstream(i, next(4) as usize);
+            }
+            6 if next(4) == 0 => w.drop_connection(i),
+            _ => {
+                if w.peers[i].conn.is_none() {
+                    w.reconnect(i);
+                }
+            }
+        }
+    }
+    for _ in 0..4 {
+        for i in 0..3 {
+            w.reconnect(i);
+        }
+        w.settle();
+    }
+    for (i, p) in w.peers.iter().enumerate() {
+        assert!(
+            p.error.is_none(),
+            "seed {seed}: client {}: {:?}",
+            i + 1,
+            p.error
+        );
+        let identity = w.realm.server().identity(PeerId(i as u64 + 1)).unwrap();
+        let readable = readable_state(w.realm.server(), identity).unwrap();
+        let store = p.session.client().replica().store();
+        let own = without_empty_types(objsync::json::state_json(store).unwrap());
+        assert_eq!(
+            json::canonical(&own),
+            json::canonical(&readable),
+            "seed {seed}: client {} holds what its user may read",
+            i + 1
+        );
+    }
+    (w.peers.iter().flat_map(|p| &p.events))
+        .filter(|e| matches!(e, ClientEvent::Reset(r) if r.cause == ResetCause::ReadAccessChanged))
+        .count()
+}
