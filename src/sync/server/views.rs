@@ -8,8 +8,9 @@
 //! now and absent at the cursor (its whole life since); a link to an object that does not pass
 //! arrives dead. When the readable set at the latest version says an object must leave
 //! the client (it exists and may no longer be read) or arrive with a past the client never
-//! saw (it existed before the cursor and may now be read), or when the view is not known
-//! (a new peer, a restarted server), the download is refused with
+//! saw (it existed before the cursor and may now be read), when the client's own writes
+//! touched an object that does not pass, or when the view is not known (a restarted server:
+//! views are not saved), the download is refused with
 //! [`SyncError::ReadAccessChanged`](crate::sync::SyncError::ReadAccessChanged): the client
 //! resets onto the server's state restricted to what it may read (a recovery), which is the
 //! removal, and the arrival with full list metadata, in one step.
