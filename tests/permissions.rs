@@ -8,23 +8,26 @@
 //! who may lack the right to make them, under random upload, download and sync schedules.
 //!
 //! After a full sync:
-//! - every client has nothing unacknowledged, its uploads were all acknowledged and it equals
-//!   the server's state as its user may read it: the corrections brought every refused write
-//!   back, whatever was merged with it;
+//! - every client has nothing unacknowledged, its uploads were all acknowledged and its whole
+//!   state equals the server's state as its user may read it: the corrections brought every
+//!   refused write back, whatever was merged with it, objects its user may no longer read
+//!   left it, and objects it may now read arrived;
 //! - replaying the server's history from scratch, every instruction a user wrote passes the
 //!   permission check against the state before it (nothing illegal was integrated), and the
 //!   replay ends in the server's state.
 //!
-//! Reading stays granted here (every grant keeps canRead), so the readable state is the
-//! whole state; the scenarios show read permissions.
+//! Grants and revocations include canRead, so clients lose and regain read access at every
+//! level; each client must equal the server's state restricted to what its user may read
+//! (all of it for the admin), whatever it held before.
 //!
 //! `OBJSYNC_CASES` sets the number of random histories (default 2,000, about a second in release; 100,000 take about 30 s).
 
 use objsync::json::{canonical, state_json};
 use objsync::permissions::{self, Checker, Identity, Level, Privileges};
-use objsync::{Fate, Instruction, ObjRef, ObjectType, PeerId, PropType, Property, Replica};
+use objsync::{Fate, Instruction, ObjRef, ObjectType, PeerId, PropType, Property, Replica, Store};
 use objsync_testkit::cases;
 use objsync_testkit::history::{run_intent, step, Intent, Run, Step};
+use objsync_testkit::scenario::{readable_state, without_empty_types};
 use proptest::prelude::*;
 
 /// A permission change, or a write to the ACL type `D`.
@@ -32,8 +35,8 @@ use proptest::prelude::*;
 enum Act {
     /// A step of testkit's random histories.
     Plain(Step),
-    /// Client `by` grants (`on`) or revokes flags (`flags`: bits for canCreate, canUpdate,
-    /// canDelete, canSetPermissions) to a role at a level.
+    /// Client `by` grants (`on`) or revokes flags (`flags`: bits for canRead, canCreate,
+    /// canUpdate, canDelete, canSetPermissions) to a role at a level.
     Grant {
         by: usize,
         role: u8,
@@ -48,7 +51,8 @@ enum Act {
 }
 
 const ROLES: [&str; 2] = [permissions::EVERYONE, "editors"];
-const FLAGS: [Privileges; 4] = [
+const FLAGS: [Privileges; 5] = [
+    Privileges::READ,
     Privileges::CREATE,
     Privileges::UPDATE,
     Privileges::DELETE,
@@ -58,7 +62,7 @@ const FLAGS: [Privileges; 4] = [
 fn act(n: usize) -> impl Strategy<Value = Act> {
     prop_oneof![
         6 => step(n).prop_map(Act::Plain),
-        3 => (0..n, 0u8..2, 0u8..6, 1u8..16, any::<bool>())
+        3 => (0..n, 0u8..2, 0u8..6, 1u8..32, any::<bool>())
             .prop_map(|(by, role, level, flags, on)| Act::Grant { by, role, level, flags, on }),
         1 => (0..n, 1..n, any::<bool>()).prop_map(|(by, user, add)| Act::Member { by, user, add }),
         2 => (0..n, 0u8..3, 0u8..3).prop_map(|(by, key, what)| Act::Doc { by, key, what }),
@@ -83,9 +87,11 @@ fn level(l: u8) -> Level {
     }
 }
 
-/// Client 1 (the admin) adds the ACL type `D` and the permission types; everyone syncs.
+/// Client 1 (the admin) adds the ACL type `D` and the permission types; everyone syncs. A
+/// client whose read access changes is reset onto what it may read (always recovering).
 fn start(n: usize) -> Run {
     let mut run = Run::new(n);
+    run.reset_mode = Some(objsync::sync::ResetMode::Recover);
     run.server.set_identity(PeerId(1), Identity::Admin);
     for c in 1..n {
         (run.server).set_identity(PeerId(c as u64 + 1), Identity::User(user(c)));
@@ -129,8 +135,8 @@ fn apply(run: &mut Run, a: &Act, t: u64) {
                 .filter(|(i, _)| flags & (1 << i) != 0)
                 .fold(Privileges::NONE, |acc, (_, f)| acc | *f);
             let change = |now: Privileges| match on {
-                true => now | chosen | Privileges::READ,
-                false => (now & !chosen) | Privileges::READ,
+                true => now | chosen,
+                false => now & !chosen,
             };
             let role = ROLES[*role as usize];
             let _ = run.clients[*by].write(t, |tx| {
@@ -164,6 +170,28 @@ fn apply(run: &mut Run, a: &Act, t: u64) {
             });
         }
     }
+}
+
+/// A client's state without empty types, and without the properties the server's schema
+/// lacks: a refused schema change stays on the device (spec/permissions.md rule 18), and its
+/// properties show on every object of the type there.
+fn on_schema(state: serde_json::Value, schema: &objsync::Schema) -> serde_json::Value {
+    let mut state = without_empty_types(state);
+    for (ty, objects) in state.as_object_mut().into_iter().flatten() {
+        let Ok(def) = schema.get(ty) else {
+            continue;
+        };
+        for object in objects
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            if let Some(props) = object.as_object_mut() {
+                props.retain(|p, _| def.properties.contains_key(p.as_str()));
+            }
+        }
+    }
+    state
 }
 
 /// Replays the server's history from scratch, checking every live instruction of a user
@@ -211,8 +239,10 @@ proptest! {
         for (i, c) in run.clients.iter().enumerate() {
             prop_assert!(c.unacknowledged().is_empty(), "client {} has unacknowledged changesets", i + 1);
             prop_assert_eq!(c.acknowledged(), c.last_version(), "client {}", i + 1);
-            let state = canonical(&state_json(c.replica().store()).unwrap());
-            prop_assert_eq!(&state, &server, "client {} diverged", i + 1);
+            let state = on_schema(state_json(c.replica().store()).unwrap(), run.server.replica().store().schema());
+            let identity = run.server.identity(c.peer()).expect("every peer is named");
+            let readable = readable_state(&run.server, identity).unwrap();
+            prop_assert_eq!(canonical(&state), canonical(&readable), "client {} diverged from what it may read", i + 1);
         }
         prop_assert_eq!(replay_checked(&run)?, server, "the replayed history differs");
     }
@@ -241,7 +271,7 @@ fn a_refused_write_is_corrected_and_reported() {
         &corrections[0].ops[0].instr,
         Instruction::Set { default: true, .. }
     ));
-    let v = objsync::Store::get(run.clients[1].replica().store(), "A", &1.into(), "v").unwrap();
+    let v = Store::get(run.clients[1].replica().store(), "A", &1.into(), "v").unwrap();
     assert_eq!(v, objsync::Value::Int(7));
 }
 
@@ -252,4 +282,64 @@ fn run_intent_on(run: &mut Run, c: usize, i: &Intent) {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn losing_read_access_removes_objects_from_the_client_only_and_keeps_its_pending_edit() {
+    let mut run = start(3);
+    let everyone_reads_a = |run: &mut Run, t: u64, read: bool| {
+        run.clients[0]
+            .write(t, |tx| {
+                let class = Level::Class("A".into());
+                permissions::grant(tx, permissions::EVERYONE, &class, |p| match read {
+                    true => p | Privileges::READ,
+                    false => p & !Privileges::READ,
+                })
+            })
+            .unwrap();
+        run.upload(0);
+    };
+    run_intent_on(&mut run, 0, &Intent::Insert(1, 1));
+    run.settle(&[0, 1, 2]);
+    let has_a1 = |run: &Run, c: usize| {
+        let store = run.clients[c].replica().store();
+        store.exists("A", &1.into()).unwrap()
+    };
+    assert!(has_a1(&run, 1) && has_a1(&run, 2));
+
+    // Client 2 edits A[1] offline while everyone loses read access to A.
+    run_intent_on(&mut run, 1, &Intent::Set(1, 0, 5, false));
+    everyone_reads_a(&mut run, 4, false);
+    run.download(1, None);
+    run.download(2, None);
+    assert!(
+        !has_a1(&run, 1) && !has_a1(&run, 2),
+        "A[1] left both users' clients"
+    );
+    assert!(has_a1(&run, 0), "the admin keeps it");
+    assert!(
+        run.server.replica().store().exists("A", &1.into()).unwrap(),
+        "the realm keeps it"
+    );
+    let reset = |c: usize| (run.resets.iter()).rev().find(|r| r.1 == c).map(|r| r.2);
+    assert_eq!(reset(1), Some(objsync::sync::ResetCause::ReadAccessChanged));
+    assert!(run.clients[1].unacknowledged().is_empty());
+    assert_eq!(
+        run.clients[1].deferred().len(),
+        1,
+        "the pending edit is kept aside"
+    );
+
+    // Read access comes back: A[1] arrives again, and the pending edit applies and syncs.
+    everyone_reads_a(&mut run, 5, true);
+    run.settle(&[0, 1, 2]);
+    assert!(has_a1(&run, 1) && has_a1(&run, 2));
+    let v = run
+        .server
+        .replica()
+        .store()
+        .get("A", &1.into(), "v")
+        .unwrap();
+    assert_eq!(v, objsync::Value::Int(5));
+    assert!(run.clients[1].deferred().is_empty());
 }

@@ -3,7 +3,9 @@
 //! server answers with.
 
 use objsync_testkit::cases;
+use objsync_testkit::scenario::{readable_state, without_empty_types};
 
+use objsync::permissions::{self, Identity, Level, Privileges};
 use objsync::session::{
     Access, ClientConfig, ClientError, ClientEvent, ClientSession, ServerEvent, ServerRealm,
     ServerSession,
@@ -1326,4 +1328,204 @@ fn a_client_behind_a_trimmed_history_is_told_to_reset_and_a_new_one_starts_from_
         state(w.peers[0].session.client().replica()),
         state(w.realm.server().replica())
     );
+}
+
+/// Client 1 (the admin) declares the permission types, `Doc` and `Secret` (which everyone is
+/// denied reading), one object of each, and sets `everyone`'s class-level canRead on `Doc`.
+fn admin_writes(w: &mut World, t: u64, read_docs: bool) {
+    let secret = ObjectType::new(
+        "Secret",
+        Some("id"),
+        [Property::new("id", PropType::parse("int").unwrap())],
+    )
+    .unwrap();
+    write(w.client(0), t, |tx| {
+        permissions::ensure_system_types(tx)?;
+        tx.add_type(secret)?;
+        tx.insert("Doc", 1)?;
+        tx.insert("Secret", 1)?;
+        let no_read = |p: Privileges| p & !Privileges::READ;
+        permissions::grant(
+            tx,
+            permissions::EVERYONE,
+            &Level::Class("Secret".into()),
+            no_read,
+        )?;
+        let docs = |p: Privileges| match read_docs {
+            true => p | Privileges::READ,
+            false => p & !Privileges::READ,
+        };
+        permissions::grant(tx, permissions::EVERYONE, &Level::Class("Doc".into()), docs)
+    });
+}
+
+#[test]
+fn a_client_over_the_protocol_receives_only_what_its_user_may_read() {
+    let mut w = World::new(2, Limits::default());
+    w.realm.set_identity(PeerId(1), Identity::Admin);
+    w.realm
+        .set_identity(PeerId(2), Identity::User("eve".into()));
+    admin_writes(&mut w, 1, true);
+    w.connect(0);
+    w.connect(1);
+    w.settle();
+    let readable = |w: &World| {
+        let state = readable_state(w.realm.server(), &Identity::User("eve".into())).unwrap();
+        objsync::json::canonical(&state)
+    };
+    let eve = |w: &World| {
+        let store = w.peers[1].session.client().replica().store();
+        objsync::json::canonical(&without_empty_types(
+            objsync::json::state_json(store).unwrap(),
+        ))
+    };
+    assert_eq!(eve(&w), readable(&w));
+    assert!(eve(&w).contains("Doc") && !eve(&w).contains("Secret"));
+    assert!(state(w.realm.server().replica()).contains("Secret"));
+
+    // Losing read access: Doc 1 leaves Eve's client by a reset, not the realm.
+    admin_writes(&mut w, 2, false);
+    w.settle();
+    let report = w.reset(1, ResetMode::Discard);
+    assert_eq!(report.cause, ResetCause::ReadAccessChanged);
+    assert_eq!(
+        report.mode,
+        ResetMode::Recover,
+        "a change of read access always recovers"
+    );
+    assert_eq!(eve(&w), "{}");
+    assert!(state(w.realm.server().replica()).contains("Doc"));
+
+    // Gaining it back: Doc 1 arrives again.
+    admin_writes(&mut w, 3, true);
+    w.settle();
+    w.reset(1, ResetMode::Recover);
+    assert_eq!(eve(&w), readable(&w));
+    assert!(eve(&w).contains("Doc") && !eve(&w).contains("Secret"));
+    // The admin is not filtered.
+    assert_eq!(
+        state(w.peers[0].session.client().replica()),
+        state(w.realm.server().replica())
+    );
+}
+
+impl World {
+    /// Connects client `i` again; one whose session ended asking for a reset (read access
+    /// changed) resets over the new connection, recovering its writes.
+    fn reconnect(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        if let Some(e) = p.error.take() {
+            let cause = p.session.reset_cause(&e).unwrap_or_else(|| panic!("{e}"));
+            p.session.begin_reset(cause, ResetMode::Recover);
+        }
+        self.drop_connection(i);
+        self.connect(i);
+    }
+}
+
+#[test]
+fn read_filtering_over_the_protocol_converges_under_random_schedules() {
+    // Pseudo-random schedules: the admin (client 1) writes and toggles everyone's canRead on
+    // `Doc` and two users' membership of `readers` (who may always read it), users write too,
+    // with partial transfers and cuts; at the end every user's client equals the server's
+    // state as its user may read it.
+    let resets: usize = (1..=u64::from(cases(40))).map(random_read_schedule).sum();
+    assert!(resets > 0, "read access changed under some schedule");
+}
+
+/// Runs one schedule; returns how many resets for a change of read access it made.
+fn random_read_schedule(seed: u64) -> usize {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    // Frames fit a reset's IDENT, which names every checkpoint the client keeps.
+    let limits = Limits {
+        max_message: 8192,
+        ..Limits::default()
+    };
+    let mut w = World::new(3, limits);
+    let users = ["u2", "u3"];
+    w.realm.set_identity(PeerId(1), Identity::Admin);
+    for (i, u) in users.iter().enumerate() {
+        w.realm
+            .set_identity(PeerId(i as u64 + 2), Identity::User(u.to_string()));
+    }
+    write(w.client(0), 0, |tx| {
+        permissions::ensure_system_types(tx)?;
+        let read = |p: Privileges| p | Privileges::READ;
+        permissions::grant(tx, "readers", &Level::Class("Doc".into()), read)
+    });
+    for step in 1..300u64 {
+        let i = next(3) as usize;
+        match next(8) {
+            0 | 1 => {
+                let (k, v) = (next(4) as i64, next(1000) as i64);
+                write(w.client(i), step, |tx| {
+                    tx.insert("Doc", k)?;
+                    tx.set("Doc", k, "n", v)?;
+                    let len = objsync::Store::list_len(tx.store(), "Doc", &k.into(), "tags")?;
+                    tx.list_insert("Doc", k, "tags", len / 2, format!("{i}:{step}"))
+                });
+            }
+            2 => {
+                let (read, user) = (next(2) == 0, users[next(2) as usize]);
+                write(w.client(0), step, |tx| match next(2) {
+                    0 => permissions::grant(
+                        tx,
+                        permissions::EVERYONE,
+                        &Level::Class("Doc".into()),
+                        |p| match read {
+                            true => p | Privileges::READ,
+                            false => p & !Privileges::READ,
+                        },
+                    ),
+                    _ if read => permissions::add_member(tx, "readers", user),
+                    _ => permissions::remove_member(tx, "readers", user),
+                });
+            }
+            3 => {
+                w.upstream(i, next(4) as usize);
+            }
+            4 | 5 => {
+                w.downstream(i, next(4) as usize);
+            }
+            6 if next(4) == 0 => w.drop_connection(i),
+            _ => {
+                if w.peers[i].conn.is_none() {
+                    w.reconnect(i);
+                }
+            }
+        }
+    }
+    for _ in 0..4 {
+        for i in 0..3 {
+            w.reconnect(i);
+        }
+        w.settle();
+    }
+    for (i, p) in w.peers.iter().enumerate() {
+        assert!(
+            p.error.is_none(),
+            "seed {seed}: client {}: {:?}",
+            i + 1,
+            p.error
+        );
+        let identity = w.realm.server().identity(PeerId(i as u64 + 1)).unwrap();
+        let readable = readable_state(w.realm.server(), identity).unwrap();
+        let store = p.session.client().replica().store();
+        let own = without_empty_types(objsync::json::state_json(store).unwrap());
+        assert_eq!(
+            json::canonical(&own),
+            json::canonical(&readable),
+            "seed {seed}: client {} holds what its user may read",
+            i + 1
+        );
+    }
+    (w.peers.iter().flat_map(|p| &p.events))
+        .filter(|e| matches!(e, ClientEvent::Reset(r) if r.cause == ResetCause::ReadAccessChanged))
+        .count()
 }

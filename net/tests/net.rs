@@ -1589,3 +1589,61 @@ fn a_read_only_user_is_corrected_and_converges() {
     assert_eq!(state(&bob), state(&admin));
     assert!(state(&admin).contains("\"n\":1"), "{}", state(&admin));
 }
+
+/// Read filtering over the network (spec/permissions.md section 2.5): nobody but the admin may
+/// read `Secret`, so bob's client never receives it; when the admin revokes everyone's canRead
+/// on `Item`, the items leave bob's client (a reset onto what he may read) but not the realm;
+/// after a restart of the server, which knows no client's view then, bob still holds exactly
+/// what he may read, and gets the items back when reading is granted again.
+#[test]
+fn a_user_receives_only_what_he_may_read() {
+    let (dir, config) = setup();
+    let data = dir.path().join("data");
+    let server = ServerProc::start(&data, &config);
+    let d = dir.path();
+    let board = server.url("/shared/board");
+    let admin = d.join("admin");
+    let mut ops = board_schema();
+    ops.extend([
+        serde_json::json!({"op": "add_type", "type": "Secret", "primary_key": "id",
+            "properties": {"id": "int", "text": "string"}}),
+        serde_json::json!({"op": "insert", "type": "Secret", "pk": 1, "values": {"text": "hush"}}),
+        serde_json::json!({"op": "insert", "type": "Item", "pk": "i1", "values": {"who": "admin"}}),
+        serde_json::json!({"op": "grant", "role": "everyone", "level": "class", "type": "Secret",
+            "privileges": {"canRead": false}}),
+    ]);
+    apply(d, &admin, &serde_json::Value::Array(ops));
+    sync(&admin, &board, "admin-secret");
+    let bob = d.join("bob");
+    sync(&bob, &board, "t-bob");
+    assert!(
+        state(&bob).contains("i1") && !state(&bob).contains("hush"),
+        "{}",
+        state(&bob)
+    );
+    assert!(state(&admin).contains("hush"));
+
+    let item_read = |read: bool| {
+        serde_json::json!([{"op": "grant", "role": "everyone", "level": "class", "type": "Item",
+            "privileges": {"canRead": read}}])
+    };
+    apply(d, &admin, &item_read(false));
+    sync(&admin, &board, "admin-secret");
+    sync(&bob, &board, "t-bob");
+    assert!(!state(&bob).contains("i1"), "{}", state(&bob));
+    assert!(state(&admin).contains("i1"), "the realm keeps the item");
+
+    server.kill();
+    let server = ServerProc::start(&data, &config);
+    let board = server.url("/shared/board");
+    sync(&bob, &board, "t-bob");
+    assert!(!state(&bob).contains("i1") && !state(&bob).contains("hush"));
+    apply(d, &admin, &item_read(true));
+    sync(&admin, &board, "admin-secret");
+    sync(&bob, &board, "t-bob");
+    assert!(
+        state(&bob).contains("i1") && !state(&bob).contains("hush"),
+        "{}",
+        state(&bob)
+    );
+}

@@ -324,7 +324,7 @@ impl Feed {
         if let Some(FeedItem::Transaction(_)) = self.current.take() {
             self.replica.rollback();
         }
-        self.replica.server_state(self.head)
+        self.replica.server_state(self.head, None)
     }
 
     /// Applies the entry after the cursor in a unit left open (its effects recorded), and

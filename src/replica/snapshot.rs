@@ -16,6 +16,7 @@ use crate::model::{
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::wire::{Encoder, Reader};
+use hashbrown::HashSet;
 
 // The flags byte of a node.
 const NODE_RIGHT: u8 = 0x01;
@@ -93,19 +94,27 @@ impl<S: Store> Replica<S> {
 
     /// This replica as a server's state (spec/snapshot.md, section "state"): what a new
     /// device, or a feed, starts from.
-    pub(crate) fn server_state(&self, head: StateHead) -> Vec<u8> {
+    /// With `only`, the state holds just those objects (what a user may read, spec/
+    /// permissions.md section 2.5), with their lists' merge metadata.
+    pub(crate) fn server_state(&self, head: StateHead, only: Option<&HashSet<ObjRef>>) -> Vec<u8> {
         let mut w = SnapshotWriter::new(Kind::State);
-        self.write_server_state(&mut w, head);
+        self.write_server_state(&mut w, head, only);
         w.finish()
     }
 
-    /// Writes this replica as a server's state (also the first part of a recovery).
-    pub(crate) fn write_server_state(&self, w: &mut SnapshotWriter, head: StateHead) {
+    /// Writes this replica as a server's state (also the first part of a recovery), with only
+    /// the objects in `only` if given.
+    pub(crate) fn write_server_state(
+        &self,
+        w: &mut SnapshotWriter,
+        head: StateHead,
+        only: Option<&HashSet<ObjRef>>,
+    ) {
         let e = w.items();
         e.u64(head.version.0);
         e.u64(head.fingerprint.0);
         e.u64(head.timestamp);
-        self.write_state(e);
+        self.write_state_of(e, only);
     }
 
     /// Loads a server's state made by [`Replica::server_state`] into `store`, which must be
@@ -153,6 +162,14 @@ impl<S: Store> Replica<S> {
 
     /// Writes the replica's state (the part of every snapshot that holds one).
     pub(crate) fn write_state(&self, e: &mut Encoder) {
+        self.write_state_of(e, None)
+    }
+
+    /// [`Replica::write_state`] with only the objects in `only`, if given.
+    fn write_state_of(&self, e: &mut Encoder, only: Option<&HashSet<ObjRef>>) {
+        let kept = |ty: &str, key: &ObjKey| {
+            only.map_or(true, |o| o.contains(&ObjRef::new(ty, key.clone())))
+        };
         e.u64(self.peer.0);
         e.u64(self.next_seq);
         let schema = self.store.schema();
@@ -161,14 +178,17 @@ impl<S: Store> Replica<S> {
             e.object_type(def);
         }
         for def in schema.types() {
-            let keys = self.store.objects(&def.name).unwrap_or_default();
+            let mut keys = self.store.objects(&def.name).unwrap_or_default();
+            keys.retain(|key| kept(&def.name, key));
             e.count(keys.len());
             for key in &keys {
                 e.key(key);
                 self.write_values(e, def, key);
             }
         }
-        let mut lists: Vec<(&PropRef, &Sequence)> = self.lists.iter().collect();
+        let mut lists: Vec<(&PropRef, &Sequence)> = (self.lists.iter())
+            .filter(|(list, _)| kept(&list.obj.ty, &list.obj.key))
+            .collect();
         // A fixed order, so that equal replicas save to equal bytes.
         lists.sort_by(|a, b| a.0.cmp(b.0));
         e.count(lists.len());

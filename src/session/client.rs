@@ -247,6 +247,7 @@ impl<S: Store + Default> ClientSession<S> {
                 written: self.client.last_version(),
             },
             ErrorCode::PermissionDenied => ResetCause::WriteDenied,
+            ErrorCode::ReadAccessChanged => ResetCause::ReadAccessChanged,
             _ if e.client_version.0 > 0 => ResetCause::Refused {
                 client_version: e.client_version,
             },

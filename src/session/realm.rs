@@ -340,6 +340,9 @@ pub(super) fn sync_error(e: &SyncError) -> ErrorMessage {
             (ErrorCode::BadServerVersion, (none.0, *latest))
         }
         SyncError::BaseBehind { floor, .. } => (ErrorCode::BadServerVersion, (none.0, *floor)),
+        SyncError::ReadAccessChanged { version, .. } => {
+            (ErrorCode::ReadAccessChanged, (none.0, *version))
+        }
         SyncError::Diverged { version, .. } => (ErrorCode::DivergingHistories, (none.0, *version)),
         SyncError::ChangesetsLost { integrated, .. } => {
             (ErrorCode::ChangesetsLost, (*integrated, none.1))

@@ -4,6 +4,7 @@
 use super::realm::{sync_error, ServerRealm};
 use crate::model::{Changeset, ClientVersion, PeerId, ServerVersion, Timestamp};
 use crate::store::Store;
+use crate::sync::ReadRun;
 use crate::wire::{
     decode, Action, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
     Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage, Start,
@@ -116,6 +117,9 @@ pub struct ServerSession {
     queued: usize,
     /// The caller's clock reading and how far ahead of it a changeset may be stamped.
     clock: Option<(Timestamp, u64)>,
+    /// Where the client's downloads are filtered by what its user may read, the run of
+    /// entries whose filter was checked (spec/permissions.md section 2.5).
+    read: Option<ReadRun>,
 }
 
 /// How many bytes of replies (PONGs, the IDENT reply, an ERROR) may wait in a session's outbox,
@@ -144,6 +148,7 @@ impl ServerSession {
             marks: VecDeque::new(),
             queued: 0,
             clock: None,
+            read: None,
         }
     }
 
@@ -403,6 +408,11 @@ impl ServerSession {
                                 let bytes = realm.server.recovery(file.peer, request);
                                 (realm.server.version(), bytes.into())
                             }
+                            // A filtered client starts from what its user may read.
+                            _ if realm.server.reader(file.peer).is_some() => (
+                                realm.server.version(),
+                                realm.server.state_snapshot_for(file.peer).into(),
+                            ),
                             _ => realm.state(),
                         };
                         let held = if at.version == v { at.offset } else { 0 };
@@ -544,6 +554,19 @@ impl ServerSession {
         }
         let ack = realm.server.last_integrated(peer);
         let latest = realm.server.version();
+        let checked = self.read.as_ref().map_or(latest, ReadRun::until);
+        if self.sending.is_none()
+            && self.next < latest
+            && (self.read.is_none() || self.next >= checked)
+        {
+            match realm.server.read_run(peer, self.next) {
+                Ok(run) => self.read = run,
+                Err(e) => {
+                    self.close(sync_error(&e));
+                    return self.poll_queued();
+                }
+            }
+        }
         if self.next < latest || self.sending.is_some() || self.ack_sent != Some(ack) {
             let msg = self.download(realm, peer);
             self.ack_sent = Some(ack);
@@ -559,9 +582,13 @@ impl ServerSession {
         let mut chunks = Vec::new();
         loop {
             if self.sending.is_none() {
-                let next = realm.server.next_download(peer, self.next);
+                let next = realm
+                    .server
+                    .next_download_in(peer, self.next, self.read.as_ref());
                 let Some((v, bytes, last_own)) = next else {
-                    self.next = latest;
+                    // A filtered run ends where its filter was checked.
+                    let end = self.read.as_ref().map_or(latest, ReadRun::until);
+                    self.next = self.next.max(end);
                     break;
                 };
                 if budget <= CHUNK_OVERHEAD && !chunks.is_empty() {
@@ -585,6 +612,9 @@ impl ServerSession {
             }
             self.next = out.head().server_version;
             self.sending = None;
+        }
+        if let Some(run) = &self.read {
+            realm.server.record_run(peer, run, self.progress, self.next);
         }
         let in_flight = self.sending.as_ref().map_or(0, |s| s.sent() as u64);
         DownloadMessage {

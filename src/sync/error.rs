@@ -67,6 +67,17 @@ pub enum SyncError {
         /// The version the upload was based on, or the download's cursor.
         needed: ServerVersion,
     },
+    /// What the peer's user may read changed in a way a download cannot bring (objects its
+    /// client holds may no longer be read, objects that existed unseen may now be), or the
+    /// server does not know what the client holds: the client resets onto the server's state
+    /// as its user may read it (spec/permissions.md section 2.5).
+    #[error("the read access of peer {peer} changed (server version {version}): reset onto what it may read")]
+    ReadAccessChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The server's latest version.
+        version: ServerVersion,
+    },
     /// The client has integrated server version `integrated`, but the server's history ends
     /// at `latest`: the server went back (it was restored from a backup).
     #[error("the client has integrated server version {integrated} but the server's history ends at {latest}: the server went back (restored from a backup?)")]
@@ -154,6 +165,7 @@ impl SyncError {
                 latest: *latest,
             },
             SyncError::Diverged { version, .. } => ResetCause::Diverged { version: *version },
+            SyncError::ReadAccessChanged { .. } => ResetCause::ReadAccessChanged,
             SyncError::ChangesetsLost {
                 acknowledged,
                 integrated,

@@ -65,4 +65,5 @@ pub use clock::{Hlc, VectorClock, DEFAULT_MAX_SKEW};
 pub use error::SyncError;
 pub use messages::{Download, DownloadEntry, Upload, UploadAck};
 pub use reset::{Reset, ResetCause, ResetError, ResetMode, ResetReport};
+pub(crate) use server::ReadRun;
 pub use server::{History, HistoryEntry, Server};

@@ -120,6 +120,10 @@ pub enum ResetCause {
     WriteDenied,
     /// The caller asked for a reset.
     Requested,
+    /// What the client's user may read changed (spec/permissions.md section 2.5): the
+    /// client starts again from the server's state as its user may read it, always
+    /// recovering its own changesets (a change of read access is no divergence).
+    ReadAccessChanged,
 }
 
 impl ResetCause {
@@ -138,6 +142,7 @@ impl ResetCause {
             ResetCause::BaseBehind { .. } => 10,
             ResetCause::WriteDenied => 11,
             ResetCause::UnknownRealm => 12,
+            ResetCause::ReadAccessChanged => 13,
         }
     }
 }
@@ -185,6 +190,7 @@ impl fmt::Display for ResetCause {
             }
             ResetCause::Requested => f.write_str("a reset was asked for"),
             ResetCause::WriteDenied => f.write_str("the server refuses this client's writes"),
+            ResetCause::ReadAccessChanged => f.write_str("what the client's user may read changed"),
         }
     }
 }
@@ -288,7 +294,11 @@ pub(super) struct RecoveryWindow<'h> {
     pub(super) held: ClientVersion,
     pub(super) verified: Vec<ServerVersion>,
     /// (version, last own, changeset).
-    pub(super) entries: Vec<(ServerVersion, ClientVersion, &'h Changeset)>,
+    pub(super) entries: Vec<(
+        ServerVersion,
+        ClientVersion,
+        std::borrow::Cow<'h, Changeset>,
+    )>,
 }
 
 impl RecoveryWindow<'_> {
@@ -394,9 +404,16 @@ impl<S: Store> Client<S> {
         mode: ResetMode,
         as_peer: Option<PeerId>,
     ) -> Result<Reset<S>, ResetError> {
-        if cause != ResetCause::Requested && self.last_reset == Some(cause.code()) {
+        // A change of read access may follow another before the client downloads: it is no
+        // loop, and it loses nothing the client wrote.
+        let repeatable = matches!(cause, ResetCause::Requested | ResetCause::ReadAccessChanged);
+        if !repeatable && self.last_reset == Some(cause.code()) {
             return Err(ResetError::Loop(cause));
         }
+        let mode = match cause {
+            ResetCause::ReadAccessChanged => ResetMode::Recover,
+            _ => mode,
+        };
         let renamed = as_peer.filter(|p| *p != self.peer());
         let (mut replica, window) = self.load_recovery(store, recovery, renamed)?;
         let (own, mut reverted) = self.own_changesets(window.held, cause);

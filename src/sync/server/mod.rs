@@ -10,13 +10,15 @@ mod index;
 mod peers;
 mod recovery;
 mod snapshot;
+mod views;
 
 pub use history::{History, HistoryEntry};
+pub(crate) use views::ReadRun;
 
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
 use crate::merge::merge;
-use crate::model::{Changeset, ClientVersion, Error, PeerId, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Error, Instruction, ObjRef, PeerId, ServerVersion};
 use crate::permissions::{self, Identity};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store};
@@ -34,6 +36,12 @@ pub struct Server<S: Store = MemoryStore> {
     identities: HashMap<PeerId, Identity>,
     /// What the permission checks read again and again, kept while it holds.
     permission_cache: permissions::Cache,
+    /// The views of the clients whose downloads are filtered by read access (`views`).
+    views: std::sync::Mutex<views::Views>,
+    /// The changes of existence of each object (version, exists after it), ascending,
+    /// recorded where downloads may be filtered: a download tells from them an object that is
+    /// new since the client's cursor from one that existed unseen.
+    existence: HashMap<ObjRef, Vec<(u64, bool)>>,
 }
 
 impl Server<MemoryStore> {
@@ -64,6 +72,8 @@ impl<S: Store> Server<S> {
             peers: HashMap::new(),
             identities: HashMap::new(),
             permission_cache: permissions::Cache::default(),
+            views: Default::default(),
+            existence: HashMap::new(),
         }
     }
 
@@ -216,7 +226,7 @@ impl<S: Store> Server<S> {
         )
         .map_err(reject)?;
         let mut integrated = incoming.pop().expect("one changeset");
-        let refused = self
+        let (refused, touched) = self
             .apply_integrated(peer, &mut integrated)
             .map_err(reject)?;
         integrated.base_version = self.version();
@@ -231,6 +241,7 @@ impl<S: Store> Server<S> {
             },
             signature,
         );
+        self.note_existence(at, touched);
         let seen = window.versions.into_iter().zip(window.changesets);
         let integration = Integration {
             server: at,
@@ -248,31 +259,35 @@ impl<S: Store> Server<S> {
     /// Applies an integrated changeset of `peer`: whole, or instruction by instruction with
     /// the permission checks when the realm has permission data (or the changeset brings
     /// some) and the peer is not an admin. Returns the refused instructions, which have left
-    /// the changeset.
+    /// the changeset, and, where downloads may be filtered, the objects it inserts or deletes
+    /// with whether each existed before it.
     fn apply_integrated(
         &mut self,
         peer: PeerId,
         cs: &mut Changeset,
-    ) -> Result<permissions::Refusals, Error> {
+    ) -> Result<(permissions::Refusals, Vec<(ObjRef, bool)>), Error> {
         let user = match self.identities.get(&peer) {
             Some(Identity::Admin) => None,
             Some(Identity::User(user)) => Some(Some(user.as_str())),
             None => Some(None),
         };
+        let brings = (cs.ops.iter()).any(|op| permissions::touches_system_type(&op.instr));
+        let active = brings || self.permission_cache.is_active(self.replica.store());
+        // Changes of existence are recorded where downloads may be filtered.
+        let touched = match active || self.filters_any() {
+            true => existence_before(self.replica.store(), cs),
+            false => Vec::new(),
+        };
         let cache = &mut self.permission_cache;
-        let active = cache.is_active(self.replica.store())
-            || cs
-                .ops
-                .iter()
-                .any(|op| permissions::touches_system_type(&op.instr));
-        match user {
-            Some(user) if active => permissions::apply_checked(&mut self.replica, cache, cs, user),
+        let refused = match user {
+            Some(user) if active => permissions::apply_checked(&mut self.replica, cache, cs, user)?,
             _ => {
                 self.replica.apply_changeset(cs)?;
                 cs.ops.iter().for_each(|op| cache.note(&op.instr));
-                Ok(permissions::Refusals::default())
+                permissions::Refusals::default()
             }
-        }
+        };
+        Ok((refused, touched))
     }
 
     /// Checks an upload's versions and origin against what the server has of `peer`.
@@ -402,6 +417,12 @@ impl<S: Store> Server<S> {
     /// ([`Server::check_position`]), for instance one before the history's horizon, which
     /// needs entries the server no longer has, is an error that says why its client must be
     /// reset.
+    ///
+    /// Where the realm has permission data and `peer` is not an admin, the entries are
+    /// filtered by what its user may read (spec/permissions.md section 2.5), and a client
+    /// whose objects must change otherwise (read access lost or gained on existing objects)
+    /// gets [`SyncError::ReadAccessChanged`]: it resets onto what it may read
+    /// ([`Server::recovery`]).
     pub fn download(
         &self,
         peer: PeerId,
@@ -409,11 +430,34 @@ impl<S: Store> Server<S> {
         limit: Option<usize>,
     ) -> Result<Download, SyncError> {
         self.check_position(peer, cursor)?;
+        let Some(user) = self.reader(peer) else {
+            return Ok(self.download_filtered(peer, cursor, limit, None));
+        };
+        let filter = self.download_filter(peer, user, cursor.server)?;
+        let download = self.download_filtered(peer, cursor, limit, Some(&filter));
+        let view = filter.view_at(download.cursor.server, download.latest);
+        self.record_view(peer, cursor.server, download.cursor.server, view);
+        Ok(download)
+    }
+
+    /// [`Server::download`] once the cursor is checked, through `filter` if given.
+    fn download_filtered(
+        &self,
+        peer: PeerId,
+        cursor: Cursor,
+        limit: Option<usize>,
+        filter: Option<&views::Filter<'_>>,
+    ) -> Download {
         let latest = self.version();
         let mut entries = Vec::new();
         let mut reached = cursor.server;
         for (v, entry) in self.history.after(cursor.server) {
-            if let Some(changeset) = self.download_form(peer, v, entry) {
+            let form = self.download_form(peer, v, entry);
+            let changeset = match (form, filter) {
+                (Some(cs), Some(f)) => f.changeset(self.replica.store(), cs),
+                (form, _) => form.cloned(),
+            };
+            if let Some(changeset) = changeset {
                 if limit.is_some_and(|l| entries.len() >= l) {
                     break;
                 }
@@ -423,18 +467,18 @@ impl<S: Store> Server<S> {
                     server_version: v,
                     last_own: self.own_at(peer, before),
                     fingerprint: self.history.fingerprint(v).unwrap_or_default(),
-                    changeset: changeset.clone(),
+                    changeset,
                 });
             }
             reached = v;
         }
-        Ok(Download {
+        Download {
             entries,
             cursor: self.cursor_at(peer, reached),
             own_signature: self.own_signature(peer, reached),
             integrated: self.last_integrated(peer),
             latest,
-        })
+        }
     }
 
     /// The next entry after `after` that `peer` downloads, with its encoded bytes and the
@@ -506,4 +550,26 @@ impl<S: Store> Server<S> {
             state.forget(horizon);
         }
     }
+}
+
+/// The objects `cs` inserts or deletes, once each, with whether each exists in `store`.
+fn existence_before<S: Store>(store: &S, cs: &Changeset) -> Vec<(ObjRef, bool)> {
+    let mut touched: Vec<ObjRef> = Vec::new();
+    for op in &cs.ops {
+        match &op.instr {
+            Instruction::Insert { obj } | Instruction::Delete { obj } => touched.push(obj.clone()),
+            Instruction::Clear { ty, objects } => {
+                (touched).extend(objects.iter().map(|k| ObjRef::new(ty, k.clone())))
+            }
+            _ => {}
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    (touched.into_iter())
+        .map(|o| {
+            let exists = store.exists(&o.ty, &o.key).unwrap_or(false);
+            (o, exists)
+        })
+        .collect()
 }

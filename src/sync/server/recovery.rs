@@ -7,6 +7,7 @@ use crate::model::{ClientVersion, PeerId, RecoveryRequest, ServerVersion};
 use crate::snapshot::{Kind, SnapshotWriter};
 use crate::store::Store;
 use crate::sync::reset::RecoveryWindow;
+use std::borrow::Cow;
 
 impl<S: Store> Server<S> {
     /// A recovery for `peer`, whose client asks with `request`
@@ -47,13 +48,21 @@ impl<S: Store> Server<S> {
             Some(d) => integrated.min(ClientVersion(d.0.saturating_sub(1))),
             None => integrated,
         };
+        // A client whose downloads are filtered gets the state it may read, and the window as
+        // it would download it holding that: its own changesets meet nothing it may not read.
+        let only = self.reader(peer).map(|user| self.readable_view(peer, user));
+        let filter = (only.clone()).map(|o| self.filter(o.clone(), o, latest));
         let trimmed = (self.history.residue().iter()).map(|(v, cs)| (*v, cs));
         let kept = self.history.after(horizon).map(|(v, e)| (v, &e.changeset));
         let entries = (trimmed.chain(kept))
             .filter(|(v, cs)| *v > from && (cs.origin != peer || cs.client_version > held))
-            .map(|(v, cs)| {
+            .filter_map(|(v, cs)| {
                 let last_own = self.own_at(peer, ServerVersion(v.0 - 1)).min(held);
-                (v, last_own, cs)
+                let cs = match &filter {
+                    Some(f) => Cow::Owned(f.changeset(self.replica.store(), cs)?),
+                    None => Cow::Borrowed(cs),
+                };
+                Some((v, last_own, cs))
             })
             .collect();
         let window = RecoveryWindow {
@@ -64,7 +73,8 @@ impl<S: Store> Server<S> {
             entries,
         };
         let mut w = SnapshotWriter::new(Kind::Recovery);
-        self.replica.write_server_state(&mut w, self.state_head());
+        self.replica
+            .write_server_state(&mut w, self.state_head(), only.as_deref());
         window.write(&mut w);
         w.finish()
     }

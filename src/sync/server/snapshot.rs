@@ -78,7 +78,15 @@ impl<S: Store> Server<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn state_snapshot(&self) -> Vec<u8> {
-        self.replica.server_state(self.state_head())
+        self.replica.server_state(self.state_head(), None)
+    }
+
+    /// The state a new client of `peer` starts from: [`Server::state_snapshot`], restricted to
+    /// what its user may read where downloads are filtered (spec/permissions.md section 2.5).
+    pub fn state_snapshot_for(&self, peer: PeerId) -> Vec<u8> {
+        let only = self.reader(peer).map(|user| self.readable_view(peer, user));
+        self.replica
+            .server_state(self.state_head(), only.as_deref())
     }
 
     /// Loads a server saved with [`Server::save`] into `store`, which must be empty.
@@ -187,12 +195,16 @@ impl<S: Store> Server<S> {
             };
             identities.insert(peer, identity);
         }
+        // Views and changes of existence are not saved: a loaded server knows no client's view, and
+        // resets each filtered client onto what it may read once.
         Ok(Server {
             replica,
             history,
             peers,
             identities,
             permission_cache: Default::default(),
+            views: Default::default(),
+            existence: Default::default(),
         })
     }
 }

@@ -212,4 +212,9 @@ error_codes! {
     /// allows: the device's clock is wrong (or the timestamp forged). Retrying helps once the
     /// server's clock has caught up with it.
     TimestampAhead = 232, "timestamp ahead of the server's clock", Retry;
+    /// What the client's user may read changed in a way a download cannot bring (objects it
+    /// holds may no longer be read, existing ones may now be), or the server does not know
+    /// what the client holds: the client resets onto the server's state as its user may read
+    /// it (spec/permissions.md section 2.5).
+    ReadAccessChanged = 233, "read access changed", Reset;
 }

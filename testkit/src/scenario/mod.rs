@@ -16,6 +16,7 @@ mod view;
 mod world;
 
 pub use parse::{parse, Scenario, Step, Who, EXPECTABLE_ERRORS};
+pub use view::{readable_state, without_empty_types};
 
 use objsync::feed::{FeedError, FeedTransaction};
 use objsync::json::{canonical, state_json};

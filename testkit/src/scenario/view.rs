@@ -11,7 +11,7 @@ use objsync::{Schema, Store};
 use serde_json::{Map, Value as Json};
 
 /// The server's state as `identity` may read it, without empty types.
-pub(super) fn readable_state(server: &Server, identity: &Identity) -> Result<Json, Malformed> {
+pub fn readable_state(server: &Server, identity: &Identity) -> Result<Json, Malformed> {
     let store = server.replica().store();
     let state = state_json(store).map_err(|e| Malformed(e.to_string()))?;
     let Identity::User(user) = identity else {
@@ -42,7 +42,7 @@ pub(super) fn readable_state(server: &Server, identity: &Identity) -> Result<Jso
 }
 
 /// A state without its types that have no objects.
-pub(super) fn without_empty_types(state: Json) -> Json {
+pub fn without_empty_types(state: Json) -> Json {
     match state {
         Json::Object(types) => Json::Object(
             (types.into_iter())

@@ -223,7 +223,7 @@ impl World {
         if count.is_some_and(|m| m < whole.entries.len()) {
             return None;
         }
-        match Client::bootstrap(c.peer(), &self.server.state_snapshot()) {
+        match Client::bootstrap(c.peer(), &self.server.state_snapshot_for(c.peer())) {
             Ok(c) => self.clients[client - 1] = c,
             Err(e) => self
                 .errors
