@@ -419,8 +419,10 @@ fn upload(writer: &mut Client, server: &mut Server) -> Res<()> {
         .filter(|cs| cs.client_version > acked)
         .map(wire::encode)
         .collect();
+    // A server session decodes its client's changesets sharing their names.
+    let mut names = wire::Names::default();
     let changesets = (sent.iter())
-        .map(|b| wire::decode(b).map_err(fail("objsync: decoding the upload")))
+        .map(|b| wire::decode_with(b, &mut names).map_err(fail("objsync: decoding the upload")))
         .collect::<Res<Vec<_>>>()?;
     drop(sent);
     let ack = server
@@ -445,6 +447,8 @@ fn download_history(server: &Server) -> Res<(Client, usize)> {
     let mut fresh = Client::new(PeerId(FRESH));
     let history = server.history();
     let mut bytes = 0;
+    // A client session decodes downloaded changesets sharing their names.
+    let mut names = wire::Names::default();
     let mut entries = Vec::with_capacity(history.len());
     for (v, _) in history.iter() {
         let encoded = history
@@ -455,7 +459,7 @@ fn download_history(server: &Server) -> Res<(Client, usize)> {
             server_version: v,
             last_own: server.own_at(fresh.peer(), objsync::ServerVersion(v.0 - 1)),
             fingerprint: history.fingerprint(v).unwrap_or_default(),
-            changeset: wire::decode(encoded).map_err(fail("objsync: decoding"))?,
+            changeset: wire::decode_with(encoded, &mut names).map_err(fail("objsync: decoding"))?,
         });
     }
     let latest = server.version();

@@ -208,7 +208,7 @@ impl<'a> SnapshotReader<'a> {
                 found,
             });
         }
-        r.table()?;
+        r.table(None)?;
         Ok(SnapshotReader { r })
     }
 
