@@ -138,7 +138,7 @@ fn trace_rows<E: Element>(
     let results = trace::run(trace, expected)?;
     let pick = |f: fn(&Phases) -> alloc::Measured| results.map(|p| Some(f(&p)));
     let size = trace.len().to_string();
-    Ok(vec![
+    let mut rows = vec![
         Row {
             label: format!("{what}: apply {} edits", trace.len()),
             workload: name,
@@ -155,15 +155,26 @@ fn trace_rows<E: Element>(
             results: pick(|p| p.sync),
             bytes: Some(("sync-size", results.map(|p| Some(p.sync_bytes)))),
         },
-        Row {
-            label: format!("{what}: load saved document, {} elements", expected.len()),
-            workload: name,
-            size,
-            metric: "load",
-            results: pick(|p| p.load),
-            bytes: Some(("size", results.map(|p| Some(p.saved_bytes)))),
-        },
-    ])
+    ];
+    if let Some(history) = results[0].history {
+        rows.push(objsync_row(
+            format!("{what}: a new device downloads the history instead of the state"),
+            name,
+            size.clone(),
+            "download-history",
+            history,
+            "received",
+        ));
+    }
+    rows.extend([Row {
+        label: format!("{what}: load saved document, {} elements", expected.len()),
+        workload: name,
+        size,
+        metric: "load",
+        results: pick(|p| p.load),
+        bytes: Some(("size", results.map(|p| Some(p.saved_bytes)))),
+    }]);
+    Ok(rows)
 }
 
 /// A row only objsync runs: its measurement, and bytes under `bytes_metric`.
@@ -319,7 +330,8 @@ fn main() -> ExitCode {
          strings in every engine (objsync: a list<string> property, one element per character, \
          through the public API). apply: the writer's edits; sync: everything the writer did, as \
          bytes, to a fresh replica (objsync: the upload through objsync::wire to a sync::Server, \
-         then a fresh Client downloads the history), size: the bytes transferred once; load: a \
+         then a fresh Client starts from the server's state; a row of its own has it download \
+         the history instead), size: the bytes the fresh replica receives; load: a \
          saved document loaded and its list's length read (objsync: Replica::save, then \
          Replica::load), size: the saved document. A phase's peak heap is what it added to the \
          heap live when it started.\n",

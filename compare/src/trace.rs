@@ -9,12 +9,16 @@
 //! 2. sync: everything the writer did reaches a fresh replica as bytes: encoded, transferred,
 //!    decoded and integrated. objsync: every changeset of the writer's upload through
 //!    `objsync::wire`, decoded and integrated by a `sync::Server` (which holds only the setup
-//!    before), then a fresh `Client` downloads the server's history: each entry as the server
-//!    keeps it encoded (`History::encoded`), decoded and integrated as one download. automerge:
+//!    before), then a fresh `Client` starts from the server's state, as a new device does when
+//!    it asks for it (`Server::state_snapshot` encodes it, `Client::bootstrap` decodes and
+//!    loads it). Separately, and reported on a row of its own, a fresh `Client` downloads the
+//!    server's whole history instead: each entry as the server keeps it encoded
+//!    (`History::encoded`), decoded and integrated as one download. automerge:
 //!    `save_after(&[])` (every change, as bytes) then `load_incremental` on a fresh document.
 //!    yrs: `encode_state_as_update_v1` then applying it to a fresh document. loro:
 //!    `export(all_updates)` then `import` on a fresh document. The size reported is the bytes
-//!    transferred once (objsync: the encoded history the fresh client downloads);
+//!    the fresh replica receives (objsync: the state snapshot; the writer's upload, about as
+//!    large as the history, is not counted);
 //! 3. load: a document saved after the edits is loaded from its bytes into a new replica and the
 //!    list's length is read (loro's import of a snapshot decodes a container's state only on
 //!    first access, so the read is part of loading: on the real trace the import alone takes a
@@ -205,6 +209,9 @@ pub struct Phases {
     pub load: Measured,
     pub sync_bytes: usize,
     pub saved_bytes: usize,
+    /// objsync only: a new device downloading the whole history instead of starting from the
+    /// state, and the bytes it received.
+    pub history: Option<(Measured, usize)>,
 }
 
 /// Peer numbers: the writer, the server (objsync only), and the replicas that sync and load.
@@ -344,65 +351,16 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
         expected,
     )?;
 
-    let (out, sync) = measure(|meter| -> Res<(Client, usize)> {
-        let mut fresh = Client::new(PeerId(FRESH));
-        let bytes = meter.time(|| -> Res<usize> {
-            // The upload: what the server has not acknowledged (`Client::upload` without its
-            // copy), as bytes, decoded on the server's side.
-            let acked = writer.acknowledged();
-            let sent: Vec<Vec<u8>> = (writer.unacknowledged().iter())
-                .filter(|cs| cs.client_version > acked)
-                .map(wire::encode)
-                .collect();
-            let changesets = (sent.iter())
-                .map(|b| wire::decode(b).map_err(fail("objsync: decoding the upload")))
-                .collect::<Res<Vec<_>>>()?;
-            drop(sent);
-            let ack = server
-                .integrate(
-                    writer.peer(),
-                    Upload {
-                        cursor: writer.cursor(),
-                        acknowledged: acked,
-                        acknowledged_signature: None,
-                        changesets,
-                    },
-                )
-                .map_err(fail("objsync: server integrate"))?;
-            writer.acknowledge(ack);
-            // The download: every entry as the server keeps it encoded, decoded by the client.
-            let history = server.history();
-            let mut bytes = 0;
-            let mut entries = Vec::with_capacity(history.len());
-            for (v, _) in history.iter() {
-                let encoded = history
-                    .encoded(v)
-                    .ok_or("objsync: an entry of the history has no encoded form")?;
-                bytes += encoded.len();
-                entries.push(DownloadEntry {
-                    server_version: v,
-                    last_own: server.own_at(fresh.peer(), objsync::ServerVersion(v.0 - 1)),
-                    fingerprint: history.fingerprint(v).unwrap_or_default(),
-                    changeset: wire::decode(encoded).map_err(fail("objsync: decoding"))?,
-                });
-            }
-            let latest = server.version();
-            fresh
-                .integrate(Download {
-                    entries,
-                    cursor: Cursor {
-                        server: latest,
-                        own: server.own_at(fresh.peer(), latest),
-                        fingerprint: history.latest_fingerprint(),
-                    },
-                    own_signature: None,
-                    latest,
-                    integrated: server.last_integrated(fresh.peer()),
-                })
-                .map_err(fail("objsync: fresh client integrate"))?;
-            Ok(bytes)
-        })?;
-        Ok((fresh, bytes))
+    let (out, sync) = measure(|meter| {
+        meter.time(|| -> Res<(Client, usize)> {
+            upload(&mut writer, &mut server)?;
+            // The fresh replica is a new device: it asks for the server's state (protocol,
+            // section 11.1) and receives one snapshot, the state with its merge metadata.
+            let state = server.state_snapshot();
+            let fresh = Client::bootstrap(PeerId(FRESH), &state)
+                .map_err(fail("objsync: bootstrap from the state"))?;
+            Ok((fresh, state.len()))
+        })
     });
     let (fresh, sync_bytes) = out?;
     check(
@@ -414,6 +372,15 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
     check(
         "objsync",
         "the sync",
+        objsync_list(fresh.replica())?,
+        expected,
+    )?;
+    drop(fresh);
+    let (out, history) = measure(|meter| meter.time(|| download_history(&server)));
+    let (fresh, history_bytes) = out?;
+    check(
+        "objsync",
+        "the history download",
         objsync_list(fresh.replica())?,
         expected,
     )?;
@@ -440,7 +407,76 @@ fn objsync<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
         load,
         sync_bytes,
         saved_bytes: saved.len(),
+        history: Some((history, history_bytes)),
     })
+}
+
+/// The writer's upload, what the server has not acknowledged (`Client::upload` without its
+/// copy), as bytes, decoded and integrated on the server's side.
+fn upload(writer: &mut Client, server: &mut Server) -> Res<()> {
+    let acked = writer.acknowledged();
+    let sent: Vec<Vec<u8>> = (writer.unacknowledged().iter())
+        .filter(|cs| cs.client_version > acked)
+        .map(wire::encode)
+        .collect();
+    // A server session decodes its client's changesets sharing their names.
+    let mut names = wire::Names::default();
+    let changesets = (sent.iter())
+        .map(|b| wire::decode_with(b, &mut names).map_err(fail("objsync: decoding the upload")))
+        .collect::<Res<Vec<_>>>()?;
+    drop(sent);
+    let ack = server
+        .integrate(
+            writer.peer(),
+            Upload {
+                cursor: writer.cursor(),
+                acknowledged: acked,
+                acknowledged_signature: None,
+                changesets,
+            },
+        )
+        .map_err(fail("objsync: server integrate"))?;
+    writer.acknowledge(ack);
+    Ok(())
+}
+
+/// A new device that downloads the server's whole history instead of starting from its state:
+/// every entry as the server keeps it encoded (`History::encoded`), decoded and integrated as
+/// one download. Returns the device and the bytes it received.
+fn download_history(server: &Server) -> Res<(Client, usize)> {
+    let mut fresh = Client::new(PeerId(FRESH));
+    let history = server.history();
+    let mut bytes = 0;
+    // A client session decodes downloaded changesets sharing their names.
+    let mut names = wire::Names::default();
+    let mut entries = Vec::with_capacity(history.len());
+    for (v, _) in history.iter() {
+        let encoded = history
+            .encoded(v)
+            .ok_or("objsync: an entry of the history has no encoded form")?;
+        bytes += encoded.len();
+        entries.push(DownloadEntry {
+            server_version: v,
+            last_own: server.own_at(fresh.peer(), objsync::ServerVersion(v.0 - 1)),
+            fingerprint: history.fingerprint(v).unwrap_or_default(),
+            changeset: wire::decode_with(encoded, &mut names).map_err(fail("objsync: decoding"))?,
+        });
+    }
+    let latest = server.version();
+    fresh
+        .integrate(Download {
+            entries,
+            cursor: Cursor {
+                server: latest,
+                own: server.own_at(fresh.peer(), latest),
+                fingerprint: history.latest_fingerprint(),
+            },
+            own_signature: None,
+            latest,
+            integrated: server.last_integrated(fresh.peer()),
+        })
+        .map_err(fail("objsync: fresh client integrate"))?;
+    Ok((fresh, bytes))
 }
 
 fn automerge_list<E: Element>(doc: &Automerge, list: &automerge::ObjId) -> Res<Vec<E>> {
@@ -526,6 +562,7 @@ fn automerge<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
         load,
         sync_bytes,
         saved_bytes: saved.len(),
+        history: None,
     })
 }
 
@@ -598,6 +635,7 @@ fn yrs<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
         load,
         sync_bytes,
         saved_bytes: saved.len(),
+        history: None,
     })
 }
 
@@ -673,5 +711,6 @@ fn loro<E: Element>(trace: &Trace<E>, expected: &[E]) -> Res<Phases> {
         load,
         sync_bytes,
         saved_bytes: saved.len(),
+        history: None,
     })
 }

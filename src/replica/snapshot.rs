@@ -1,7 +1,8 @@
 //! A replica's state in a snapshot: its peer and id counter, the schema, every object with its
 //! values (through the [`Store`] trait, so any store can be saved and loaded), and the merge
 //! metadata of every list, its nodes in document order with their ids and positions
-//! delta-encoded (typed text costs about two bytes a character).
+//! delta-encoded, and stretches of nodes that each repeat how the one before stood to its
+//! predecessor (typed text) as run records of up to 255 nodes in two bytes.
 //!
 //! Loading rebuilds the store through the same calls every write makes, so the schema and every
 //! value are checked, and each list's metadata through [`Sequence::from_document`], which checks
@@ -23,6 +24,9 @@ const NODE_RIGHT: u8 = 0x01;
 const NODE_MOVE: u8 = 0x02;
 const NODE_CURRENT: u8 = 0x04;
 const NODE_STATE_SHIFT: u8 = 3; // two bits: visible, hidden, erased
+const NODE_STATE_MASK: u8 = 0x18;
+/// State code 3 of an element's first node, which no node has: a run record instead.
+const NODE_RUN: u8 = 0x18;
 const NODE_SAME_PEER: u8 = 0x20;
 const NODE_NEXT_SEQ: u8 = 0x40;
 const NODE_SAME_TS: u8 = 0x80;
@@ -435,7 +439,28 @@ fn write_value<S: Store>(
     Ok(())
 }
 
-/// Writes a list's nodes in document order, each relative to the one before it.
+/// How a node stands to the node before it in document order: what a run repeats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Step {
+    /// The flag bits that describe the node itself: side, move, current position, state.
+    flags: u8,
+    /// Its timestamp minus the previous node's (wrapping).
+    dts: u64,
+    /// The distance back to its parent (0: the virtual root).
+    parent: i64,
+    /// For a move's node, the distance back to the element's first node; 0 otherwise.
+    origin: i64,
+}
+
+impl Step {
+    /// The flag bits [`Step::flags`] keeps.
+    const OWN_FLAGS: u8 = NODE_RIGHT | NODE_MOVE | NODE_CURRENT | NODE_STATE_MASK;
+}
+
+/// Writes a list's nodes in document order, each relative to the one before it; a stretch of
+/// nodes that each stand to their predecessor as the one before the stretch stood to its own
+/// (typed text: the next id, the next timestamp step, the right child of the node before) is
+/// one run record.
 fn write_nodes(e: &mut Encoder, nodes: &[DocNode]) {
     e.count(nodes.len());
     let mut prev = OpId {
@@ -443,6 +468,8 @@ fn write_nodes(e: &mut Encoder, nodes: &[DocNode]) {
         seq: 0,
     };
     let mut prev_ts = 0;
+    let mut prev_step = None;
+    let mut run = 0u8;
     for (i, d) in nodes.iter().enumerate() {
         let mut flags = 0;
         if d.side == Side::Right {
@@ -451,52 +478,177 @@ fn write_nodes(e: &mut Encoder, nodes: &[DocNode]) {
         if d.current {
             flags |= NODE_CURRENT;
         }
-        match d.role {
-            DocRole::Origin(state) => flags |= state_code(state) << NODE_STATE_SHIFT,
-            DocRole::Move(_) => flags |= NODE_MOVE,
-        }
-        if d.id.peer == prev.peer {
-            flags |= NODE_SAME_PEER;
-        }
-        if d.id.seq == prev.seq.wrapping_add(1) {
-            flags |= NODE_NEXT_SEQ;
-        }
-        if d.ts == prev_ts {
-            flags |= NODE_SAME_TS;
-        }
-        e.byte(flags);
-        if flags & NODE_SAME_PEER == 0 {
-            e.u64(d.id.peer.0);
-        }
-        if flags & NODE_NEXT_SEQ == 0 {
-            e.u64(d.id.seq);
-        }
-        if flags & NODE_SAME_TS == 0 {
-            e.i64(d.ts.wrapping_sub(prev_ts) as i64);
-        }
+        let origin = match d.role {
+            DocRole::Origin(state) => {
+                flags |= state_code(state) << NODE_STATE_SHIFT;
+                0
+            }
+            DocRole::Move(origin) => {
+                flags |= NODE_MOVE;
+                i as i64 - i64::from(origin)
+            }
+        };
         // The parent as a distance back from this node (1: the node just before, -1 the one just
         // after); 0, which no node is from itself, is the root.
-        let parent = d.parent.map_or(0, |p| i as i64 - i64::from(p));
-        e.i64(parent);
-        if let DocRole::Move(origin) = d.role {
-            e.i64(i as i64 - i64::from(origin));
+        let step = Step {
+            flags,
+            dts: d.ts.wrapping_sub(prev_ts),
+            parent: d.parent.map_or(0, |p| i as i64 - i64::from(p)),
+            origin,
+        };
+        let next = OpId {
+            peer: prev.peer,
+            seq: prev.seq.wrapping_add(1),
+        };
+        if prev_step == Some(step) && d.id == next && run < u8::MAX {
+            run += 1;
+        } else {
+            end_run(e, &mut run);
+            if prev_step == Some(step) && d.id == next {
+                run = 1;
+            } else {
+                write_node(e, d, prev, step);
+            }
         }
         prev = d.id;
         prev_ts = d.ts;
+        prev_step = Some(step);
+    }
+    end_run(e, &mut run);
+}
+
+/// Writes the run record of the `run` nodes just passed, if any.
+fn end_run(e: &mut Encoder, run: &mut u8) {
+    if *run > 0 {
+        e.byte(NODE_RUN);
+        e.byte(*run);
+        *run = 0;
+    }
+}
+
+/// Writes one node record: flags, the fields that differ from the previous node, the distances.
+fn write_node(e: &mut Encoder, d: &DocNode, prev: OpId, step: Step) {
+    let mut flags = step.flags;
+    if d.id.peer == prev.peer {
+        flags |= NODE_SAME_PEER;
+    }
+    if d.id.seq == prev.seq.wrapping_add(1) {
+        flags |= NODE_NEXT_SEQ;
+    }
+    if step.dts == 0 {
+        flags |= NODE_SAME_TS;
+    }
+    e.byte(flags);
+    if flags & NODE_SAME_PEER == 0 {
+        e.u64(d.id.peer.0);
+    }
+    if flags & NODE_NEXT_SEQ == 0 {
+        e.u64(d.id.seq);
+    }
+    if flags & NODE_SAME_TS == 0 {
+        e.i64(step.dts as i64);
+    }
+    e.i64(step.parent);
+    if flags & NODE_MOVE != 0 {
+        e.i64(step.origin);
     }
 }
 
 /// Reads what [`write_nodes`] wrote; positions are checked by [`Sequence::from_document`].
 fn read_nodes(r: &mut Reader<'_>) -> Result<Vec<DocNode>, SnapshotError> {
-    let n = r.count(MIN_NODE_BYTES, "list nodes")?;
-    let mut nodes = Vec::with_capacity(n);
+    let at = r.pos();
+    let count = r.u64("list nodes")?;
+    // Every two bytes hold at most a run record's nodes.
+    let fits = (r.remaining() / MIN_NODE_BYTES).saturating_mul(usize::from(u8::MAX));
+    let n = match usize::try_from(count) {
+        Ok(n) if n <= fits => n,
+        _ => {
+            return Err(crate::wire::DecodeError::CountTooLarge {
+                offset: at,
+                what: "list nodes",
+                count,
+                remaining: r.remaining(),
+            }
+            .into())
+        }
+    };
+    let mut nodes = Vec::with_capacity(n.min(r.remaining() / MIN_NODE_BYTES));
     let mut prev = OpId {
         peer: PeerId(0),
         seq: 0,
     };
     let mut prev_ts: u64 = 0;
-    // `delta` is hostile: any i64, so the subtraction itself may overflow (i64::MIN).
-    let position = |i: usize, delta: i64| -> Result<u32, SnapshotError> {
+    let mut prev_step = None;
+    while nodes.len() < n {
+        let at = r.pos();
+        let flags = r.byte("list node flags")?;
+        if flags != NODE_RUN {
+            let (id, step) = read_node(r, flags, prev)?;
+            (prev, prev_ts) = (id, prev_ts.wrapping_add(step.dts));
+            nodes.push(node_at(nodes.len(), at, id, prev_ts, step)?);
+            prev_step = Some(step);
+            continue;
+        }
+        let step = prev_step.ok_or(SnapshotError::Inconsistent(
+            "a run of list nodes before any node",
+        ))?;
+        let len = usize::from(r.byte("list node run")?);
+        if len == 0 || nodes.len() + len > n {
+            return Err(SnapshotError::Inconsistent(
+                "a run of list nodes that is empty or passes the list's node count",
+            ));
+        }
+        for _ in 0..len {
+            prev = OpId {
+                peer: prev.peer,
+                seq: prev.seq.wrapping_add(1),
+            };
+            prev_ts = prev_ts.wrapping_add(step.dts);
+            nodes.push(node_at(nodes.len(), at, prev, prev_ts, step)?);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Reads the rest of one node record after its `flags`: its id and its step.
+fn read_node(r: &mut Reader<'_>, flags: u8, prev: OpId) -> Result<(OpId, Step), SnapshotError> {
+    let peer = match flags & NODE_SAME_PEER {
+        0 => PeerId(r.u64("list node peer")?),
+        _ => prev.peer,
+    };
+    let seq = match flags & NODE_NEXT_SEQ {
+        0 => r.u64("list node counter")?,
+        _ => prev.seq.wrapping_add(1),
+    };
+    let dts = match flags & NODE_SAME_TS {
+        0 => r.i64("list node timestamp")? as u64,
+        _ => 0,
+    };
+    let parent = r.i64("list node parent")?;
+    let origin = match flags & NODE_MOVE {
+        0 => 0,
+        _ => r.i64("moved element")?,
+    };
+    let step = Step {
+        flags: flags & Step::OWN_FLAGS,
+        dts,
+        parent,
+        origin,
+    };
+    Ok((OpId { peer, seq }, step))
+}
+
+/// The node at document position `i` with this id, timestamp and step; `at` is where its
+/// record starts.
+fn node_at(
+    i: usize,
+    at: usize,
+    id: OpId,
+    ts: Timestamp,
+    step: Step,
+) -> Result<DocNode, SnapshotError> {
+    // A distance is hostile: any i64, so the subtraction itself may overflow (i64::MIN).
+    let position = |delta: i64| -> Result<u32, SnapshotError> {
         (i as i64)
             .checked_sub(delta)
             .and_then(|p| u32::try_from(p).ok())
@@ -504,53 +656,32 @@ fn read_nodes(r: &mut Reader<'_>) -> Result<Vec<DocNode>, SnapshotError> {
                 "a list node refers outside its list",
             ))
     };
-    for i in 0..n {
-        let at = r.pos();
-        let flags = r.byte("list node flags")?;
-        let peer = match flags & NODE_SAME_PEER {
-            0 => PeerId(r.u64("list node peer")?),
-            _ => prev.peer,
-        };
-        let seq = match flags & NODE_NEXT_SEQ {
-            0 => r.u64("list node counter")?,
-            _ => prev.seq.wrapping_add(1),
-        };
-        let ts = match flags & NODE_SAME_TS {
-            0 => prev_ts.wrapping_add(r.i64("list node timestamp")? as u64),
-            _ => prev_ts,
-        };
-        let parent = match r.i64("list node parent")? {
-            0 => None,
-            d => Some(position(i, d)?),
-        };
-        let role = if flags & NODE_MOVE != 0 {
-            DocRole::Move(position(i, r.i64("moved element")?)?)
+    let parent = match step.parent {
+        0 => None,
+        d => Some(position(d)?),
+    };
+    let role = if step.flags & NODE_MOVE != 0 {
+        DocRole::Move(position(step.origin)?)
+    } else {
+        let state = state_from_code((step.flags & NODE_STATE_MASK) >> NODE_STATE_SHIFT);
+        DocRole::Origin(state.ok_or(crate::wire::DecodeError::UnknownTag {
+            offset: at,
+            what: "list node state",
+            tag: step.flags,
+        })?)
+    };
+    Ok(DocNode {
+        id,
+        ts,
+        parent,
+        side: if step.flags & NODE_RIGHT != 0 {
+            Side::Right
         } else {
-            DocRole::Origin(state_from_code((flags >> NODE_STATE_SHIFT) & 0x03).ok_or(
-                crate::wire::DecodeError::UnknownTag {
-                    offset: at,
-                    what: "list node state",
-                    tag: flags,
-                },
-            )?)
-        };
-        let id = OpId { peer, seq };
-        nodes.push(DocNode {
-            id,
-            ts,
-            parent,
-            side: if flags & NODE_RIGHT != 0 {
-                Side::Right
-            } else {
-                Side::Left
-            },
-            role,
-            current: flags & NODE_CURRENT != 0,
-        });
-        prev = id;
-        prev_ts = ts;
-    }
-    Ok(nodes)
+            Side::Left
+        },
+        role,
+        current: step.flags & NODE_CURRENT != 0,
+    })
 }
 
 fn state_code(state: ElemState) -> u8 {
@@ -568,4 +699,112 @@ fn state_from_code(code: u8) -> Option<ElemState> {
         2 => ElemState::Erased,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PropType, Property};
+
+    /// A replica with one `Doc` whose `items` list is typed text: `typed` characters one
+    /// transaction each (timestamps stepping by one), then `pasted` in one transaction (one
+    /// timestamp), a stretch erased in the middle, and one element moved.
+    fn typed(typed: usize, pasted: usize) -> Replica {
+        let mut r = Replica::new(PeerId(3));
+        let ty = |t| PropType::parse(t).expect("a property type");
+        let doc = ObjectType::new(
+            "Doc",
+            Some("id"),
+            [
+                Property::new("id", ty("int")),
+                Property::new("items", ty("list<string>")),
+            ],
+        )
+        .expect("a type");
+        let mut tx = r.transaction(1);
+        tx.add_type(doc).expect("add_type");
+        tx.insert("Doc", 1).expect("insert");
+        tx.commit();
+        for i in 0..typed {
+            let mut tx = r.transaction(2 + i as u64);
+            tx.list_insert("Doc", 1, "items", i, "x").expect("typing");
+            tx.commit();
+        }
+        let mut tx = r.transaction(typed as u64 + 2);
+        for i in 0..pasted {
+            tx.list_insert("Doc", 1, "items", typed + i, "y")
+                .expect("pasting");
+        }
+        for _ in 0..typed / 3 {
+            tx.list_erase("Doc", 1, "items", typed / 3)
+                .expect("erasing");
+        }
+        tx.list_move("Doc", 1, "items", 0, 1).expect("moving");
+        tx.commit();
+        r
+    }
+
+    #[test]
+    fn typed_text_saves_as_runs_and_loads_to_the_same_replica() {
+        let r = typed(700, 600);
+        let saved = r.save();
+        let loaded = Replica::load(&saved).expect("loads");
+        assert_eq!(loaded.save(), saved);
+        let items = |r: &Replica| r.store.list("Doc", &1.into(), "items").expect("a list");
+        assert_eq!(items(&loaded), items(&r));
+        // 1,300 nodes and 1,067 values: the values take two bytes each, the nodes a few run
+        // records (a node record alone takes three).
+        assert!(saved.len() < 2 * 1067 + 200, "{} bytes", saved.len());
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<DocNode>, SnapshotError> {
+        read_nodes(&mut Reader::new(bytes))
+    }
+
+    #[test]
+    fn run_records_stand_for_the_nodes_they_repeat() {
+        // Four nodes: the first under the root's right side at (5, 9), timestamp 4, visible and
+        // current; the second the first's right child, the next id, 4 later; then a run of two
+        // like the second.
+        let first = NODE_RIGHT | NODE_CURRENT;
+        let next = first | NODE_SAME_PEER | NODE_NEXT_SEQ;
+        let bytes = [4, first, 5, 9, 8, 0, next, 8, 2, NODE_RUN, 2];
+        let nodes = read(&bytes).expect("reads");
+        let ids: Vec<_> = nodes
+            .iter()
+            .map(|d| (d.id.peer.0, d.id.seq, d.ts))
+            .collect();
+        assert_eq!(ids, [(5, 9, 4), (5, 10, 8), (5, 11, 12), (5, 12, 16)]);
+        let parents: Vec<_> = nodes.iter().map(|d| d.parent).collect();
+        assert_eq!(parents, [None, Some(0), Some(1), Some(2)]);
+        assert!(nodes.iter().all(|d| d.side == Side::Right && d.current));
+        let mut e = Encoder::default();
+        write_nodes(&mut e, &nodes);
+        let mut again = Vec::new();
+        e.finish(&mut again);
+        // After the encoder's empty string table.
+        assert_eq!(again[1..], bytes);
+    }
+
+    #[test]
+    fn bad_run_records_are_refused() {
+        let inconsistent = |bytes: &[u8]| {
+            assert!(
+                matches!(read(bytes), Err(SnapshotError::Inconsistent(_))),
+                "{bytes:?}: {:?}",
+                read(bytes)
+            )
+        };
+        // A run before any node, an empty run, a run past the count.
+        inconsistent(&[1, NODE_RUN, 1]);
+        inconsistent(&[2, NODE_CURRENT, 5, 9, 0, NODE_RUN, 0]);
+        inconsistent(&[2, NODE_CURRENT, 5, 9, 0, NODE_RUN, 2]);
+        // More nodes than two bytes' worth of runs can give.
+        assert!(matches!(
+            read(&[0xff, 0x7f, NODE_CURRENT, 5]),
+            Err(SnapshotError::Decode(
+                crate::wire::DecodeError::CountTooLarge { .. }
+            ))
+        ));
+    }
 }

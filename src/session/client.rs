@@ -9,10 +9,10 @@ use crate::sync::{
     UploadAck,
 };
 use crate::wire::{
-    decode, encode, Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage, ErrorCode,
-    ErrorMessage, FileIdent, Ident, Limits, MessageError, Outgoing, Reassembly, ServerMessage,
-    Start, StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
-    PROTOCOL_VERSION,
+    decode_with, encode, Action, Bind, Chunk, ClientMessage, DownloadHead, DownloadMessage,
+    ErrorCode, ErrorMessage, FileIdent, Ident, Limits, MessageError, Names, Outgoing, Reassembly,
+    ServerMessage, Start, StatePosition, UploadMessage, UploadProgress, CHUNK_OVERHEAD,
+    MESSAGE_OVERHEAD, PROTOCOL_VERSION,
 };
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -154,6 +154,8 @@ pub struct ClientSession<S: Store = MemoryStore> {
     /// MARKs asked for before the server's IDENT, sent once it arrives.
     marks: Vec<u64>,
     reassembly: Reassembly<DownloadHead>,
+    /// The names of downloaded changesets, shared between them instead of allocated for each.
+    names: Names,
     sizes: HashMap<ClientVersion, u64>,
     upload_done: u64,
     download_done: u64,
@@ -194,6 +196,7 @@ impl<S: Store + Default> ClientSession<S> {
             reported: None,
             marks: Vec::new(),
             reassembly: Reassembly::default(),
+            names: Names::default(),
             sizes: HashMap::new(),
             upload_done: 0,
             download_done: 0,
@@ -522,7 +525,7 @@ impl<S: Store + Default> ClientSession<S> {
                     head.server_version, head.last_own, d.cursor.server, d.cursor.own
                 ));
             }
-            let changeset = decode(&bytes).map_err(|e| {
+            let changeset = decode_with(&bytes, &mut self.names).map_err(|e| {
                 ClientError::Protocol(format!("server version {}: {e}", head.server_version))
             })?;
             entries.push(DownloadEntry {

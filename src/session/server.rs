@@ -6,9 +6,10 @@ use crate::model::{Changeset, ClientVersion, PeerId, ServerVersion, Timestamp};
 use crate::store::Store;
 use crate::sync::ReadRun;
 use crate::wire::{
-    decode, Action, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorCode, ErrorMessage,
-    Ident, IdentReply, Limits, MessageError, Outgoing, Reassembly, ServerMessage, Start,
-    UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD, MIN_MESSAGE, PROTOCOL_VERSION,
+    decode_with, Action, Bind, ClientMessage, DownloadHead, DownloadMessage, ErrorCode,
+    ErrorMessage, Ident, IdentReply, Limits, MessageError, Names, Outgoing, Reassembly,
+    ServerMessage, Start, UploadMessage, UploadProgress, CHUNK_OVERHEAD, MESSAGE_OVERHEAD,
+    MIN_MESSAGE, PROTOCOL_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -105,6 +106,9 @@ pub struct ServerSession {
     outbox: VecDeque<Vec<u8>>,
     inbox: VecDeque<Input>,
     reassembly: Reassembly<ClientVersion>,
+    /// The names of the client's changesets, shared between them (and the history entries
+    /// they become) instead of allocated for each.
+    names: Names,
     /// Download position: every entry up to here is sent (or is the client's own).
     next: ServerVersion,
     /// The entry being sent in chunks.
@@ -141,6 +145,7 @@ impl ServerSession {
             outbox: VecDeque::new(),
             inbox: VecDeque::new(),
             reassembly: Reassembly::default(),
+            names: Names::default(),
             next: ServerVersion(0),
             sending: None,
             state: None,
@@ -457,7 +462,7 @@ impl ServerSession {
                         "client versions start at 1",
                     ));
                 }
-                let cs = decode(&bytes).map_err(|e| {
+                let cs = decode_with(&bytes, &mut self.names).map_err(|e| {
                     ErrorMessage::new(ErrorCode::BadChangeset, format!("changeset {cv}: {e}"))
                         .about_client(cv)
                 })?;

@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! snapshot = magic version kind strings body checksum
-//! magic    = "OSS"                 version = 0x03 (SNAPSHOT_VERSION)
+//! magic    = "OSS"                 version = 0x04 (SNAPSHOT_VERSION)
 //! kind     = 0x01 replica | 0x02 client | 0x03 server | 0x04 realm | 0x05 server state | 0x06 recovery
 //! strings  = count:u64 { length:u64 utf8-bytes }*count   (every string of the body, once)
 //! checksum = CRC-32 (IEEE) of every byte before it, 4 bytes little-endian
@@ -27,7 +27,7 @@ use crate::model::{Changeset, ClientVersion, Error, ListProblem, PeerId, PropRef
 use crate::wire::{DecodeError, Encoder, Reader};
 
 /// The snapshot format version this crate writes and reads.
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 const MAGIC: [u8; 3] = *b"OSS";
 const CHECKSUM_BYTES: usize = 4;
@@ -208,7 +208,7 @@ impl<'a> SnapshotReader<'a> {
                 found,
             });
         }
-        r.table()?;
+        r.table(None)?;
         Ok(SnapshotReader { r })
     }
 

@@ -25,7 +25,7 @@ mod protocol;
 mod varint;
 
 pub(crate) use changeset::Encoder;
-pub use changeset::{decode, encode, encode_into, FORMAT_VERSION};
+pub use changeset::{decode, decode_with, encode, encode_into, Names, FORMAT_VERSION};
 pub use error::{DecodeError, MessageError};
 pub(crate) use protocol::Redacted;
 pub use protocol::{

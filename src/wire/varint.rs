@@ -195,6 +195,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn table_entry(&mut self) -> Result<Name, DecodeError> {
+        self.table_str().map(Name::from)
+    }
+
+    /// A string table entry, borrowed from the input.
+    pub(crate) fn table_str(&mut self) -> Result<&'a str, DecodeError> {
         let start = self.pos;
         let len = self.u64("string length")?;
         let len = usize::try_from(len).map_err(|_| DecodeError::Truncated {
@@ -204,7 +209,7 @@ impl<'a> Reader<'a> {
         let body_start = self.pos;
         let raw = self.take(len, start, "string")?;
         match std::str::from_utf8(raw) {
-            Ok(s) => Ok(Name::from(s)),
+            Ok(s) => Ok(s),
             Err(e) => Err(DecodeError::InvalidUtf8 {
                 offset: body_start.saturating_add(e.valid_up_to()),
             }),

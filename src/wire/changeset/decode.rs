@@ -10,11 +10,17 @@ use std::sync::Arc;
 
 impl Reader<'_> {
     /// Reads a string table (count, then each string); later string references index it.
-    pub(crate) fn table(&mut self) -> Result<(), DecodeError> {
+    /// Reads a string table; with `names`, each string that `names` holds is shared instead of
+    /// allocated again, and new short ones are added to it.
+    pub(crate) fn table(&mut self, mut names: Option<&mut Names>) -> Result<(), DecodeError> {
         let n = self.count(MIN_STRING_BYTES, "string-table entries")?;
         let mut strings = Vec::with_capacity(n);
         for _ in 0..n {
-            strings.push(self.table_entry()?);
+            let s = self.table_str()?;
+            strings.push(match names.as_deref_mut() {
+                Some(names) => names.share(s),
+                None => Name::from(s),
+            });
         }
         self.strings = strings;
         Ok(())

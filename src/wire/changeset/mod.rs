@@ -155,7 +155,7 @@ mod encode;
 
 use super::varint::{put_len, put_u64, Reader};
 use super::DecodeError;
-use crate::model::{Changeset, ClientVersion, Fate, PeerId, ScalarKind, ServerVersion};
+use crate::model::{Changeset, ClientVersion, Fate, Name, PeerId, ScalarKind, ServerVersion};
 pub(crate) use encode::Encoder;
 
 /// The format version this module writes and the only one it reads.
@@ -269,6 +269,63 @@ pub fn encode_into(cs: &Changeset, out: &mut Vec<u8>) {
 /// Decodes a changeset, refusing anything that is not one well-formed encoding with nothing
 /// after it.
 pub fn decode(bytes: &[u8]) -> Result<Changeset, DecodeError> {
+    decode_inner(bytes, None)
+}
+
+/// [`decode`], sharing the names (type and property names, string values and keys) of earlier
+/// changesets decoded with the same `names`: a changeset that names what an earlier one named
+/// holds the same `Arc`s instead of allocating its own. For a stream of changesets from one
+/// writer, such as a session's uploads, where every changeset repeats a few names.
+///
+/// ```
+/// use objsync::wire::{decode_with, encode, Names};
+/// use objsync::{Changeset, Instruction, ObjRef, Op, PeerId};
+///
+/// let mut cs = Changeset::new(PeerId(7), 1_000);
+/// cs.ops.push(Op::live(Instruction::Insert { obj: ObjRef::new("Doc", 1) }));
+/// let bytes = encode(&cs);
+/// let mut names = Names::default();
+/// let (a, b) = (decode_with(&bytes, &mut names)?, decode_with(&bytes, &mut names)?);
+/// assert_eq!(a, cs);
+/// let ty = |cs: &Changeset| match &cs.ops[0].instr {
+///     Instruction::Insert { obj } => obj.ty.clone(),
+///     _ => unreachable!(),
+/// };
+/// assert!(std::sync::Arc::ptr_eq(&ty(&a), &ty(&b)));
+/// # Ok::<(), objsync::wire::DecodeError>(())
+/// ```
+pub fn decode_with(bytes: &[u8], names: &mut Names) -> Result<Changeset, DecodeError> {
+    decode_inner(bytes, Some(names))
+}
+
+/// Names shared between changesets decoded one after another ([`decode_with`]). It keeps at
+/// most [`Names::MAX`] names of at most [`Names::MAX_LEN`] bytes each, the first it meets, so
+/// its memory stays bounded whatever it decodes.
+#[derive(Debug, Default)]
+pub struct Names {
+    set: hashbrown::HashSet<Name>,
+}
+
+impl Names {
+    /// The most names kept.
+    pub const MAX: usize = 1024;
+    /// The longest name kept, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// `s` as a shared name: the one kept if there is one, else a new one (kept if there is room).
+    pub(super) fn share(&mut self, s: &str) -> Name {
+        if let Some(name) = self.set.get(s) {
+            return name.clone();
+        }
+        let name = Name::from(s);
+        if self.set.len() < Self::MAX && s.len() <= Self::MAX_LEN {
+            self.set.insert(name.clone());
+        }
+        name
+    }
+}
+
+fn decode_inner(bytes: &[u8], names: Option<&mut Names>) -> Result<Changeset, DecodeError> {
     let head = bytes.get(..MAGIC.len()).unwrap_or(bytes);
     if !MAGIC.starts_with(head) {
         return Err(DecodeError::BadMagic {
@@ -300,7 +357,7 @@ pub fn decode(bytes: &[u8]) -> Result<Changeset, DecodeError> {
     let client_version = ClientVersion(r.u64("client version")?);
     let base_version = ServerVersion(r.u64("base version")?);
 
-    r.table()?;
+    r.table(names)?;
     let n = r.count(MIN_OP_BYTES, "instructions")?;
     let mut ops = Vec::with_capacity(n);
     for _ in 0..n {

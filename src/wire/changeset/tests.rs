@@ -3,6 +3,7 @@ use crate::model::{
     Decimal128, DecimalError, Instruction, ObjRef, Op, OpId, PropType, Property, Value,
 };
 use crate::wire::varint::{put_u128, unzigzag, zigzag};
+use std::sync::Arc;
 
 fn header(strings: &[&str], ops: u64) -> Vec<u8> {
     let mut b = b"OSC\x01\x07\x08\x09\x0a".to_vec();
@@ -323,4 +324,24 @@ fn encode_into_appends() {
     encode_into(&sample(), &mut out);
     assert_eq!(&out[..2], b"xy");
     assert_eq!(decode(&out[2..]), Ok(sample()));
+}
+
+#[test]
+fn names_keep_a_bounded_number_of_short_names() {
+    let mut names = Names::default();
+    let long = "x".repeat(Names::MAX_LEN + 1);
+    let a = names.share(&long);
+    assert!(
+        !Arc::ptr_eq(&a, &names.share(&long)),
+        "a long name is not kept"
+    );
+    let first = names.share("n0");
+    assert!(Arc::ptr_eq(&first, &names.share("n0")));
+    for i in 1..Names::MAX + 10 {
+        names.share(&format!("n{i}"));
+    }
+    assert_eq!(names.set.len(), Names::MAX);
+    let past = format!("n{}", Names::MAX + 5);
+    assert!(!Arc::ptr_eq(&names.share(&past), &names.share(&past)));
+    assert!(Arc::ptr_eq(&first, &names.share("n0")), "kept names stay");
 }
