@@ -12,7 +12,7 @@
 //! `OBJSYNC_CASES` sets the number of random histories (default 1,000 each).
 
 use objsync::sync::{Client, Server};
-use objsync::{Error, MemoryStore, PeerId, Replica, ServerVersion, Transaction};
+use objsync::{Error, MemoryStore, PeerId, Replica, ServerVersion, Store, Transaction};
 use objsync_testkit::cases;
 use objsync_testkit::history::{history, intent, run, run_intent, run_with, state, Intent, Run};
 use proptest::prelude::*;
@@ -258,4 +258,47 @@ fn compaction_drops_superseded_sets_and_writes_to_deleted_objects_and_keeps_the_
         .expect("integrates");
     assert_eq!(state(fresh.replica()), state(fresh_before.replica()));
     assert_eq!(server.compact(), 0, "compaction is idempotent");
+}
+
+/// What the previous snapshot version saved still loads (spec/snapshot.md section 8): a server
+/// and a client saved by version 3 (`tests/snapshots/`, made by the commit before version 4 with
+/// a typed list, an erase, a counter), which save again as the current version; a version
+/// from the future is refused.
+#[test]
+fn snapshots_of_version_3_still_load_and_save_as_the_current_version() {
+    let expected = r#"{"Doc":{"1":{"n":42,"text":["h","e","l","l","o","w","o","r","l","d"]}}}"#;
+    let server_v3 = include_bytes!("snapshots/v3-server.snap");
+    let client_v3 = include_bytes!("snapshots/v3-client.snap");
+    assert_eq!(server_v3[3], 3, "a version 3 snapshot");
+    let server = Server::load(server_v3).expect("a version 3 server loads");
+    let mut client = Client::load(client_v3).expect("a version 3 client loads");
+    let json = |store: &MemoryStore| objsync::json::state_json(store).expect("state").to_string();
+    assert_eq!(json(server.replica().store()), expected);
+    assert_eq!(json(client.replica().store()), expected);
+    let again = server.save();
+    assert_eq!(again[3], objsync::SNAPSHOT_VERSION);
+    let server = Server::load(&again).expect("saved again");
+    assert_eq!(json(server.replica().store()), expected);
+    // The loaded pair syncs on: a new write reaches the server.
+    client
+        .write(40, |tx| tx.list_insert("Doc", 1, "text", 5, " "))
+        .expect("write");
+    let mut server = server;
+    server
+        .integrate(client.peer(), client.upload())
+        .expect("upload");
+    let text = server
+        .replica()
+        .store()
+        .list("Doc", &1.into(), "text")
+        .expect("list");
+    assert_eq!(text.len(), 11);
+
+    let mut future = client_v3.to_vec();
+    future[3] = objsync::SNAPSHOT_VERSION + 1;
+    let body = future.len() - 4;
+    let sum = crc32fast::hash(&future[..body]).to_le_bytes();
+    future[body..].copy_from_slice(&sum);
+    let refused = Client::load(&future).expect_err("a version from the future");
+    assert!(refused.to_string().contains("version"), "{refused}");
 }

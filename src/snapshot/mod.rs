@@ -29,6 +29,11 @@ use crate::wire::{DecodeError, Encoder, Reader};
 /// The snapshot format version this crate writes and reads.
 pub const SNAPSHOT_VERSION: u8 = 4;
 
+/// The oldest version this reader takes: a version 3 body is a version 4 body without run
+/// records (version 4 gave them a flags byte no version 3 node has), so the snapshots a server
+/// or client of the previous version saved still load.
+const OLDEST_READABLE: u8 = 3;
+
 const MAGIC: [u8; 3] = *b"OSS";
 const CHECKSUM_BYTES: usize = 4;
 
@@ -183,7 +188,7 @@ impl<'a> SnapshotReader<'a> {
         let mut r = Reader::new(body);
         r.take(MAGIC.len(), 0, "magic bytes")?;
         let version = r.byte("snapshot version")?;
-        if version != SNAPSHOT_VERSION {
+        if !(OLDEST_READABLE..=SNAPSHOT_VERSION).contains(&version) {
             return Err(DecodeError::UnsupportedVersion {
                 version,
                 supported: SNAPSHOT_VERSION,
