@@ -112,7 +112,8 @@ impl Filter<'_> {
     /// object it holds exists and may no longer be read, an object that existed at the
     /// cursor may now be read, or one of its own changesets after the cursor (or their
     /// corrections) touched an object that does not pass (it may hold it, it must not, and
-    /// it was not merged with what others did to it).
+    /// it was not merged with what others did to it), or a correction of one of them brings
+    /// back a deleted object with lists ([`restores_list`]).
     fn needs_reset<'c, S: Store>(
         &self,
         store: &S,
@@ -122,9 +123,10 @@ impl Filter<'_> {
         let lost = (self.view.iter()).any(|o| !self.readable.contains(o) && exists(o));
         let gained = (self.readable.iter()).any(|o| !self.view.contains(o) && self.existed(o));
         lost || gained
-            || own
-                .into_iter()
-                .any(|cs| (cs.ops.iter()).any(|op| objects(&op.instr).any(|o| !self.passes(&o))))
+            || own.into_iter().any(|cs| {
+                (cs.ops.iter()).any(|op| objects(&op.instr).any(|o| !self.passes(&o)))
+                    || restores_list(store, cs)
+            })
     }
 
     /// A changeset as the client receives it: its instructions on objects that pass, links to
@@ -373,4 +375,16 @@ impl<S: Store> Server<S> {
             }
         }
     }
+}
+
+/// Whether `cs` is a correction that brings back an object its writer deleted, of a type with
+/// a list property: the correction can restore the list's visible elements only, and later
+/// instructions may be placed against its other nodes (spec/permissions.md rule 24 (e)).
+fn restores_list<S: Store>(store: &S, cs: &Changeset) -> bool {
+    let has_list = |ty: &str| {
+        (store.schema().get(ty)).is_ok_and(|def| def.properties.iter().any(|(_, pt)| pt.list))
+    };
+    cs.origin == PeerId(0)
+        && (cs.ops.iter())
+            .any(|op| matches!(&op.instr, Instruction::Insert { obj } if has_list(&obj.ty)))
 }
