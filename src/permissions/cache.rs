@@ -1,7 +1,7 @@
 //! What the server's checks read again and again, kept between instructions and changesets:
 //! whether the realm has permission data, and each user's roles and realm-level privileges.
 //! Without it every instruction a user uploads would scan every role's members and read the
-//! realm's permission list anew (spec/permissions.md, section 3, "Cost").
+//! realm's permission list anew (spec/permissions.md, "Costs" in section 2.5).
 //!
 //! Everything kept here is read from the permission types' objects and the schema only, so an
 //! instruction that writes neither leaves it valid; the server tells the cache of every
