@@ -16,7 +16,8 @@
 //! removal, and the arrival with full list metadata, in one step.
 
 use super::Server;
-use crate::model::{Changeset, Fate, Instruction, ObjRef, PeerId, ServerVersion, Value};
+use crate::merge::link_write;
+use crate::model::{Changeset, Fate, Instruction, ObjRef, PeerId, ServerVersion};
 use crate::permissions::{self, Identity};
 use crate::store::Store;
 use hashbrown::{HashMap, HashSet};
@@ -164,23 +165,8 @@ fn objects(instr: &Instruction) -> Box<dyn Iterator<Item = ObjRef> + '_> {
 
 /// The object a value an instruction writes links to.
 fn link_target<S: Store>(store: &S, instr: &Instruction) -> Option<ObjRef> {
-    let (obj, prop, value) = match instr {
-        Instruction::Set {
-            obj, prop, value, ..
-        }
-        | Instruction::ListInsert {
-            obj, prop, value, ..
-        }
-        | Instruction::ListSet {
-            obj, prop, value, ..
-        } => (obj, prop, value),
-        _ => return None,
-    };
-    let key = match value {
-        Value::Link(key) => key,
-        _ => return None,
-    };
-    let def = store.schema().get(&obj.ty).ok()?;
+    let (ty, prop, key) = link_write(instr)?;
+    let def = store.schema().get(ty).ok()?;
     let target = def.properties.get(prop)?.link_target()?;
     Some(ObjRef::new(target, key.clone()))
 }
