@@ -1,12 +1,14 @@
 //! Throughput benchmarks besides realm-core's merge workloads: applying changesets to a
 //! MemoryStore, encoding and decoding the binary changeset format, and a server integrating
-//! uploads from a thousand clients into one realm.
+//! uploads from a thousand clients into one realm, and a client taking in what a thousand
+//! writers of one realm sent it.
 //!
 //!     cargo bench --bench throughput
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use objsync::session::{Access, ClientConfig, ClientSession, ServerRealm, ServerSession};
 use objsync::sync::{Client, Server, Upload};
-use objsync::wire::{decode, encode};
+use objsync::wire::{decode, encode, Limits};
 use objsync::{Changeset, ObjectType, PeerId, PropType, Property, Replica};
 
 fn doc_type() -> ObjectType {
@@ -143,5 +145,126 @@ fn server_integration(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, apply, codec, server_integration);
+/// A client and its server session over a realm.
+struct Connected {
+    client: ClientSession,
+    server: ServerSession,
+}
+
+impl Connected {
+    fn new(peer: u64) -> Connected {
+        let config = ClientConfig {
+            path: "/load".into(),
+            token: "t".into(),
+            limits: Limits::default(),
+            start_from_state: false,
+        };
+        let mut client = ClientSession::new(Client::new(PeerId(peer)), config, None);
+        client.connect();
+        let server = ServerSession::new(Limits::default()).with_frame_size(64 << 10);
+        Connected { client, server }
+    }
+
+    /// Moves the client's frames to the server.
+    fn upstream(&mut self, realm: &mut ServerRealm, salt: u64) {
+        while let Some(frame) = self.client.poll_transmit() {
+            if let Ok(Some(_bind)) = self.server.receive(&frame) {
+                let access = Access {
+                    read: true,
+                    write: true,
+                };
+                self.server.accept(access, salt);
+            }
+            self.server.process(realm);
+        }
+    }
+
+    /// The server's frames for the client, handed to it; returns them.
+    fn downstream(&mut self, realm: &ServerRealm) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.server.poll_transmit(realm) {
+            self.client.handle(&frame).expect("the client takes it");
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+/// What the load generator's writers commit (`objsync_net::workload`): an item of their own
+/// and +1 on a shared counter, the first transaction also defining the type.
+fn counted(c: &mut Client, who: u64, t: u64) {
+    c.write(1_000 + t, |tx| {
+        if t == 0 {
+            let p = |n: &str, ty: &str| Property::new(n, PropType::parse(ty).expect("type"));
+            let item = [p("id", "string"), p("n", "int"), p("total", "int")];
+            tx.add_type(ObjectType::new("Item", Some("id"), item)?)?;
+        }
+        tx.insert("Item", format!("{who}-{t}"))?;
+        tx.set("Item", format!("{who}-{t}"), "n", t as i64)?;
+        tx.insert("Item", "counter")?;
+        tx.add_int("Item", "counter", "total", 1)
+    })
+    .expect("writes");
+}
+
+/// The frames a reader of one realm receives while `writers` writers commit one transaction
+/// each (the type defined once), downloads of `per_message` changesets: the server's side of the load generator's
+/// shared realm, recorded to be replayed into a fresh reader.
+fn fan_in(writers: u64, per_message: u64) -> Vec<Vec<u8>> {
+    let mut realm = ServerRealm::new(77);
+    let mut reader = Connected::new(1);
+    reader.upstream(&mut realm, 1);
+    let mut frames = reader.downstream(&realm);
+    for w in 0..writers {
+        let mut writer = Connected::new(w + 2);
+        // The identity and what is there (the type) first, then the upload: the first
+        // writer defines the type, the others write as the load generator's do after theirs.
+        writer.upstream(&mut realm, w + 2);
+        writer.downstream(&realm);
+        counted(writer.client.client_mut(), w, u64::from(w > 0));
+        writer.upstream(&mut realm, w + 2);
+        if (w + 1) % per_message == 0 {
+            frames.extend(reader.downstream(&realm));
+        }
+    }
+    frames.extend(reader.downstream(&realm));
+    let integrated = reader.client.client().cursor().server;
+    assert_eq!(
+        integrated,
+        realm.server().version(),
+        "the reader has it all"
+    );
+    assert_eq!(integrated.0, writers, "every writer's changeset");
+    frames
+}
+
+fn client_download(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ClientDownload");
+    g.sample_size(20);
+    let writers = 1000;
+    g.throughput(Throughput::Elements(writers));
+    for per_message in [10, 100] {
+        let frames = fan_in(writers, per_message);
+        let name = format!("1000_writers_{per_message}_a_message");
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut reader = Connected::new(1);
+                    while reader.client.poll_transmit().is_some() {}
+                    reader.client
+                },
+                |mut reader| {
+                    for frame in &frames {
+                        reader.handle(frame).expect("the client takes it");
+                    }
+                    reader
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, apply, codec, server_integration, client_download);
 criterion_main!(benches);

@@ -32,7 +32,7 @@
 //! what was recovered, reverted and deferred.
 
 use super::journal::{invalid, Journal, Put, Take};
-use super::{lock_dir, now_ms, random_id, random_u64, ws_config, Link};
+use super::{lock_dir, now_ms, random_id, random_u64, ws_config, Link, CLIENT_READ_BUFFER};
 use futures_util::StreamExt;
 use objsync::json::{canonical, state_json};
 use objsync::json::{parse_ops, WriteOp};
@@ -600,8 +600,11 @@ impl Live {
         limits: &Limits,
     ) -> Result<Live, Failure> {
         let request = format!("ws://{}/realm-sync", url.authority);
-        let connect =
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config(limits)), true);
+        let connect = tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(ws_config(limits, CLIENT_READ_BUFFER)),
+            true,
+        );
         let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok((ws, _))) => ws,
             Ok(Err(e)) => return Err(Failure::Connection(format!("{}: {e}", url.authority))),

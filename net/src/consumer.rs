@@ -2,7 +2,7 @@
 //! [`objsync::feed::FeedConsumer`], for the PostgreSQL connector and the tests.
 
 use super::client::Failure;
-use super::{now_ms, ws_config, Link};
+use super::{now_ms, ws_config, Link, CLIENT_READ_BUFFER};
 use futures_util::StreamExt;
 use objsync::feed::{ConsumerError, Delivery, FeedConsumer};
 use objsync::wire::Limits;
@@ -35,8 +35,11 @@ impl FeedLink {
         limits: &Limits,
     ) -> Result<FeedLink, Failure> {
         let request = format!("ws://{authority}/realm-sync");
-        let connect =
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config(limits)), true);
+        let connect = tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(ws_config(limits, CLIENT_READ_BUFFER)),
+            true,
+        );
         let ws = match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(Ok((ws, _))) => ws,
             Ok(Err(e)) => return Err(Failure::Connection(format!("{authority}: {e}"))),
