@@ -108,7 +108,10 @@ type Commits = Arc<Mutex<HashMap<(u64, u64), Instant>>>;
 #[derive(Default)]
 struct Measured {
     acks: Vec<Duration>,
-    arrivals: Vec<Duration>,
+    /// When each changeset arrived here, by (peer, client version): matched with the commit
+    /// times once the round is over, so measuring takes no shared lock per changeset while
+    /// the clients run.
+    arrivals: Vec<(u64, u64, Instant)>,
     state: String,
 }
 
@@ -321,13 +324,13 @@ fn load(args: &Args) -> Result<(), String> {
             .collect();
         let before = rss_all(&pids);
         let sampler = PeakSampler::start(pids.clone());
-        let (wall, measured) = runtime.block_on(round(&authorities, &token, paths, args))?;
+        let (wall, measured, arrivals) =
+            runtime.block_on(round(&authorities, &token, paths, args))?;
         let peak = Some(sampler.finish()).filter(|_| !pids.is_empty());
         std::thread::sleep(Duration::from_secs(args.settle));
         let after = rss_all(&pids);
         let total = args.clients * args.transactions;
         let acks: Vec<Duration> = measured.iter().flat_map(|m| m.acks.clone()).collect();
-        let arrivals: Vec<Duration> = measured.iter().flat_map(|m| m.arrivals.clone()).collect();
         if mode == Mode::One {
             if measured.iter().any(|m| m.state != measured[0].state) {
                 return Err("the clients of the shared realm did not converge".into());
@@ -360,13 +363,13 @@ fn load(args: &Args) -> Result<(), String> {
 }
 
 /// Runs every client to completion; returns the time from the common start to the last
-/// acknowledgement, and what each client measured.
+/// acknowledgement, what each client measured, and the delays from commit to arrival.
 async fn round(
     authorities: &[String],
     token: &str,
     paths: Vec<String>,
     args: &Args,
-) -> Result<(Duration, Vec<Measured>), String> {
+) -> Result<(Duration, Vec<Measured>, Vec<Duration>), String> {
     let n = paths.len();
     let connected = Arc::new(Barrier::new(n + 1));
     let committed = Arc::new(Barrier::new(n + 1));
@@ -414,7 +417,8 @@ async fn round(
     for task in tasks {
         measured.push(task.await.map_err(|e| e.to_string())??);
     }
-    Ok((wall, measured))
+    let arrivals = arrival_delays(&measured, &commits);
+    Ok((wall, measured, arrivals))
 }
 
 /// One client: connect, wait for the others, commit and wait for each acknowledgement, then
@@ -454,7 +458,7 @@ async fn client(
             .expect("commit times")
             .insert((peer, version.0), at);
         live.pump(&mut local, |local, e| {
-            note_arrivals(e, &commits, &mut measured.arrivals);
+            note_arrivals(e, &mut measured.arrivals);
             Ok(if local.all_acknowledged() {
                 Flow::Done
             } else {
@@ -469,7 +473,7 @@ async fn client(
     // Everyone has committed: a MARK now is answered once everything is here.
     local.session.mark(1);
     live.pump(&mut local, |_, e| {
-        note_arrivals(e, &commits, &mut measured.arrivals);
+        note_arrivals(e, &mut measured.arrivals);
         Ok(match e {
             ClientEvent::MarkReached(1) => Flow::Done,
             _ => Flow::Continue,
@@ -481,17 +485,26 @@ async fn client(
     Ok(measured)
 }
 
-/// Records the delay from commit to arrival of each changeset a download brought.
-fn note_arrivals(event: &ClientEvent, commits: &Commits, arrivals: &mut Vec<Duration>) {
+/// Records when each changeset a download brought arrived (all of them at once).
+fn note_arrivals(event: &ClientEvent, arrivals: &mut Vec<(u64, u64, Instant)>) {
     if let ClientEvent::Integrated(download) = event {
-        let commits = commits.lock().expect("commit times");
+        let now = Instant::now();
         for entry in &download.entries {
             let cs = &entry.changeset;
-            if let Some(at) = commits.get(&(cs.origin.0, cs.client_version.0)) {
-                arrivals.push(at.elapsed());
-            }
+            arrivals.push((cs.origin.0, cs.client_version.0, now));
         }
     }
+}
+
+/// The delays from commit to arrival of every changeset the load generator committed.
+fn arrival_delays(measured: &[Measured], commits: &Commits) -> Vec<Duration> {
+    let commits = commits.lock().expect("commit times");
+    (measured.iter().flat_map(|m| &m.arrivals))
+        .filter_map(|&(peer, version, arrived)| {
+            let committed = commits.get(&(peer, version))?;
+            Some(arrived.saturating_duration_since(*committed))
+        })
+        .collect()
 }
 
 /// The `q` quantile in milliseconds, or `-` without samples.
