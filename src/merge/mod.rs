@@ -34,7 +34,7 @@ mod index;
 mod rules;
 mod touch;
 
-pub(crate) use touch::{link_write, touch_hashes, TouchHash};
+pub(crate) use touch::{link_write, touch_hashes, Footprint, TouchHash};
 
 use crate::model::{Changeset, Error, Fate, Schema};
 use index::{Indexed, Pos, Spans};

@@ -146,3 +146,45 @@ pub(crate) fn touch_hashes(cs: &Changeset, mut f: impl FnMut(TouchHash, Role)) {
         touches(&op.instr, |t, role| f(t.digest(), role));
     }
 }
+
+/// What some changesets touch, to find the changesets that interact with them without
+/// comparing instructions pairwise.
+pub(crate) struct Footprint {
+    /// The hashes of the places they mark, sorted, without repeats.
+    pub(crate) marks: Vec<TouchHash>,
+    /// The hashes of the places they cover, sorted, without repeats.
+    pub(crate) covers: Vec<TouchHash>,
+}
+
+impl Footprint {
+    /// The footprint of a sequence of changesets.
+    pub(crate) fn of(side: &[Changeset]) -> Footprint {
+        let (mut marks, mut covers) = (Vec::new(), Vec::new());
+        for cs in side {
+            touch_hashes(cs, |h, role| {
+                if role.marks() {
+                    marks.push(h);
+                }
+                if role.covers() {
+                    covers.push(h);
+                }
+            });
+        }
+        for v in [&mut marks, &mut covers] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Footprint { marks, covers }
+    }
+
+    /// Whether merging `cs` with the changesets of this footprint could change either side:
+    /// whether one of its instructions may meet one of theirs.
+    pub(crate) fn meets(&self, cs: &Changeset) -> bool {
+        let mut found = false;
+        touch_hashes(cs, |h, role| {
+            found |= (role.marks() && self.covers.binary_search(&h).is_ok())
+                || (role.covers() && self.marks.binary_search(&h).is_ok());
+        });
+        found
+    }
+}

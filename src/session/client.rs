@@ -562,7 +562,7 @@ impl<S: Store + Default> ClientSession<S> {
             integrated: d.upload_ack,
         };
         let moves = !download.entries.is_empty() || download.cursor.server > before.server;
-        self.client.integrate(download.clone())?;
+        self.client.integrate_ref(&download)?;
         self.note_acknowledged(acked);
         if moves {
             events.push(ClientEvent::Integrated(download));

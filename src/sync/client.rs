@@ -1,8 +1,8 @@
 //! A client: a local replica, its unacknowledged changesets, and its versions.
 
 use super::clock::Hlc;
-use super::{Download, SyncError, Upload, UploadAck};
-use crate::merge::merge;
+use super::{Download, DownloadEntry, SyncError, Upload, UploadAck};
+use crate::merge::{merge, Footprint};
 use crate::model::{
     Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, PeerId, ServerVersion,
     Timestamp,
@@ -12,6 +12,7 @@ use crate::replica::{Replica, StateHead};
 use crate::snapshot::{Kind, SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::store::{MemoryStore, Store};
 use crate::write::Transaction;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// Smallest encoded changeset in a snapshot (header varints and an op count).
@@ -442,6 +443,17 @@ impl<S: Store> Client<S> {
     /// Integrates downloaded server changesets: each batch is merged with the local
     /// unacknowledged changesets it is concurrent with, and applied.
     pub fn integrate(&mut self, download: Download) -> Result<(), SyncError> {
+        self.integrate_guarded(Cow::Owned(download))
+    }
+
+    /// [`integrate`](Self::integrate) a download the caller keeps (to log it, say): the
+    /// changesets are copied only where a local changeset meets them, which a batch that only
+    /// touches what this client is not writing never does.
+    pub fn integrate_ref(&mut self, download: &Download) -> Result<(), SyncError> {
+        self.integrate_guarded(Cow::Borrowed(download))
+    }
+
+    fn integrate_guarded(&mut self, download: Cow<'_, Download>) -> Result<(), SyncError> {
         if let Some(f) = &self.failed {
             return Err(SyncError::Stopped(Box::new(f.clone())));
         }
@@ -481,18 +493,25 @@ impl<S: Store> Client<S> {
         Ok(())
     }
 
-    fn integrate_inner(&mut self, download: Download) -> Result<(), SyncError> {
+    fn integrate_inner(&mut self, download: Cow<'_, Download>) -> Result<(), SyncError> {
         self.check_download(&download)?;
         if download.cursor.server < self.cursor.server {
             // A stale or repeated download: everything in it is integrated already.
             return Ok(());
         }
         let from = self.cursor.server;
-        let mut entries = download
-            .entries
-            .into_iter()
-            .filter(|e| e.server_version > from)
-            .peekable();
+        let cursor = download.cursor;
+        let entries: Vec<Cow<'_, DownloadEntry>> = match download {
+            Cow::Owned(d) => (d.entries.into_iter())
+                .filter(|e| e.server_version > from)
+                .map(Cow::Owned)
+                .collect(),
+            Cow::Borrowed(d) => (d.entries.iter())
+                .filter(|e| e.server_version > from)
+                .map(Cow::Borrowed)
+                .collect(),
+        };
+        let mut entries = entries.into_iter().peekable();
         while let Some(first) = entries.next() {
             // Consecutive entries with the same view of this peer's changesets merge as one
             // sequence against the same local changesets.
@@ -502,45 +521,88 @@ impl<S: Store> Client<S> {
                 batch.push(next);
             }
             self.drop_integrated(own);
-            let versions: Vec<(ServerVersion, Fingerprint)> = (batch.iter())
-                .map(|e| (e.server_version, e.fingerprint))
-                .collect();
-            let mut incoming: Vec<Changeset> = batch.into_iter().map(|e| e.changeset).collect();
-            (self.corrections).extend(incoming.iter().filter(|cs| cs.origin == PeerId(0)).cloned());
-            merge(
-                &mut incoming,
-                &mut self.unacked,
-                self.replica.store().schema(),
-            )
-            .map_err(|error| SyncError::Integration {
-                server_version: versions[0].0,
-                error,
-            })?;
-            // A downloaded changeset is not needed once applied: its values move into the
-            // store, and the rest is dropped while still in cache.
-            for (cs, (v, fingerprint)) in incoming.into_iter().zip(versions) {
-                self.clock.observe(cs.timestamp);
-                self.replica
-                    .apply_changeset_owned(cs)
-                    .map_err(|error| SyncError::Integration {
-                        server_version: v,
-                        error,
-                    })?;
-                self.cursor.server = v;
-                self.cursor.fingerprint = fingerprint;
-                self.checkpoint(v, fingerprint);
-            }
+            (self.corrections).extend(
+                (batch.iter())
+                    .filter(|e| e.changeset.origin == PeerId(0))
+                    .map(|e| e.changeset.clone()),
+            );
+            self.integrate_batch(batch)?;
         }
-        self.drop_integrated(download.cursor.own);
+        self.drop_integrated(cursor.own);
         // The server served this client's position: a reset before it did its work.
         self.last_reset = None;
-        self.cursor = download.cursor;
+        self.cursor = cursor;
         self.retry_deferred();
         self.checkpoint(self.cursor.server, self.cursor.fingerprint);
         self.trim_retained();
         for cs in &mut self.unacked {
             cs.base_version = self.cursor.server;
         }
+        Ok(())
+    }
+
+    /// Merges a batch of downloaded entries with the unacknowledged changesets and applies
+    /// them. Merging changes nothing unless an instruction of one side meets one of the other
+    /// (the merge's touch relation), so a batch that meets none is applied as it came, without
+    /// copying what the caller keeps.
+    fn integrate_batch(&mut self, batch: Vec<Cow<'_, DownloadEntry>>) -> Result<(), SyncError> {
+        let meets = !self.unacked.is_empty() && {
+            let local = Footprint::of(&self.unacked);
+            batch.iter().any(|e| local.meets(&e.changeset))
+        };
+        if !meets {
+            for entry in batch {
+                let (v, fingerprint) = (entry.server_version, entry.fingerprint);
+                let changeset = match entry {
+                    Cow::Owned(e) => Cow::Owned(e.changeset),
+                    Cow::Borrowed(e) => Cow::Borrowed(&e.changeset),
+                };
+                self.apply_entry(v, fingerprint, changeset)?;
+            }
+            return Ok(());
+        }
+        let versions: Vec<(ServerVersion, Fingerprint)> = (batch.iter())
+            .map(|e| (e.server_version, e.fingerprint))
+            .collect();
+        let mut incoming: Vec<Changeset> = (batch.into_iter())
+            .map(|e| e.into_owned().changeset)
+            .collect();
+        merge(
+            &mut incoming,
+            &mut self.unacked,
+            self.replica.store().schema(),
+        )
+        .map_err(|error| SyncError::Integration {
+            server_version: versions[0].0,
+            error,
+        })?;
+        for (cs, (v, fingerprint)) in incoming.into_iter().zip(versions) {
+            self.apply_entry(v, fingerprint, Cow::Owned(cs))?;
+        }
+        Ok(())
+    }
+
+    /// Applies downloaded entry `v` and moves the cursor past it. An owned changeset is not
+    /// needed once applied: its values move into the store, and the rest is dropped while
+    /// still in cache.
+    fn apply_entry(
+        &mut self,
+        v: ServerVersion,
+        fingerprint: Fingerprint,
+        changeset: Cow<'_, Changeset>,
+    ) -> Result<(), SyncError> {
+        self.clock.observe(changeset.timestamp);
+        let applied = match changeset {
+            Cow::Owned(cs) => self.replica.apply_changeset_owned(cs),
+            Cow::Borrowed(cs) => self.replica.apply_changeset(cs),
+        };
+        applied.map_err(|error| SyncError::Integration {
+            server_version: v,
+            error,
+        })?;
+        self.cursor.server = v;
+        self.cursor.fingerprint = fingerprint;
+        self.checkpoint(v, fingerprint);
         Ok(())
     }
 }
