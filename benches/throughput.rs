@@ -208,8 +208,8 @@ fn counted(c: &mut Client, who: u64, t: u64) {
 }
 
 /// The frames a reader of one realm receives while `writers` writers commit one transaction
-/// each (the type defined once), downloads of `per_message` changesets: the server's side of the load generator's
-/// shared realm, recorded to be replayed into a fresh reader.
+/// each (the type defined once), downloads of `per_message` changesets: the server's side of
+/// the load generator's shared realm, recorded to be replayed into a fresh reader.
 fn fan_in(writers: u64, per_message: u64) -> Vec<Vec<u8>> {
     let mut realm = ServerRealm::new(77);
     let mut reader = Connected::new(1);
@@ -243,13 +243,22 @@ fn client_download(c: &mut Criterion) {
     g.sample_size(20);
     let writers = 1000;
     g.throughput(Throughput::Elements(writers));
-    for per_message in [10, 100] {
+    // A reader with a commit of its own not yet acknowledged (the load generator's clients,
+    // nearly always) merges each download with it: here it defined the type too, so the first
+    // writer's changeset meets it and the others do not.
+    for (per_message, own_commit) in [(10, false), (100, false), (10, true)] {
         let frames = fan_in(writers, per_message);
-        let name = format!("1000_writers_{per_message}_a_message");
+        let mut name = format!("1000_writers_{per_message}_a_message");
+        if own_commit {
+            name.push_str("_with_a_commit_of_its_own");
+        }
         g.bench_function(name, |b| {
             b.iter_batched(
                 || {
                     let mut reader = Connected::new(1);
+                    if own_commit {
+                        counted(reader.client.client_mut(), writers, 0);
+                    }
                     while reader.client.poll_transmit().is_some() {}
                     reader.client
                 },

@@ -286,3 +286,45 @@ fn an_upload_that_skips_a_client_version_is_refused() {
     let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
     assert_eq!(ack.integrated, ClientVersion(2));
 }
+
+/// A download integrated by reference (what a session does, keeping the download for its
+/// event) gives what integrating it by value gives, whether or not the client's unacknowledged
+/// changesets meet it: the same state, the same transformed changesets to upload.
+#[test]
+fn integrating_by_reference_is_integrating_by_value() {
+    let set = |c: &mut Client, t: u64, v: i64| {
+        c.write(t, |tx| tx.set("T", 1, "v", v)).unwrap();
+    };
+    let insert = |c: &mut Client, t: u64, k: i64| {
+        c.write(t, |tx| tx.insert("T", k)).unwrap();
+    };
+    // Concurrent sets of one field meet (the later wins, on both sides); an insert of another
+    // object meets nothing.
+    for meets in [true, false] {
+        let (mut server, mut c) = setup(2);
+        set(&mut c[1], 20, 7);
+        let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
+        c[1].acknowledge(ack);
+        match meets {
+            true => set(&mut c[0], 10, 3),
+            false => insert(&mut c[0], 10, 2),
+        }
+        let d = server
+            .download(PeerId(1), c[0].cursor(), None)
+            .expect("the history is whole");
+        let mut by_value = Client::load(&c[0].save()).expect("reloads");
+        by_value.integrate(d.clone()).unwrap();
+        c[0].integrate_ref(&d).unwrap();
+        assert_eq!(state(&c[0]), state(&by_value), "meets: {meets}");
+        assert_eq!(c[0].upload(), by_value.upload(), "meets: {meets}");
+        // And both end where the server does once the local changeset is there too.
+        let ack = server.integrate(PeerId(1), c[0].upload()).unwrap();
+        c[0].acknowledge(ack);
+        assert_eq!(state(&c[0]), server_state(&server), "meets: {meets}");
+        assert_ne!(
+            state(&c[0]),
+            state(&setup(2).1[0]),
+            "the download changed something"
+        );
+    }
+}

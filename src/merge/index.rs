@@ -21,7 +21,10 @@ pub(super) struct Spans(Vec<(PeerId, u64, u64)>);
 impl Spans {
     /// The spans of a side, from the one pass over it that a merge makes before indexing; the
     /// pass also records the link properties the side's schema instructions define.
-    pub(super) fn survey(side: &[Changeset], links: &mut LinkDefinitions) -> Spans {
+    pub(super) fn survey<'c>(
+        side: impl IntoIterator<Item = &'c Changeset>,
+        links: &mut LinkDefinitions,
+    ) -> Spans {
         let mut spans: HashMap<PeerId, (u64, u64)> = HashMap::new();
         // Consecutive touches almost always name ids of one peer: widen a running span and
         // fold it into the map only when the peer changes.

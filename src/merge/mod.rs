@@ -36,7 +36,7 @@ mod touch;
 
 pub(crate) use touch::{link_write, touch_hashes, Footprint, TouchHash};
 
-use crate::model::{Changeset, Error, Fate, Schema};
+use crate::model::{Changeset, Error, Fate, Instruction, Schema};
 use index::{Indexed, Pos, Spans};
 use rules::{merge_pair, LinkDefinitions, Links};
 use smallvec::SmallVec;
@@ -53,7 +53,10 @@ fn count(side: &[Changeset]) -> usize {
 /// sequences may then be partly transformed and must be discarded.
 pub fn merge(a: &mut [Changeset], b: &mut [Changeset], schema: &Schema) -> Result<(), Error> {
     let mut extra = LinkDefinitions::new();
-    let spans = [Spans::survey(a, &mut extra), Spans::survey(b, &mut extra)];
+    let spans = [
+        Spans::survey(&*a, &mut extra),
+        Spans::survey(&*b, &mut extra),
+    ];
     let links = Links { schema, extra };
     // Either side may be the one indexed: visiting cells row by row or column by column gives
     // the same grid. Indexing costs more than looking up, so index the smaller side.
@@ -82,12 +85,7 @@ fn walk(
             if x.fate == Fate::Void {
                 continue;
             }
-            cands.clear();
-            touches(&x.instr, |t, role| {
-                if col_spans.may_meet(t) {
-                    idx.meeting(t.digest(), role, &mut cands)
-                }
-            });
+            meeting(&x.instr, (&idx, col_spans), &mut cands);
             if cands.is_empty() {
                 continue;
             }
@@ -101,4 +99,43 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// The positions in the indexed side (`cols`, with its spans) of the instructions `instr`
+/// meets, into `out` (emptied first).
+fn meeting(
+    instr: &Instruction,
+    (idx, col_spans): (&Indexed, &Spans),
+    out: &mut SmallVec<[Pos; 8]>,
+) {
+    out.clear();
+    touches(instr, |t, role| {
+        if col_spans.may_meet(t) {
+            idx.meeting(t.digest(), role, out)
+        }
+    });
+}
+
+/// Whether merging `incoming` with `local` would change either of them: whether an instruction
+/// of one meets an instruction of the other, found as [`merge`] finds the meetings. When none
+/// meets, the merge leaves both sides exactly as they are, so a caller can skip it, and with it
+/// copying `incoming` to be rewritten in place. `local` is the side indexed.
+pub(crate) fn interacts<'c, I>(incoming: I, local: &[Changeset]) -> bool
+where
+    I: IntoIterator<Item = &'c Changeset> + Clone,
+{
+    let mut links = LinkDefinitions::new();
+    let incoming_spans = Spans::survey(incoming.clone(), &mut links);
+    let local_spans = Spans::survey(local, &mut links);
+    let idx = Indexed::of(local, &incoming_spans);
+    if idx.is_empty() {
+        return false;
+    }
+    let mut cands: SmallVec<[Pos; 8]> = SmallVec::new();
+    (incoming.into_iter().flat_map(|cs| &cs.ops))
+        .filter(|x| x.fate != Fate::Void)
+        .any(|x| {
+            meeting(&x.instr, (&idx, &local_spans), &mut cands);
+            !cands.is_empty()
+        })
 }

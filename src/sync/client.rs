@@ -2,7 +2,7 @@
 
 use super::clock::Hlc;
 use super::{Download, DownloadEntry, SyncError, Upload, UploadAck};
-use crate::merge::{merge, Footprint};
+use crate::merge::{interacts, merge};
 use crate::model::{
     Changeset, Checkpoint, ClientVersion, Cursor, Error, Fingerprint, PeerId, ServerVersion,
     Timestamp,
@@ -501,17 +501,11 @@ impl<S: Store> Client<S> {
         }
         let from = self.cursor.server;
         let cursor = download.cursor;
-        let entries: Vec<Cow<'_, DownloadEntry>> = match download {
-            Cow::Owned(d) => (d.entries.into_iter())
-                .filter(|e| e.server_version > from)
-                .map(Cow::Owned)
-                .collect(),
-            Cow::Borrowed(d) => (d.entries.iter())
-                .filter(|e| e.server_version > from)
-                .map(Cow::Borrowed)
-                .collect(),
+        let entries: Box<dyn Iterator<Item = Cow<'_, DownloadEntry>>> = match download {
+            Cow::Owned(d) => Box::new(d.entries.into_iter().map(Cow::Owned)),
+            Cow::Borrowed(d) => Box::new(d.entries.iter().map(Cow::Borrowed)),
         };
-        let mut entries = entries.into_iter().peekable();
+        let mut entries = entries.filter(|e| e.server_version > from).peekable();
         while let Some(first) = entries.next() {
             // Consecutive entries with the same view of this peer's changesets merge as one
             // sequence against the same local changesets.
@@ -541,16 +535,16 @@ impl<S: Store> Client<S> {
         Ok(())
     }
 
-    /// Merges a batch of downloaded entries with the unacknowledged changesets and applies
-    /// them. Merging changes nothing unless an instruction of one side meets one of the other
-    /// (the merge's touch relation), so a batch that meets none is applied as it came, without
-    /// copying what the caller keeps.
+    /// Merges a batch of downloaded entries (all owned or all borrowed) with the
+    /// unacknowledged changesets and applies them. Merging changes nothing unless an
+    /// instruction of one side meets one of the other, so a borrowed batch that meets none is
+    /// applied as it came, without copying what the caller keeps.
     fn integrate_batch(&mut self, batch: Vec<Cow<'_, DownloadEntry>>) -> Result<(), SyncError> {
-        let meets = !self.unacked.is_empty() && {
-            let local = Footprint::of(&self.unacked);
-            batch.iter().any(|e| local.meets(&e.changeset))
-        };
-        if !meets {
+        // Merging an owned batch costs what finding out whether it would change anything
+        // does; a borrowed one is worth the look, since merging it means copying it first.
+        let borrowed = matches!(batch.first(), Some(Cow::Borrowed(_)));
+        let incoming = batch.iter().map(|e| &e.changeset);
+        if self.unacked.is_empty() || (borrowed && !interacts(incoming, &self.unacked)) {
             for entry in batch {
                 let (v, fingerprint) = (entry.server_version, entry.fingerprint);
                 let changeset = match entry {

@@ -273,12 +273,17 @@ impl Run {
     }
 
     /// Client `c` downloads (at most `count` entries); it must integrate them (after a reset
-    /// if the server says so).
+    /// if the server says so). Every other download is integrated by reference
+    /// ([`Client::integrate_ref`], what a session does), so every history checks both ways.
     pub fn download(&mut self, c: usize, count: Option<usize>) {
+        let by_reference = self.actions % 2 == 0;
         self.or_reset(c, |run, c| {
             let client = &mut run.clients[c];
             let d = run.server.download(client.peer(), client.cursor(), count)?;
-            client.integrate(d)
+            match by_reference {
+                true => client.integrate_ref(&d),
+                false => client.integrate(d),
+            }
         });
     }
 

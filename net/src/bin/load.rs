@@ -108,10 +108,7 @@ type Commits = Arc<Mutex<HashMap<(u64, u64), Instant>>>;
 #[derive(Default)]
 struct Measured {
     acks: Vec<Duration>,
-    /// When each changeset arrived here, by (peer, client version): matched with the commit
-    /// times once the round is over, so measuring takes no shared lock per changeset while
-    /// the clients run.
-    arrivals: Vec<(u64, u64, Instant)>,
+    arrivals: Vec<Duration>,
     state: String,
 }
 
@@ -324,8 +321,8 @@ fn load(args: &Args) -> Result<(), String> {
             .collect();
         let before = rss_all(&pids);
         let sampler = PeakSampler::start(pids.clone());
-        let (wall, measured, arrivals) =
-            runtime.block_on(round(&authorities, &token, paths, args))?;
+        let (wall, measured) = runtime.block_on(round(&authorities, &token, paths, args))?;
+        let arrivals: Vec<Duration> = measured.iter().flat_map(|m| m.arrivals.clone()).collect();
         let peak = Some(sampler.finish()).filter(|_| !pids.is_empty());
         std::thread::sleep(Duration::from_secs(args.settle));
         let after = rss_all(&pids);
@@ -363,13 +360,13 @@ fn load(args: &Args) -> Result<(), String> {
 }
 
 /// Runs every client to completion; returns the time from the common start to the last
-/// acknowledgement, what each client measured, and the delays from commit to arrival.
+/// acknowledgement, and what each client measured.
 async fn round(
     authorities: &[String],
     token: &str,
     paths: Vec<String>,
     args: &Args,
-) -> Result<(Duration, Vec<Measured>, Vec<Duration>), String> {
+) -> Result<(Duration, Vec<Measured>), String> {
     let n = paths.len();
     let connected = Arc::new(Barrier::new(n + 1));
     let committed = Arc::new(Barrier::new(n + 1));
@@ -417,8 +414,7 @@ async fn round(
     for task in tasks {
         measured.push(task.await.map_err(|e| e.to_string())??);
     }
-    let arrivals = arrival_delays(&measured, &commits);
-    Ok((wall, measured, arrivals))
+    Ok((wall, measured))
 }
 
 /// One client: connect, wait for the others, commit and wait for each acknowledgement, then
@@ -439,6 +435,9 @@ async fn client(
     let peer = local.session.client().peer().0;
     let mut live = Live::connect(&mut local, &url, &limits).await?;
     let mut measured = Measured::default();
+    // When each changeset arrived here, by (peer, client version): matched with the commit
+    // times once every commit is known, so measuring takes no lock per changeset.
+    let mut arrivals = Vec::new();
     live.pump(&mut local, |_, e| {
         Ok(match e {
             ClientEvent::Identified(_) => Flow::Done,
@@ -458,7 +457,7 @@ async fn client(
             .expect("commit times")
             .insert((peer, version.0), at);
         live.pump(&mut local, |local, e| {
-            note_arrivals(e, &mut measured.arrivals);
+            note_arrivals(e, &mut arrivals);
             Ok(if local.all_acknowledged() {
                 Flow::Done
             } else {
@@ -473,7 +472,7 @@ async fn client(
     // Everyone has committed: a MARK now is answered once everything is here.
     local.session.mark(1);
     live.pump(&mut local, |_, e| {
-        note_arrivals(e, &mut measured.arrivals);
+        note_arrivals(e, &mut arrivals);
         Ok(match e {
             ClientEvent::MarkReached(1) => Flow::Done,
             _ => Flow::Continue,
@@ -481,6 +480,14 @@ async fn client(
     })
     .await?;
     live.close(&mut local).await;
+    let commits = commits.lock().expect("commit times");
+    measured.arrivals = (arrivals.into_iter())
+        .filter_map(|(peer, version, arrived)| {
+            let committed: &Instant = commits.get(&(peer, version))?;
+            Some(arrived.saturating_duration_since(*committed))
+        })
+        .collect();
+    drop(commits);
     measured.state = local.state();
     Ok(measured)
 }
@@ -494,17 +501,6 @@ fn note_arrivals(event: &ClientEvent, arrivals: &mut Vec<(u64, u64, Instant)>) {
             arrivals.push((cs.origin.0, cs.client_version.0, now));
         }
     }
-}
-
-/// The delays from commit to arrival of every changeset the load generator committed.
-fn arrival_delays(measured: &[Measured], commits: &Commits) -> Vec<Duration> {
-    let commits = commits.lock().expect("commit times");
-    (measured.iter().flat_map(|m| &m.arrivals))
-        .filter_map(|&(peer, version, arrived)| {
-            let committed = commits.get(&(peer, version))?;
-            Some(arrived.saturating_duration_since(*committed))
-        })
-        .collect()
 }
 
 /// The `q` quantile in milliseconds, or `-` without samples.

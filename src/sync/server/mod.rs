@@ -17,8 +17,7 @@ pub(crate) use views::ReadRun;
 
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
-use crate::merge::merge;
-use crate::merge::Footprint;
+use crate::merge::{merge, Footprint};
 use crate::model::{Changeset, ClientVersion, Error, Instruction, ObjRef, PeerId, ServerVersion};
 use crate::permissions::{self, Identity};
 use crate::replica::Replica;
