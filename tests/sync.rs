@@ -328,3 +328,52 @@ fn integrating_by_reference_is_integrating_by_value() {
         );
     }
 }
+
+/// Two devices that define one type concurrently: by reference as by value, agreeing
+/// definitions merge to the same state and upload, and conflicting ones fail the same way.
+#[test]
+fn schema_definitions_integrate_by_reference_as_by_value() {
+    let define = |c: &mut Client, t: u64, key: &str| {
+        c.write(t, |tx| {
+            let props = [
+                Property::new("id", PropType::parse(key).unwrap()),
+                Property::new("n", PropType::parse("int").unwrap()),
+            ];
+            tx.add_type(ObjectType::new("U", Some("id"), props)?)
+        })
+        .unwrap();
+    };
+    for (mine, agree) in [("int", true), ("string", false)] {
+        let (mut server, mut c) = setup(2);
+        define(&mut c[1], 20, "int");
+        c[1].write(21, |tx| tx.insert("U", 5)).unwrap();
+        let ack = server.integrate(PeerId(2), c[1].upload()).unwrap();
+        c[1].acknowledge(ack);
+        define(&mut c[0], 10, mine);
+        let d = server
+            .download(PeerId(1), c[0].cursor(), None)
+            .expect("the history is whole");
+        let mut by_value = Client::load(&c[0].save()).expect("reloads");
+        let value = by_value.integrate(d.clone());
+        let reference = c[0].integrate_ref(&d);
+        match agree {
+            true => {
+                assert!(
+                    value.is_ok() && reference.is_ok(),
+                    "{value:?} {reference:?}"
+                );
+                assert_eq!(state(&c[0]), state(&by_value));
+                assert!(state(&c[0]).contains("\"U\""));
+                assert_eq!(c[0].upload(), by_value.upload());
+            }
+            false => {
+                let (value, reference) = (value.unwrap_err(), reference.unwrap_err());
+                assert_eq!(reference.to_string(), value.to_string());
+                assert!(
+                    matches!(reference, SyncError::Integration { .. }),
+                    "{reference}"
+                );
+            }
+        }
+    }
+}

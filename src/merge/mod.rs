@@ -38,7 +38,7 @@ pub(crate) use touch::{link_write, touch_hashes, Footprint, TouchHash};
 
 use crate::model::{Changeset, Error, Fate, Instruction, Schema};
 use index::{Indexed, Pos, Spans};
-use rules::{merge_pair, LinkDefinitions, Links};
+use rules::{inert, merge_pair, LinkDefinitions, Links};
 use smallvec::SmallVec;
 use touch::touches;
 
@@ -116,10 +116,11 @@ fn meeting(
     });
 }
 
-/// Whether merging `incoming` with `local` would change either of them: whether an instruction
-/// of one meets an instruction of the other, found as [`merge`] finds the meetings. When none
-/// meets, the merge leaves both sides exactly as they are, so a caller can skip it, and with it
-/// copying `incoming` to be rewritten in place. `local` is the side indexed.
+/// Whether merging `incoming` with `local` would change either of them or fail: whether an
+/// instruction of one meets an instruction of the other, found as [`merge`] finds the meetings,
+/// in a pair the rules do not leave as it is. Otherwise the merge leaves both sides exactly as
+/// they are, so a caller can skip it, and with it copying `incoming` to be rewritten in place.
+/// `local` is the side indexed.
 pub(crate) fn interacts<'c, I>(incoming: I, local: &[Changeset]) -> bool
 where
     I: IntoIterator<Item = &'c Changeset> + Clone,
@@ -136,6 +137,6 @@ where
         .filter(|x| x.fate != Fate::Void)
         .any(|x| {
             meeting(&x.instr, (&idx, &local_spans), &mut cands);
-            !cands.is_empty()
+            (cands.iter()).any(|&(c, o)| !inert(&x.instr, &local[c as usize].ops[o as usize].instr))
         })
 }

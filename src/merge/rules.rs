@@ -149,6 +149,30 @@ pub(super) fn merge_pair(
     Ok(())
 }
 
+/// Whether `merge_pair` leaves a pair that meets exactly as it is, with no error: two schema
+/// changes that agree (R8). Schema changes are only ever checked against each other, never
+/// transformed; and every device of a realm sends its schema, so agreeing definitions are most
+/// of what meets when many devices start writing together.
+pub(super) fn inert(a: &Instruction, b: &Instruction) -> bool {
+    // The common case without building what `schema_pair` compares: one definition twice.
+    if let (Instruction::AddType(x), Instruction::AddType(y)) = (a, b) {
+        if x.name == y.name
+            && x.primary_key == y.primary_key
+            && x.properties.len() == y.properties.len()
+            && x.properties.iter().eq(y.properties.iter())
+        {
+            return true;
+        }
+    }
+    let schema = |i: &Instruction| {
+        matches!(
+            i,
+            Instruction::AddType(_) | Instruction::AddProperties { .. }
+        )
+    };
+    schema(a) && schema(b) && schema_pair(a, b).is_ok()
+}
+
 /// R8: two schema changes of the same type must agree on every property they both name and, for
 /// two type definitions, on the primary key.
 fn schema_pair(a: &Instruction, b: &Instruction) -> Result<(), Error> {
