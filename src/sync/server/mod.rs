@@ -17,7 +17,7 @@ pub(crate) use views::ReadRun;
 
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
-use crate::merge::{merge, Footprint};
+use crate::merge::{interacts, merge, Footprint};
 use crate::model::{Changeset, ClientVersion, Error, Instruction, ObjRef, PeerId, ServerVersion};
 use crate::permissions::{self, Identity};
 use crate::replica::Replica;
@@ -352,10 +352,7 @@ impl<S: Store> Server<S> {
             .extend((corrections.into_iter()).flat_map(|c| c.range(b.0 + 1..).map(|(v, _)| *v)));
         candidates.sort_unstable();
         candidates.dedup();
-        let mut window = Window {
-            versions: Vec::new(),
-            changesets: Vec::new(),
-        };
+        let mut meeting: Vec<(u64, &Changeset)> = Vec::new();
         for v in candidates {
             let Some(entry) = self.history.get(ServerVersion(v)) else {
                 continue;
@@ -369,11 +366,20 @@ impl<S: Store> Server<S> {
             };
             let seen = reciprocal.and_then(|r| r.get(&v)).unwrap_or(original);
             if footprint.meets(seen) {
-                window.versions.push(v);
-                window.changesets.push(seen.clone());
+                meeting.push((v, seen));
             }
         }
-        window
+        // A window the merge would leave as it is (agreeing type definitions, say: every
+        // device sends its schema) is not copied, merged or kept as this peer's reciprocal
+        // forms, which stay what they were.
+        let forms = meeting.iter().map(|&(_, seen)| seen);
+        if !interacts(forms, std::slice::from_ref(cs)) {
+            meeting.clear();
+        }
+        Window {
+            versions: meeting.iter().map(|&(v, _)| v).collect(),
+            changesets: meeting.into_iter().map(|(_, seen)| seen.clone()).collect(),
+        }
     }
 
     /// The last client version of `peer` the server has integrated (0 if none).
