@@ -28,13 +28,15 @@
 //!   out of the index;
 //! - `rules`: `merge_pair`, the rule for every pair of instructions that meet.
 //!
-//! The server's history index uses the same touches to find the entries an upload can meet.
+//! The server's history index uses the same touches to find the entries an upload can meet, and
+//! `interacts` finds, as the merge would, whether merging two sides would change anything at all,
+//! so that client and server can skip a merge, and copying what it would rewrite, when not.
 
 mod index;
 mod rules;
 mod touch;
 
-pub(crate) use touch::{link_write, touch_hashes, Footprint, TouchHash};
+pub(crate) use touch::{link_write, touch_hashes, TouchHash};
 
 use crate::model::{Changeset, Error, Fate, Instruction, Schema};
 use index::{Indexed, Pos, Spans};

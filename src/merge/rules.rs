@@ -156,11 +156,7 @@ pub(super) fn merge_pair(
 pub(super) fn inert(a: &Instruction, b: &Instruction) -> bool {
     // The common case without building what `schema_pair` compares: one definition twice.
     if let (Instruction::AddType(x), Instruction::AddType(y)) = (a, b) {
-        if x.name == y.name
-            && x.primary_key == y.primary_key
-            && x.properties.len() == y.properties.len()
-            && x.properties.iter().eq(y.properties.iter())
-        {
+        if x == y {
             return true;
         }
     }

@@ -17,8 +17,7 @@
 //! Every version has a [`Fingerprint`], chained from the entries before it, so that a client
 //! can tell whether the history it integrated is still this one.
 
-use super::index::HistoryIndex;
-use crate::merge::Footprint;
+use super::index::{Footprint, HistoryIndex};
 use crate::model::{Changeset, Fingerprint, PeerId, ServerVersion, Timestamp};
 use crate::wire::encode;
 use hashbrown::HashMap;

@@ -3,10 +3,52 @@
 //! merge's own touch relation (`crate::merge`): an entry is a candidate exactly when one of its
 //! instructions may meet one of the upload's.
 
-use crate::merge::{touch_hashes, Footprint, TouchHash};
+use crate::merge::{touch_hashes, TouchHash};
 use crate::model::{Changeset, PeerId};
 use hashbrown::HashMap;
 use smallvec::SmallVec;
+
+/// What some changesets touch, to find the changesets that interact with them without
+/// comparing instructions pairwise.
+pub(crate) struct Footprint {
+    /// The hashes of the places they mark, sorted, without repeats.
+    marks: Vec<TouchHash>,
+    /// The hashes of the places they cover, sorted, without repeats.
+    covers: Vec<TouchHash>,
+}
+
+impl Footprint {
+    /// The footprint of a sequence of changesets.
+    pub(crate) fn of(side: &[Changeset]) -> Footprint {
+        let (mut marks, mut covers) = (Vec::new(), Vec::new());
+        for cs in side {
+            touch_hashes(cs, |h, role| {
+                if role.marks() {
+                    marks.push(h);
+                }
+                if role.covers() {
+                    covers.push(h);
+                }
+            });
+        }
+        for v in [&mut marks, &mut covers] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Footprint { marks, covers }
+    }
+
+    /// Whether merging `cs` with the changesets of this footprint could change either side:
+    /// whether one of its instructions may meet one of theirs.
+    pub(crate) fn meets(&self, cs: &Changeset) -> bool {
+        let mut found = false;
+        touch_hashes(cs, |h, role| {
+            found |= (role.marks() && self.covers.binary_search(&h).is_ok())
+                || (role.covers() && self.marks.binary_search(&h).is_ok());
+        });
+        found
+    }
+}
 
 /// The versions (ascending) of history entries with one touch, grouped in runs of consecutive
 /// entries from one origin: an uploader's own entries never meet its uploads, and a run of them

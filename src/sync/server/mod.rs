@@ -17,12 +17,13 @@ pub(crate) use views::ReadRun;
 
 use super::clock::VectorClock;
 use super::{Cursor, Download, DownloadEntry, SyncError, Upload, UploadAck};
-use crate::merge::{interacts, merge, Footprint};
+use crate::merge::{interacts, merge};
 use crate::model::{Changeset, ClientVersion, Error, Instruction, ObjRef, PeerId, ServerVersion};
 use crate::permissions::{self, Identity};
 use crate::replica::Replica;
 use crate::store::{MemoryStore, Store};
 use hashbrown::HashMap;
+use index::Footprint;
 use peers::{Integration, PeerState};
 
 /// The server of one realm. See the module documentation.
