@@ -1,7 +1,7 @@
 //! `MemoryStore`: an in-memory [`Store`].
 //!
-//! Objects live in one hash-indexed table per type, each object as a vector of property slots in
-//! schema order. Atomic units are implemented with an undo log: while a unit is open every change
+//! Objects live in one hash-indexed table per type, each object as its property slots in schema
+//! order, held in the table's entry itself up to four. Atomic units are implemented with an undo log: while a unit is open every change
 //! records how to reverse itself, and rolling back replays those records backwards, so a failed
 //! changeset leaves the store exactly as it was (object order included).
 
@@ -14,25 +14,33 @@ use crate::model::{
 };
 use chunked::Chunked;
 use indexmap::IndexMap;
+use smallvec::SmallVec;
 use undo::Undo;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Slot {
     Value(Value),
-    List(Chunked),
+    /// Boxed so that a slot is no larger than a value: most slots hold values, and an object's
+    /// slots sit inline in its table entry.
+    List(Box<Chunked>),
 }
 
 impl Slot {
     fn default_for(ty: &PropType) -> Slot {
         if ty.list {
-            Slot::List(Chunked::default())
+            Slot::List(Box::default())
         } else {
             Slot::Value(ty.default_value())
         }
     }
 }
 
-type Objects = IndexMap<ObjKey, Vec<Slot>, hashbrown::DefaultHashBuilder>;
+/// An object's property slots, in schema order. Inline up to four: creating an object is then
+/// one write into its table rather than an allocation of its own, and reading a property does
+/// not leave the table's memory (most types have few properties).
+type Slots = SmallVec<[Slot; 4]>;
+
+type Objects = IndexMap<ObjKey, Slots, hashbrown::DefaultHashBuilder>;
 
 #[derive(Clone, Debug, Default)]
 struct Table {
@@ -123,14 +131,14 @@ impl MemoryStore {
         Ok(&self.tables[t])
     }
 
-    fn slots(&self, t: usize, ty: &str, key: &ObjKey) -> Result<&Vec<Slot>, Error> {
+    fn slots(&self, t: usize, ty: &str, key: &ObjKey) -> Result<&Slots, Error> {
         self.tables[t]
             .objects
             .get(key)
             .ok_or_else(|| Error::missing(ty, key))
     }
 
-    fn slots_mut(&mut self, t: usize, ty: &str, key: &ObjKey) -> Result<&mut Vec<Slot>, Error> {
+    fn slots_mut(&mut self, t: usize, ty: &str, key: &ObjKey) -> Result<&mut Slots, Error> {
         self.tables[t]
             .objects
             .get_mut(key)

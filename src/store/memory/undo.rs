@@ -1,7 +1,7 @@
 //! The undo log of [`MemoryStore`]: how to reverse each change made while an atomic unit is
 //! open, and the reversal itself.
 
-use super::{Chunked, MemoryStore, Slot};
+use super::{Chunked, MemoryStore, Slot, Slots};
 use crate::model::{ObjKey, Value};
 
 /// How to reverse one change. Types are named by their position in the schema (and in
@@ -21,7 +21,7 @@ pub(super) enum Undo {
     Deleted {
         t: usize,
         key: ObjKey,
-        slots: Vec<Slot>,
+        slots: Slots,
         index: usize,
     },
     Set {
@@ -67,13 +67,13 @@ pub(super) enum Undo {
 
 impl MemoryStore {
     /// An object's slots during an undo, which only revisits objects it knows exist.
-    fn undo_slots(&mut self, t: usize, key: &ObjKey) -> Option<&mut Vec<Slot>> {
+    fn undo_slots(&mut self, t: usize, key: &ObjKey) -> Option<&mut Slots> {
         self.tables.get_mut(t)?.objects.get_mut(key)
     }
 
     fn undo_list(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Chunked> {
         match self.undo_slots(t, key)?.get_mut(slot) {
-            Some(Slot::List(l)) => Some(l),
+            Some(Slot::List(l)) => Some(&mut **l),
             _ => None,
         }
     }
