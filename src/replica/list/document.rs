@@ -7,7 +7,7 @@
 //! traversal of the tree they form (which also rules out cycles and unreachable nodes), ids are
 //! unique, and every element has exactly one current position.
 
-use super::{slot, Chunk, Elem, ElemState, Node, Sequence, NIL, RIGHT_BIT, ROOT, VISIBLE_BIT};
+use super::{slot, Chunk, Elem, ElemState, Ids, Node, Sequence, NIL, RIGHT_BIT, ROOT, VISIBLE_BIT};
 use crate::model::{ListProblem, OpId, Side, Timestamp};
 
 /// One position node, as a snapshot keeps it.
@@ -83,7 +83,8 @@ impl Sequence {
         let mut s = Sequence::new();
         let arena = |i: u32| i + 1;
         s.nodes.reserve(doc.len());
-        s.ids.reserve(doc.len());
+        s.ids =
+            Ids::build(doc.iter().map(|d| d.id), arena(0)).map_err(ListProblem::DuplicateNode)?;
         let mut elem_of = vec![NIL; doc.len()];
         for (i, d) in doc.iter().enumerate() {
             let parent = match (d.parent, d.side) {
@@ -92,9 +93,6 @@ impl Sequence {
                 (Some(p), _) if (p as usize) < doc.len() && p as usize != i => arena(p),
                 (Some(_), _) => return Err(invalid(i)),
             };
-            if s.ids.insert(d.id, arena(i as u32)).is_some() {
-                return Err(ListProblem::DuplicateNode(d.id));
-            }
             if let DocRole::Origin(state) = d.role {
                 elem_of[i] = s.elems.len() as u32;
                 s.elems.push(Elem {

@@ -59,13 +59,14 @@
 //! stored here.
 
 mod document;
+mod ids;
 mod order;
 mod tree;
 
 pub(crate) use document::{DocNode, DocRole};
 
 use crate::model::{ListProblem, OpId, PeerId, Place, Side, Timestamp};
-use hashbrown::HashMap;
+use ids::Ids;
 use serde::{Deserialize, Serialize};
 
 /// The largest number of nodes a chunk of the document order holds; a chunk that grows past it
@@ -193,7 +194,7 @@ enum Undo {
 #[derive(Clone, Debug)]
 pub struct Sequence {
     nodes: Vec<Node>,
-    ids: HashMap<OpId, u32>,
+    ids: Ids,
     elems: Vec<Elem>,
     chunks: Vec<Chunk>,
     /// Chunk indices in document order. Chunk indices themselves never change, so a split only
@@ -268,7 +269,7 @@ impl Sequence {
         };
         Sequence {
             nodes: vec![root],
-            ids: HashMap::new(),
+            ids: Ids::default(),
             elems: Vec::new(),
             chunks: vec![Chunk {
                 entries: vec![ROOT],
@@ -309,7 +310,7 @@ impl Sequence {
 
     /// Whether a node (an element's first node or a move's node) with this id is registered.
     pub fn contains_node(&self, id: OpId) -> bool {
-        self.ids.contains_key(&id)
+        self.ids.contains(id)
     }
 
     /// The id of the element at a visible index.
@@ -343,7 +344,7 @@ impl Sequence {
 
     /// Where a node was placed when it was registered.
     pub fn place_of(&self, node: OpId) -> Option<Place> {
-        let n = self.node(*self.ids.get(&node)?);
+        let n = self.node(self.ids.get(node)?);
         Some(Place {
             parent: self.parent_id(n.parent()),
             side: n.side(),
@@ -481,10 +482,7 @@ impl Sequence {
         node: OpId,
     ) -> Result<VisibleChange, ListProblem> {
         let e = self.element(elem)?;
-        let m = *self
-            .ids
-            .get(&node)
-            .ok_or(ListProblem::UnknownElement(node))?;
+        let m = (self.ids.get(node)).ok_or(ListProblem::UnknownElement(node))?;
         if self.node(m).elem != e {
             return Err(ListProblem::UnknownElement(node));
         }
@@ -627,7 +625,7 @@ impl Sequence {
 
     /// The element index of an element id, refusing move nodes.
     fn element(&self, id: OpId) -> Result<u32, ListProblem> {
-        let &n = self.ids.get(&id).ok_or(ListProblem::UnknownElement(id))?;
+        let n = self.ids.get(id).ok_or(ListProblem::UnknownElement(id))?;
         let e = self.node(n).elem;
         if self.elems[e as usize].origin == n {
             Ok(e)
@@ -640,7 +638,7 @@ impl Sequence {
         if self.nodes.len() >= MAX_NODES {
             return Err(ListProblem::Full);
         }
-        if self.ids.contains_key(&id) {
+        if self.ids.contains(id) {
             return Err(ListProblem::DuplicateNode(id));
         }
         Ok(())
@@ -650,8 +648,8 @@ impl Sequence {
         match place.parent {
             None if place.side == Side::Left => Err(ListProblem::LeftOfRoot),
             None => Ok((ROOT, Side::Right)),
-            Some(id) => match self.ids.get(&id) {
-                Some(&n) => Ok((n, place.side)),
+            Some(id) => match self.ids.get(id) {
+                Some(n) => Ok((n, place.side)),
                 None => Err(ListProblem::UnknownNode(id)),
             },
         }

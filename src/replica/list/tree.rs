@@ -168,7 +168,7 @@ impl Sequence {
             }
             self.node_mut(prev).next = node.next;
         }
-        self.ids.remove(&node.id);
+        self.ids.remove(node.id);
         if self.elems.last().is_some_and(|el| el.origin == m) {
             self.elems.pop();
         }

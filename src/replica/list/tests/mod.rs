@@ -50,7 +50,7 @@ fn list(s: &Sequence) -> Vec<OpId> {
 /// Asserts two sequences hold exactly the same structure (the undo log aside).
 fn assert_same(a: &Sequence, b: &Sequence) {
     assert_eq!(a.nodes, b.nodes);
-    assert_eq!(a.ids, b.ids);
+    assert_eq!(a.ids.iter(), b.ids.iter());
     assert_eq!(a.elems, b.elems);
     assert_eq!(a.chunks, b.chunks);
     assert_eq!(a.order, b.order);
@@ -91,8 +91,8 @@ fn tree_order(s: &Sequence) -> Vec<u32> {
 
 /// Checks every internal invariant of a sequence.
 fn check(s: &Sequence) {
-    assert_eq!(s.ids.len(), s.nodes.len() - 1);
-    for (&id, &n) in &s.ids {
+    assert_eq!(s.ids.iter().len(), s.nodes.len() - 1);
+    for (id, n) in s.ids.iter() {
         assert_eq!(s.node(n).id, id);
     }
     for node in &s.nodes {
