@@ -8,7 +8,9 @@
 //! A peer's runs are a vector sorted by first id, searched by bisection, to which the runs of
 //! ids that arrive in ascending order are appended. An id below the end of that vector (a peer
 //! that sends its ids out of order) goes to an ordered map beside it instead, so that no order
-//! of arrival makes registering cost more than a logarithm of the number of runs.
+//! of arrival makes registering or finding cost more than a logarithm of the number of runs.
+//! Removing is for undoing the newest registration, which ends a run (constant time); removing
+//! an id inside the sorted vector shifts it.
 
 use crate::model::{OpId, PeerId};
 use hashbrown::HashMap;
@@ -192,7 +194,7 @@ impl Ids {
     /// id given twice.
     pub(super) fn build(ids: impl IntoIterator<Item = OpId>, first: u32) -> Result<Ids, OpId> {
         let mut all: Vec<(PeerId, Run)> = Vec::new();
-        for (node, id) in (first..).zip(ids) {
+        for (id, node) in ids.into_iter().zip(first..) {
             match all.last_mut() {
                 Some((peer, run)) if *peer == id.peer && run.continued_by(id.seq, node) => {
                     run.len += 1

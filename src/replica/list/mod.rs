@@ -54,9 +54,10 @@
 //! checks whether one neighbour descends from the other, which walks up the tree, but only until
 //! the first visible ancestor entered from a right child (a list built by appending is a chain as
 //! deep as it is long, yet typing into it stops at the first step). Splitting a chunk
-//! costs O(number of chunks). Memory is roughly 100 to 130 bytes per node, tombstones included
-//! (48 for the node itself, the rest mostly the id map, whose load varies); element values are not
-//! stored here.
+//! costs O(number of chunks). Memory per node, tombstones included, is the node itself (48
+//! bytes), its chunk entry (4) and, for an element's first node, the element (12); node ids take
+//! one run per stretch a peer registered in order (see `ids`), not an entry per node. Element
+//! values are not stored here.
 
 mod document;
 mod ids;

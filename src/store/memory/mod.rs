@@ -1,9 +1,10 @@
 //! `MemoryStore`: an in-memory [`Store`].
 //!
 //! Objects live in one hash-indexed table per type, each object as its property slots in schema
-//! order, held in the table's entry itself up to four. Atomic units are implemented with an undo log: while a unit is open every change
-//! records how to reverse itself, and rolling back replays those records backwards, so a failed
-//! changeset leaves the store exactly as it was (object order included).
+//! order, held in the table's entry itself up to four. Atomic units are implemented with an undo
+//! log: while a unit is open every change records how to reverse itself, and rolling back replays
+//! those records backwards, so a failed changeset leaves the store exactly as it was (object
+//! order included).
 
 mod chunked;
 mod undo;
@@ -35,9 +36,10 @@ impl Slot {
     }
 }
 
-/// An object's property slots, in schema order. Inline up to four: creating an object is then
-/// one write into its table rather than an allocation of its own, and reading a property does
-/// not leave the table's memory (most types have few properties).
+/// An object's property slots, in schema order. Inline up to four: creating an object of a type
+/// with at most four properties and no list is then one write into its table rather than an
+/// allocation of its own, and reading a property does not leave the table's memory (most types
+/// have few properties; a type with more spends the inline room and allocates as before).
 type Slots = SmallVec<[Slot; 4]>;
 
 type Objects = IndexMap<ObjKey, Slots, hashbrown::DefaultHashBuilder>;
@@ -371,7 +373,7 @@ impl Store for MemoryStore {
             self.undo.push(Undo::Deleted {
                 t,
                 key: k,
-                slots,
+                slots: Box::new(slots),
                 index,
             });
         }

@@ -21,7 +21,8 @@ pub(super) enum Undo {
     Deleted {
         t: usize,
         key: ObjKey,
-        slots: Slots,
+        /// Boxed: deletions are rare, and every other record is half the size for it.
+        slots: Box<Slots>,
         index: usize,
     },
     Set {
@@ -104,7 +105,7 @@ impl MemoryStore {
                 index,
             } => {
                 if let Some(table) = self.tables.get_mut(t) {
-                    let (last, _) = table.objects.insert_full(key, slots);
+                    let (last, _) = table.objects.insert_full(key, *slots);
                     table.objects.swap_indices(index, last);
                 }
             }
