@@ -113,26 +113,18 @@ impl PeerRuns {
     }
 
     fn remove(&mut self, seq: u64) {
-        let (run, stray) = match self.in_sorted(seq) {
-            Some(i) => (self.sorted.remove(i), false),
-            None => match self
-                .stray_at_or_before(seq)
-                .filter(|r| r.get(seq).is_some())
-            {
-                Some(r) => (self.strays.remove(&r.first).unwrap_or(r), true),
-                None => return,
-            },
+        // What is left of the run goes back where the run was.
+        if let Some(i) = self.in_sorted(seq) {
+            let rest = self.sorted[i].without(seq);
+            self.sorted.splice(i..=i, rest.into_iter().flatten());
+            return;
+        }
+        let Some(run) = (self.stray_at_or_before(seq)).filter(|r| r.get(seq).is_some()) else {
+            return;
         };
-        // What is left goes back where the run was; in `sorted` it keeps the order.
-        let [before, after] = run.without(seq);
-        let mut at = self.sorted.partition_point(|r| r.first < run.first);
-        for part in [before, after].into_iter().flatten() {
-            if stray {
-                self.strays.insert(part.first, part);
-            } else {
-                self.sorted.insert(at, part);
-                at += 1;
-            }
+        self.strays.remove(&run.first);
+        for part in run.without(seq).into_iter().flatten() {
+            self.strays.insert(part.first, part);
         }
     }
 
