@@ -6,11 +6,16 @@
 //! when none are installed, installs Debian's `postgresql` package with `apt-get`, so the README's
 //! test command works on a fresh machine as well as in CI. PostgreSQL refuses to run as root, so
 //! under root the cluster is owned by and run as the `postgres` system user the package creates.
+//!
+//! The port is taken below the kernel's ephemeral range, so that the outgoing connections of the
+//! test's own servers (which take ephemeral ports) can never hold it, not even while a test has
+//! stopped the cluster to restart it; a first start that still fails is retried on another port.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A running PostgreSQL cluster in a temporary folder, stopped and removed on drop.
 #[derive(Debug)]
@@ -45,7 +50,7 @@ impl TempPostgres {
         if let Some(user) = &run_as {
             run(Command::new("chown").arg(user).arg(&dir))?;
         }
-        let pg = TempPostgres {
+        let mut pg = TempPostgres {
             bindir,
             dir,
             port: free_port()?,
@@ -73,14 +78,30 @@ impl TempPostgres {
             pg.port,
             path_str(&pg.dir)?
         );
-        let conf_path = data.join("postgresql.conf");
+        pg.append_conf(&conf)?;
+        let mut attempts = 1;
+        loop {
+            match pg.start_server() {
+                Ok(()) => return Ok(pg),
+                // Another program may have bound the port between the probe and the start; a
+                // later `port` line overrides the earlier one.
+                Err(_) if attempts < START_ATTEMPTS => {
+                    attempts += 1;
+                    pg.port = free_port()?;
+                    pg.append_conf(&format!("port = {}\n", pg.port))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn append_conf(&self, lines: &str) -> Result<(), PostgresUnavailable> {
+        let conf_path = self.data_dir().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path)
             .map_err(|e| PostgresUnavailable(format!("reading {}: {e}", conf_path.display())))?;
-        text.push_str(&conf);
+        text.push_str(lines);
         std::fs::write(&conf_path, text)
-            .map_err(|e| PostgresUnavailable(format!("writing {}: {e}", conf_path.display())))?;
-        pg.start_server()?;
-        Ok(pg)
+            .map_err(|e| PostgresUnavailable(format!("writing {}: {e}", conf_path.display())))
     }
 
     /// The libpq `key=value` connection string of the `postgres` database.
@@ -150,7 +171,19 @@ impl TempPostgres {
                 "-t",
                 "60",
             ],
-        )?;
+        )
+        .map_err(|PostgresUnavailable(e)| {
+            // pg_ctl only says to look at the log; the reason is in its last lines.
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(LOG_TAIL_LINES).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            PostgresUnavailable(format!(
+                "{e}\nport {}, {}:\n{}",
+                self.port,
+                log.display(),
+                tail.join("\n")
+            ))
+        })?;
         self.wait_ready()
     }
 
@@ -293,11 +326,40 @@ fn temp_dir() -> Result<PathBuf, PostgresUnavailable> {
     Err(PostgresUnavailable("no free temporary folder name".into()))
 }
 
+/// How many ports a new cluster tries before giving up.
+const START_ATTEMPTS: u32 = 5;
+
+/// How many lines of the server's log a failed start reports.
+const LOG_TAIL_LINES: usize = 12;
+
+/// The ports clusters are started on: below Linux's default ephemeral range (32768-60999) and
+/// above the registered services most machines run.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port in [`PORTS`] that nothing listens on now. Candidates are spread by process id, time and
+/// a counter, so that concurrent test processes rarely probe the same port.
 fn free_port() -> Result<u16, PostgresUnavailable> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| PostgresUnavailable(format!("finding a free port: {e}")))
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    for _ in 0..span {
+        let probe = PROBES.fetch_add(1, Ordering::Relaxed);
+        let mix = std::process::id()
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(nanos)
+            .wrapping_add(probe.wrapping_mul(7_919));
+        let port = PORTS.start + (mix % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(PostgresUnavailable(format!(
+        "no free port in {}..{}",
+        PORTS.start, PORTS.end
+    )))
 }
 
 fn path_str(path: &Path) -> Result<&str, PostgresUnavailable> {
