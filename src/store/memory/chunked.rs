@@ -4,8 +4,9 @@
 //! A plain vector makes every insert in the middle of a long list move half of it (a 20,000-element
 //! list edited at random positions spent most of its time in `memmove`). Chunks hold at most
 //! [`Chunked::MAX`] values; a full chunk splits in two, an empty one goes away. Finding a position
-//! walks the chunk lengths, which for lists of realistic size is a short scan over a few hundred
-//! integers at most.
+//! walks the chunk lengths from the chunk the last edit found: edits come in runs at nearby
+//! positions (a person typing, a sync replaying what they typed), so the walk is usually zero or
+//! one chunk, and at worst a scan over a few hundred lengths for lists of realistic size.
 
 use crate::model::Value;
 use smallvec::SmallVec;
@@ -19,6 +20,16 @@ pub(super) struct Chunked {
     /// The number of values in all: asked for before every list edit (the bounds check), and
     /// summing the chunks of a long list each time cost a twentieth of a long edit trace.
     len: usize,
+    /// The chunk the last lookup found and the position of its first value: where the next
+    /// lookup starts walking. Any chunk index and its true start will do; edits keep it true.
+    hint: Hint,
+}
+
+/// A chunk index and the list position of the chunk's first value.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hint {
+    chunk: usize,
+    start: usize,
 }
 
 impl Chunked {
@@ -29,17 +40,27 @@ impl Chunked {
         self.len
     }
 
-    /// The chunk holding position `index` and the position within it; an index equal to the
-    /// length resolves to the end of the last chunk.
-    fn locate(&self, mut index: usize) -> (usize, usize) {
-        for (c, chunk) in self.chunks.iter().enumerate() {
-            if index < chunk.len() {
-                return (c, index);
-            }
-            index -= chunk.len();
+    /// The chunk holding position `index` and the position within it; an index at or past the
+    /// length resolves to the end of the last chunk. Walks from the hint, which it moves there.
+    fn locate(&mut self, index: usize) -> (usize, usize) {
+        let Hint {
+            mut chunk,
+            mut start,
+        } = self.hint;
+        if chunk >= self.chunks.len() {
+            (chunk, start) = (0, 0);
+        }
+        while index < start && chunk > 0 {
+            chunk -= 1;
+            start -= self.chunks[chunk].len();
         }
         let last = self.chunks.len().saturating_sub(1);
-        (last, self.chunks.get(last).map_or(0, |c| c.len()) + index)
+        while chunk < last && index >= start + self.chunks[chunk].len() {
+            start += self.chunks[chunk].len();
+            chunk += 1;
+        }
+        self.hint = Hint { chunk, start };
+        (chunk, index - start)
     }
 
     pub(super) fn get_mut(&mut self, index: usize) -> Option<&mut Value> {
@@ -57,6 +78,7 @@ impl Chunked {
         let chunk = &mut self.chunks[c];
         chunk.insert(i.min(chunk.len()), value);
         self.len += 1;
+        // The hint's chunk is `c`, whose start neither the insert nor a split moves.
         if chunk.len() > Self::MAX {
             let tail = chunk.split_off(chunk.len() / 2);
             self.chunks.insert(c + 1, tail);
@@ -90,6 +112,7 @@ impl Chunked {
         }
         let value = chunk.remove(i);
         self.len -= 1;
+        // The hint's chunk is `c`; when it goes, the next one starts where it did.
         if chunk.is_empty() {
             self.chunks.remove(c);
         }
@@ -136,6 +159,22 @@ mod tests {
             } else {
                 let i = next(v.len());
                 assert_eq!(c.remove(i), Some(v.remove(i)));
+            }
+            assert_eq!(c.len(), v.len());
+        }
+        assert_eq!(c.to_vec(), v);
+        // Typing: runs of inserts at a moving cursor and of erases behind it, across chunk
+        // splits and removals, which the lookup hint must follow.
+        for run in 0..200 {
+            let mut at = next(v.len() + 1);
+            for k in 0..next(600) {
+                c.insert(at, Value::Int(run * 1_000 + k as i64));
+                v.insert(at, Value::Int(run * 1_000 + k as i64));
+                at += 1;
+            }
+            for _ in 0..next(at.min(400) + 1) {
+                at -= 1;
+                assert_eq!(c.remove(at), Some(v.remove(at)));
             }
             assert_eq!(c.len(), v.len());
         }
