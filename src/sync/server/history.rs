@@ -276,12 +276,17 @@ impl History {
         self.index.candidates(footprint, after.0, peer)
     }
 
-    /// Appends an integrated entry whose changeset, as uploaded, has signature `signature`;
-    /// returns its version.
-    pub(super) fn push(&mut self, entry: HistoryEntry, signature: u64) -> ServerVersion {
+    /// Appends an integrated entry whose changeset, as uploaded, has signature `signature`
+    /// and footprint `footprint` (see [`HistoryIndex::add`]); returns its version.
+    pub(super) fn push(
+        &mut self,
+        entry: HistoryEntry,
+        signature: u64,
+        footprint: &Footprint,
+    ) -> ServerVersion {
         let cs = &entry.changeset;
         let next = (self.latest_fingerprint()).then(cs.origin, cs.client_version, signature);
-        self.append(entry, next)
+        self.append_with(entry, next, footprint)
     }
 
     /// Appends an entry with the fingerprint through it (when loading); returns its version.
@@ -290,10 +295,20 @@ impl History {
         entry: HistoryEntry,
         fingerprint: Fingerprint,
     ) -> ServerVersion {
+        let footprint = Footprint::of(std::slice::from_ref(&entry.changeset));
+        self.append_with(entry, fingerprint, &footprint)
+    }
+
+    fn append_with(
+        &mut self,
+        entry: HistoryEntry,
+        fingerprint: Fingerprint,
+        footprint: &Footprint,
+    ) -> ServerVersion {
         let v = ServerVersion(self.latest().0 + 1);
         self.fingerprints.push(fingerprint);
         self.observe_timestamp(entry.changeset.timestamp);
-        self.index.add(v.0, &entry.changeset);
+        self.index.add(v.0, entry.changeset.origin, footprint);
         if let Some(encoded) = self.encoded.get_mut() {
             encoded.push(v, &entry.changeset);
         }
@@ -346,7 +361,8 @@ impl History {
     fn reindex(&mut self, bytes: impl FnOnce(Vec<Arc<[u8]>>, &[HistoryEntry]) -> Vec<Arc<[u8]>>) {
         let mut index = HistoryIndex::default();
         for (v, e) in self.iter() {
-            index.add(v.0, &e.changeset);
+            let footprint = Footprint::of(std::slice::from_ref(&e.changeset));
+            index.add(v.0, e.changeset.origin, &footprint);
         }
         self.index = index;
         if let Some(old) = self.encoded.take() {

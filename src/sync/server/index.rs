@@ -67,24 +67,21 @@ pub(crate) struct HistoryIndex {
 }
 
 impl HistoryIndex {
-    /// Records history entry `version` (versions are added in ascending order).
-    pub(crate) fn add(&mut self, version: u64, cs: &Changeset) {
+    /// Records history entry `version` from `origin` (versions are added in ascending order)
+    /// with what it touches: its changeset's footprint, or the footprint of a changeset it was
+    /// made from by removing instructions or their touches (a superset only adds candidates).
+    pub(crate) fn add(&mut self, version: u64, origin: PeerId, footprint: &Footprint) {
         let record = |runs: &mut Runs| match runs.last_mut() {
-            Some((origin, versions)) if *origin == cs.origin => {
-                if versions.last() != Some(&version) {
-                    versions.push(version);
-                }
-            }
-            _ => runs.push((cs.origin, SmallVec::from_elem(version, 1))),
+            Some((o, versions)) if *o == origin => versions.push(version),
+            _ => runs.push((origin, SmallVec::from_elem(version, 1))),
         };
-        touch_hashes(cs, |h, role| {
-            if role.marks() {
-                record(self.by_mark.entry(h).or_default());
-            }
-            if role.covers() {
-                record(self.by_cover.entry(h).or_default());
-            }
-        });
+        // The footprint has each hash once, so an entry is recorded once per hash and role.
+        for h in &footprint.marks {
+            record(self.by_mark.entry(*h).or_default());
+        }
+        for h in &footprint.covers {
+            record(self.by_cover.entry(*h).or_default());
+        }
     }
 
     /// The versions after `after`, ascending and without repeats, of the entries from origins

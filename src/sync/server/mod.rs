@@ -217,7 +217,11 @@ impl<S: Store> Server<S> {
             client_version,
             error,
         };
-        let mut window = self.window(peer, &cs);
+        let footprint = Footprint::of(std::slice::from_ref(&cs));
+        let mut window = self.window(peer, &cs, &footprint);
+        // Unmerged, the changeset integrated is the upload less any refused instructions, so
+        // the upload's footprint indexes it; a merge may move what it touches.
+        let merged = !window.changesets.is_empty();
         let mut incoming = vec![cs];
         merge(
             &mut incoming,
@@ -234,12 +238,17 @@ impl<S: Store> Server<S> {
             true => None,
             false => permissions::correction(&self.replica, &integrated, &refused),
         };
+        let footprint = match merged {
+            true => Footprint::of(std::slice::from_ref(&integrated)),
+            false => footprint,
+        };
         let at = self.history.push(
             HistoryEntry {
                 changeset: integrated,
                 uploaded_base: b,
             },
             signature,
+            &footprint,
         );
         self.note_existence(at, touched);
         let seen = window.versions.into_iter().zip(window.changesets);
@@ -335,11 +344,10 @@ impl<S: Store> Server<S> {
     /// The concurrent window of `cs`: entries after its base from other peers, as `peer` sees
     /// them. Only the entries that touch what `cs` touches can change or be changed; the rest
     /// commute with it and are left alone, so integrating costs a read of the window.
-    fn window(&self, peer: PeerId, cs: &Changeset) -> Window {
+    fn window(&self, peer: PeerId, cs: &Changeset, footprint: &Footprint) -> Window {
         let b = cs.base_version;
-        let footprint = Footprint::of(std::slice::from_ref(cs));
         let reciprocal = self.peers.get(&peer).map(|s| &s.reciprocal);
-        let mut candidates = self.history.candidates(&footprint, b, peer);
+        let mut candidates = self.history.candidates(footprint, b, peer);
         // Reciprocal forms are looked at whatever the index says: they are what this peer saw,
         // and the index holds the history's forms.
         candidates.extend(
