@@ -60,12 +60,18 @@ impl<'a> ListAt<'a> {
     }
 
     fn to_ref(self) -> PropRef {
+        PropRef::from(&self)
+    }
+}
+
+impl From<&ListAt<'_>> for PropRef {
+    fn from(list: &ListAt<'_>) -> PropRef {
         PropRef {
             obj: ObjRef {
-                ty: self.ty.clone(),
-                key: self.key.clone(),
+                ty: list.ty.clone(),
+                key: list.key.clone(),
             },
-            prop: self.prop.clone(),
+            prop: list.prop.clone(),
         }
     }
 }

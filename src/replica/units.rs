@@ -9,6 +9,7 @@
 use super::{ListAt, Replica, Sequence, UndoLogs};
 use crate::model::PropRef;
 use crate::store::Store;
+use hashbrown::hash_map::EntryRef;
 use hashbrown::HashSet;
 
 #[derive(Debug)]
@@ -137,21 +138,22 @@ impl<S: Store> Replica<S> {
     /// The sequence of a list for writing: created (and logged) if new, and opened for undo.
     pub(super) fn seq_mut(&mut self, list: ListAt<'_>) -> &mut Sequence {
         let logging = self.units.logging();
-        if !self.lists.contains_key(&list) {
-            self.lists.insert(list.to_ref(), Sequence::new());
-            if logging {
-                self.units.undo.push(Undo::CreatedSeq(list.to_ref()));
+        // One lookup in the unit's set and one in the sequences: this runs for every list
+        // instruction, and each lookup hashes the list's names.
+        let opened = self.units.touched.last_mut().is_some_and(|t| {
+            let before = t.len();
+            t.get_or_insert_with(&list, |l| l.to_ref());
+            t.len() > before
+        });
+        let seq = match self.lists.entry_ref(&list) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                if logging {
+                    self.units.undo.push(Undo::CreatedSeq(list.to_ref()));
+                }
+                v.insert(Sequence::new())
             }
-        }
-        let opened = self
-            .units
-            .touched
-            .last_mut()
-            .is_some_and(|t| !t.contains(&list) && t.insert(list.to_ref()));
-        let seq = self
-            .lists
-            .get_mut(&list)
-            .expect("the sequence was inserted above");
+        };
         if logging && opened {
             self.units.undo.push(Undo::Touched(list.to_ref()));
             seq.begin(&mut self.units.logs);

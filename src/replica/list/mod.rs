@@ -426,9 +426,9 @@ impl Sequence {
             state,
         });
         let visible = state == ElemState::Visible;
-        self.register(id, ts, parent, side, self.elems.len() as u32 - 1, visible);
+        let (_, at) = self.register(id, ts, parent, side, self.elems.len() as u32 - 1, visible);
         Ok(if visible {
-            VisibleChange::Inserted(self.visible_index(m))
+            VisibleChange::Inserted(self.visible_index_at(at))
         } else {
             VisibleChange::None
         })
@@ -449,7 +449,7 @@ impl Sequence {
         let e = self.element(elem)?;
         self.check_new(node)?;
         let (parent, side) = self.resolve(place)?;
-        let m = self.register(node, ts, parent, side, e, false);
+        let (m, _) = self.register(node, ts, parent, side, e, false);
         if !make_current {
             return Ok(VisibleChange::None);
         }

@@ -18,7 +18,11 @@ impl Sequence {
 
     /// The visible index of a visible node.
     pub(super) fn visible_index(&self, n: u32) -> usize {
-        let (c, off) = self.locate(n);
+        self.visible_index_at(self.locate(n))
+    }
+
+    /// The visible index of the visible node at offset `off` of chunk `c`.
+    pub(super) fn visible_index_at(&self, (c, off): (usize, usize)) -> usize {
         let chunk = &self.chunks[c];
         let before = chunk.entries[..off]
             .iter()
@@ -132,7 +136,9 @@ impl Sequence {
         }
     }
 
-    pub(super) fn split(&mut self, c: usize) {
+    /// Splits chunk `c` in two; the second half, from the returned offset on, is the new last
+    /// chunk.
+    pub(super) fn split(&mut self, c: usize) -> usize {
         let half = self.chunks[c].entries.len() / 2;
         let tail = self.chunks[c].entries.split_off(half);
         let new = self.chunks.len() as u32;
@@ -152,6 +158,7 @@ impl Sequence {
         self.renumber_from(pos + 1);
         self.rebuild_fenwick();
         self.log(Undo::Split);
+        half
     }
 
     pub(super) fn unsplit_last(&mut self) {

@@ -88,7 +88,8 @@ impl Sequence {
         }
     }
 
-    /// Adds a validated node to the tree and the document order; returns its index.
+    /// Adds a validated node to the tree and the document order; returns its index and where
+    /// it is in the order (chunk, offset), which its caller would otherwise search for.
     pub(super) fn register(
         &mut self,
         id: OpId,
@@ -97,7 +98,7 @@ impl Sequence {
         side: Side,
         elem: u32,
         visible: bool,
-    ) -> u32 {
+    ) -> (u32, (usize, usize)) {
         let m = self.nodes.len() as u32;
         let key = (ts, id);
         let slot = slot(side);
@@ -136,17 +137,19 @@ impl Sequence {
         }
         self.ids.insert(id, m);
         let entry = if visible { m | VISIBLE_BIT } else { m };
-        self.chunks[c]
-            .entries
-            .insert(off + usize::from(after), entry);
+        let off = off + usize::from(after);
+        self.chunks[c].entries.insert(off, entry);
         if visible {
             self.count(c, true);
         }
         self.log(Undo::Node);
         if self.chunks[c].entries.len() > self.chunk_max as usize {
-            self.split(c);
+            let half = self.split(c);
+            if off >= half {
+                return (m, (self.chunks.len() - 1, off - half));
+            }
         }
-        m
+        (m, (c, off))
     }
 
     /// Undoes the registration of the last node; by LIFO it has no children and is not current
