@@ -377,12 +377,16 @@ impl Sequence {
         if index > len {
             return None;
         }
-        let lo = if index == 0 {
-            ROOT
-        } else {
-            self.visible_node(index - 1)
-        };
-        let ro = (index < len).then(|| self.visible_node(index));
+        if index == 0 {
+            let ro = (len > 0).then(|| self.visible_node(0));
+            return Some(self.place_between(ROOT, ro, NIL));
+        }
+        let at = self.nth_visible(index - 1);
+        let lo = self.entry_node(at);
+        // The right neighbour is usually further along the same chunk: a scan from `lo`
+        // instead of a second search from the top.
+        let ro = (index < len)
+            .then(|| (self.visible_after(at)).unwrap_or_else(|| self.visible_node(index)));
         Some(self.place_between(lo, ro, NIL))
     }
 

@@ -54,8 +54,19 @@ impl Sequence {
 
     /// The node of the element at a visible index (which must be in range).
     pub(super) fn visible_node(&self, index: usize) -> u32 {
-        let (c, off) = self.nth_visible(index);
+        self.entry_node(self.nth_visible(index))
+    }
+
+    /// The node at offset `off` of chunk `c`.
+    pub(super) fn entry_node(&self, (c, off): (usize, usize)) -> u32 {
         self.chunks[c].entries[off] & !VISIBLE_BIT
+    }
+
+    /// The first visible node after offset `off` in chunk `c`, if that chunk has one.
+    pub(super) fn visible_after(&self, (c, off): (usize, usize)) -> Option<u32> {
+        let rest = &self.chunks[c].entries[off + 1..];
+        let entry = rest.iter().find(|&&entry| entry & VISIBLE_BIT != 0)?;
+        Some(entry & !VISIBLE_BIT)
     }
 
     pub(super) fn set_visible(&mut self, n: u32, visible: bool) {
