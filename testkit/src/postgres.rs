@@ -84,9 +84,11 @@ impl TempPostgres {
             match pg.start_server() {
                 Ok(()) => return Ok(pg),
                 // Another program may have bound the port between the probe and the start; a
-                // later `port` line overrides the earlier one.
+                // later `port` line overrides the earlier one. A postmaster that was only slow
+                // to start would hold the data folder against the next try, so it is stopped.
                 Err(_) if attempts < START_ATTEMPTS => {
                     attempts += 1;
+                    let _ = pg.stop();
                     pg.port = free_port()?;
                     pg.append_conf(&format!("port = {}\n", pg.port))?;
                 }
@@ -175,8 +177,8 @@ impl TempPostgres {
         .map_err(|PostgresUnavailable(e)| {
             // pg_ctl only says to look at the log; the reason is in its last lines.
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(LOG_TAIL_LINES).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
             PostgresUnavailable(format!(
                 "{e}\nport {}, {}:\n{}",
                 self.port,
