@@ -6,7 +6,6 @@ use super::ids::{ClientVersion, Digest, Key, PeerId, ServerVersion, Timestamp};
 use super::instruction::{Fate, Instruction, Op};
 use super::value::ObjKey;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 
 /// The instructions of one write transaction and where they came from.
 ///
@@ -109,13 +108,7 @@ impl Changeset {
                 d.bytes(obj.ty.as_bytes());
                 // The key as rendered, without allocating for the usual int and string keys.
                 match &obj.key {
-                    ObjKey::Int(i) => {
-                        let mut buf = [0u8; 20];
-                        let mut rest = &mut buf[..];
-                        write!(rest, "{i}").expect("an i64 has at most 20 characters");
-                        let used = 20 - rest.len();
-                        d.bytes(&buf[..used]);
-                    }
+                    ObjKey::Int(i) => d.bytes(itoa::Buffer::new().format(*i).as_bytes()),
                     ObjKey::String(s) => d.bytes(s.as_bytes()),
                     other => d.bytes(other.render().as_bytes()),
                 }
