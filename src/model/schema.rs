@@ -13,6 +13,7 @@ use hashbrown::DefaultHashBuilder;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// A type or property name. Cheap to clone.
@@ -430,7 +431,53 @@ impl ObjectType {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     types: IndexMap<Name, ObjectType, DefaultHashBuilder>,
+    /// The last type [`Schema::lookup`] found.
+    #[serde(skip)]
+    hint: Hint,
 }
+
+/// A position in an indexed map that a lookup by name tries before hashing the name: the
+/// instructions of a changeset come in runs on one type and property, so the last position
+/// found is usually the next one wanted. A lookup checks the name at the hinted position, so a
+/// stale hint (after a rollback shrank the map, or a clone) costs one comparison and is never
+/// wrong. A relaxed atomic rather than a `Cell`, so that what holds one stays `Sync`; it carries
+/// no state a reader could observe, so it compares equal to every other hint.
+#[derive(Debug, Default)]
+pub(crate) struct Hint(AtomicU32);
+
+impl Hint {
+    /// Looks `name` up in `map`, trying the hinted position first; returns its position and
+    /// value, and remembers the position.
+    pub(crate) fn find<'m, V>(
+        &self,
+        map: &'m IndexMap<Name, V, DefaultHashBuilder>,
+        name: &str,
+    ) -> Option<(usize, &'m V)> {
+        let at = self.0.load(Relaxed) as usize;
+        if let Some((k, v)) = map.get_index(at) {
+            if **k == *name {
+                return Some((at, v));
+            }
+        }
+        let (at, _, v) = map.get_full(name)?;
+        self.0.store(at as u32, Relaxed);
+        Some((at, v))
+    }
+}
+
+impl Clone for Hint {
+    fn clone(&self) -> Hint {
+        Hint(AtomicU32::new(self.0.load(Relaxed)))
+    }
+}
+
+impl PartialEq for Hint {
+    fn eq(&self, _: &Hint) -> bool {
+        true
+    }
+}
+
+impl Eq for Hint {}
 
 impl Schema {
     /// An empty schema.
@@ -457,9 +504,8 @@ impl Schema {
 
     /// The type with this name and its position in [`Schema::types`].
     pub(crate) fn lookup(&self, ty: &str) -> Result<(usize, &ObjectType), Error> {
-        self.types
-            .get_full(ty)
-            .map(|(i, _, t)| (i, t))
+        self.hint
+            .find(&self.types, ty)
             .ok_or_else(|| Error::UnknownType { ty: ty.into() })
     }
 
@@ -636,5 +682,44 @@ impl Schema {
         if let Some((_, t)) = self.types.get_index_mut(index) {
             t.properties.truncate(len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(name: &str) -> ObjectType {
+        let id = Property::new("id", PropType::parse("int").expect("type"));
+        ObjectType::new(name, Some("id"), [id]).expect("type")
+    }
+
+    /// A lookup finds the type by name whatever its hint holds: the last type found, another
+    /// type, or a position past the end after a rollback removed the type it pointed at.
+    #[test]
+    fn a_hinted_lookup_is_a_lookup() {
+        let mut schema = Schema::new();
+        for name in ["A", "B", "C"] {
+            schema.add_type(&ty(name)).expect("adds");
+        }
+        let find = |s: &Schema, name: &str| s.lookup(name).map(|(i, t)| (i, t.name.clone()));
+        for name in ["A", "A", "C", "B", "A", "C", "C"] {
+            let (i, found) = find(&schema, name).expect("found");
+            assert_eq!(&*found, name);
+            assert_eq!(Some(i), schema.index_of(name));
+        }
+        assert_eq!(find(&schema, "C").expect("found").0, 2);
+        schema.pop_last();
+        assert!(matches!(find(&schema, "C"), Err(Error::UnknownType { .. })));
+        assert_eq!(find(&schema, "B").expect("found").0, 1);
+        schema.add_type(&ty("D")).expect("adds");
+        assert_eq!(find(&schema, "D").expect("found").0, 2);
+        assert_eq!(find(&schema, "A").expect("found").0, 0);
+        assert!(matches!(find(&schema, "E"), Err(Error::UnknownType { .. })));
+        assert_eq!(
+            schema.clone(),
+            schema,
+            "the hint is not part of a schema's value"
+        );
     }
 }

@@ -11,7 +11,8 @@ mod undo;
 
 use super::{Store, Unlinked};
 use crate::model::{
-    Error, Name, ObjKey, ObjRef, ObjectType, PropRef, PropType, Property, ScalarKind, Schema, Value,
+    Error, Hint, Name, ObjKey, ObjRef, ObjectType, PropRef, PropType, Property, ScalarKind, Schema,
+    Value,
 };
 use chunked::Chunked;
 use indexmap::IndexMap;
@@ -76,6 +77,8 @@ pub struct MemoryStore {
     tables: Vec<Table>,
     undo: Vec<Undo>,
     marks: Vec<usize>,
+    /// The slot of the last property resolved, whatever its type.
+    prop_hint: Hint,
 }
 
 impl Clone for MemoryStore {
@@ -86,6 +89,7 @@ impl Clone for MemoryStore {
             tables: self.tables.clone(),
             undo: Vec::new(),
             marks: Vec::new(),
+            prop_hint: Hint::default(),
         }
     }
 }
@@ -118,13 +122,12 @@ impl MemoryStore {
         prop: &str,
     ) -> Result<(usize, usize, &ObjectType, &PropType), Error> {
         let (t, def) = self.schema.lookup(ty)?;
-        let (slot, _, pt) =
-            def.properties
-                .get_full(prop)
-                .ok_or_else(|| Error::UnknownProperty {
-                    ty: def.name.clone(),
-                    prop: prop.into(),
-                })?;
+        let (slot, pt) = (self.prop_hint)
+            .find(&def.properties, prop)
+            .ok_or_else(|| Error::UnknownProperty {
+                ty: def.name.clone(),
+                prop: prop.into(),
+            })?;
         Ok((t, slot, def, pt))
     }
 
