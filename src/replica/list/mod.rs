@@ -208,6 +208,10 @@ pub struct Sequence {
     visible: u32,
     /// [`CHUNK_MAX`], except in tests that want many chunks in small lists.
     chunk_max: u32,
+    /// Where in its chunk the last node of the arena went when it was registered: typing
+    /// registers each node right after the one before, and erases what it just typed, so
+    /// [`Sequence::locate`] checks this offset before scanning the chunk.
+    last_off: u32,
     /// The undo log, while recording.
     undo: Option<Box<UndoLog>>,
 }
@@ -281,6 +285,7 @@ impl Sequence {
             fenwick: vec![0; 2],
             visible: 0,
             chunk_max: CHUNK_MAX as u32,
+            last_off: 0,
             undo: None,
         }
     }

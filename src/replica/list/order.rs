@@ -8,9 +8,16 @@ impl Sequence {
     /// The chunk holding node `n` and its offset there.
     pub(super) fn locate(&self, n: u32) -> (usize, usize) {
         let c = self.node(n).chunk as usize;
-        let off = self.chunks[c]
-            .entries
-            .iter()
+        let entries = &self.chunks[c].entries;
+        // A node is once in the order, so finding it at the hinted offset is finding it.
+        let hint = self.last_off as usize;
+        if entries
+            .get(hint)
+            .is_some_and(|&entry| entry & !VISIBLE_BIT == n)
+        {
+            return (c, hint);
+        }
+        let off = (entries.iter())
             .position(|&entry| entry & !VISIBLE_BIT == n)
             .expect("a node is in the chunk it records");
         (c, off)

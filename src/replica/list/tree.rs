@@ -143,13 +143,18 @@ impl Sequence {
             self.count(c, true);
         }
         self.log(Undo::Node);
-        if self.chunks[c].entries.len() > self.chunk_max as usize {
-            let half = self.split(c);
-            if off >= half {
-                return (m, (self.chunks.len() - 1, off - half));
+        let at = match self.chunks[c].entries.len() > self.chunk_max as usize {
+            true => {
+                let half = self.split(c);
+                match off >= half {
+                    true => (self.chunks.len() - 1, off - half),
+                    false => (c, off),
+                }
             }
-        }
-        (m, (c, off))
+            false => (c, off),
+        };
+        self.last_off = at.1 as u32;
+        (m, at)
     }
 
     /// Undoes the registration of the last node; by LIFO it has no children and is not current

@@ -116,9 +116,10 @@ fn check(s: &Sequence) {
         assert_eq!(chunk.pos as usize, pos);
         assert!(!chunk.entries.is_empty() && chunk.entries.len() <= s.chunk_max as usize);
         let mut visible = 0;
-        for &entry in &chunk.entries {
+        for (off, &entry) in chunk.entries.iter().enumerate() {
             let n = entry & !VISIBLE_BIT;
             assert_eq!(s.node(n).chunk, c);
+            assert_eq!(s.locate(n), (c as usize, off));
             let shown = s
                 .elems
                 .get(s.node(n).elem as usize)
@@ -134,6 +135,14 @@ fn check(s: &Sequence) {
     let mut rebuilt = s.clone();
     rebuilt.rebuild_fenwick();
     assert_eq!(s.fenwick, rebuilt.fenwick);
+    // `locate` finds the last node whatever offset its hint holds.
+    let last = s.nodes.len() as u32 - 1;
+    let at = s.locate(last);
+    let mut hinted = s.clone();
+    for hint in 0..=s.chunk_max + 1 {
+        hinted.last_off = hint;
+        assert_eq!(hinted.locate(last), at);
+    }
     for (i, elem) in s.visible().enumerate() {
         assert_eq!(s.index_of(elem), Some(i));
         assert_eq!(s.elem_at(i), Some(elem));
