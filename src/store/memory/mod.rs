@@ -1,10 +1,10 @@
 //! `MemoryStore`: an in-memory [`Store`].
 //!
-//! Objects live in one hash-indexed table per type, each object as its property slots in schema
-//! order, held in the table's entry itself up to four. Atomic units are implemented with an undo
-//! log: while a unit is open every change records how to reverse itself, and rolling back replays
-//! those records backwards, so a failed changeset leaves the store exactly as it was (object
-//! order included).
+//! Objects live in one table per type: the objects' keys in a hash-indexed set, whose positions
+//! are the rows of one column per property (schema order). Atomic units are implemented with an
+//! undo log: while a unit is open every change records how to reverse itself, and rolling back
+//! replays those records backwards, so a failed changeset leaves the store exactly as it was
+//! (object order included).
 
 mod chunked;
 mod undo;
@@ -15,15 +15,14 @@ use crate::model::{
     Value,
 };
 use chunked::Chunked;
-use indexmap::IndexMap;
-use smallvec::SmallVec;
+use indexmap::IndexSet;
 use undo::Undo;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Slot {
     Value(Value),
-    /// Boxed so that a slot is no larger than a value: most slots hold values, and an object's
-    /// slots sit inline in its table entry.
+    /// Boxed so that a slot is no larger than a value: most slots hold values, and a column is
+    /// a vector of slots.
     List(Box<Chunked>),
 }
 
@@ -37,17 +36,30 @@ impl Slot {
     }
 }
 
-/// An object's property slots, in schema order. Inline up to four: creating an object of a type
-/// with at most four properties and no list is then one write into its table rather than an
-/// allocation of its own, and reading a property does not leave the table's memory (most types
-/// have few properties; a type with more spends the inline room and allocates as before).
-type Slots = SmallVec<[Slot; 4]>;
-
-type Objects = IndexMap<ObjKey, Slots, hashbrown::DefaultHashBuilder>;
-
+/// The objects of one type, by columns: an object's row is its key's position in `keys`, and
+/// `columns` holds one slot per row for each property, in schema order. A key costs its hash
+/// entry and nothing more, so growing a large table moves 32 bytes per object rather than the
+/// object's every slot (with the slots held in the key's entry, an entry was 176 bytes, and
+/// moving and rehashing entries was a quarter of the time to integrate many new objects).
+/// Deleting swaps the last row into the freed one, in the keys and in every column alike.
 #[derive(Clone, Debug, Default)]
 struct Table {
-    objects: Objects,
+    keys: IndexSet<ObjKey, hashbrown::DefaultHashBuilder>,
+    columns: Vec<Vec<Slot>>,
+}
+
+impl Table {
+    /// The slot of property `slot` at `row`, if both exist.
+    fn at(&mut self, row: usize, slot: usize) -> Option<&mut Slot> {
+        self.columns.get_mut(slot)?.get_mut(row)
+    }
+
+    /// Removes the object at `row`, moving the last one there; returns its slots.
+    fn swap_remove_row(&mut self, row: usize) -> Vec<Slot> {
+        (self.columns.iter_mut())
+            .map(|column| column.swap_remove(row))
+            .collect()
+    }
 }
 
 /// An in-memory store. See the module documentation.
@@ -136,17 +148,24 @@ impl MemoryStore {
         Ok(&self.tables[t])
     }
 
-    fn slots(&self, t: usize, ty: &str, key: &ObjKey) -> Result<&Slots, Error> {
-        self.tables[t]
-            .objects
-            .get(key)
+    /// An object's slot for the property at `slot` of the type at `t`.
+    fn slot(&self, t: usize, ty: &str, key: &ObjKey, slot: usize) -> Result<&Slot, Error> {
+        let table = &self.tables[t];
+        (table.keys.get_index_of(key))
+            .and_then(|row| table.columns.get(slot)?.get(row))
             .ok_or_else(|| Error::missing(ty, key))
     }
 
-    fn slots_mut(&mut self, t: usize, ty: &str, key: &ObjKey) -> Result<&mut Slots, Error> {
-        self.tables[t]
-            .objects
-            .get_mut(key)
+    fn slot_mut(
+        &mut self,
+        t: usize,
+        ty: &str,
+        key: &ObjKey,
+        slot: usize,
+    ) -> Result<&mut Slot, Error> {
+        let table = &mut self.tables[t];
+        (table.keys.get_index_of(key))
+            .and_then(|row| table.at(row, slot))
             .ok_or_else(|| Error::missing(ty, key))
     }
 
@@ -212,22 +231,22 @@ impl MemoryStore {
         key: &ObjKey,
         slot: usize,
     ) -> Result<&mut Chunked, Error> {
-        match self.slots_mut(t, ty, key)?.get_mut(slot) {
-            Some(Slot::List(l)) => Ok(l),
-            _ => Err(Error::missing(ty, key)),
+        match self.slot_mut(t, ty, key, slot)? {
+            Slot::List(l) => Ok(l),
+            Slot::Value(_) => Err(Error::missing(ty, key)),
         }
     }
 
     fn list_ref(&self, ty: &str, key: &ObjKey, prop: &str) -> Result<&Chunked, Error> {
         let (t, slot, _, _) = self.list_prop(ty, prop)?;
-        match self.slots(t, ty, key)?.get(slot) {
-            Some(Slot::List(l)) => Ok(l),
-            _ => Err(Error::missing(ty, key)),
+        match self.slot(t, ty, key, slot)? {
+            Slot::List(l) => Ok(l),
+            Slot::Value(_) => Err(Error::missing(ty, key)),
         }
     }
 
-    /// Gives every object of the type at `t` slots for the new properties (and the type a
-    /// table if it is new).
+    /// Gives the type at `t` columns for the new properties, a default slot for each of its
+    /// objects (and the type a table if it is new).
     fn grow(&mut self, t: usize, new: &[Property], prev_len: usize, created: bool) {
         if created {
             self.tables.push(Table::default());
@@ -236,9 +255,11 @@ impl MemoryStore {
             self.log(Undo::AddedProps { t, prev_len });
         }
         if let Some(table) = self.tables.get_mut(t) {
-            for slots in table.objects.values_mut() {
-                slots.extend(new.iter().map(|p| Slot::default_for(&p.ty)));
-            }
+            let rows = table.keys.len();
+            (table.columns).extend(
+                new.iter()
+                    .map(|p| (0..rows).map(|_| Slot::default_for(&p.ty)).collect()),
+            );
         }
     }
 }
@@ -273,29 +294,22 @@ impl Store for MemoryStore {
     }
 
     fn exists(&self, ty: &str, key: &ObjKey) -> Result<bool, Error> {
-        Ok(self.table(ty)?.objects.contains_key(key))
+        Ok(self.table(ty)?.keys.contains(key))
     }
 
     fn create(&mut self, ty: &str, key: &ObjKey) -> Result<bool, Error> {
         let (t, def) = self.schema.lookup(ty)?;
         def.check_key(key)?;
-        match self.tables[t].objects.entry(key.clone()) {
-            indexmap::map::Entry::Occupied(_) => return Ok(false),
-            indexmap::map::Entry::Vacant(v) => {
-                let pk = def.primary_key.as_deref();
-                v.insert(
-                    def.properties
-                        .iter()
-                        .map(|(name, pt)| {
-                            if pk == Some(&**name) {
-                                Slot::Value(def.key_value(key))
-                            } else {
-                                Slot::default_for(pt)
-                            }
-                        })
-                        .collect(),
-                );
-            }
+        let table = &mut self.tables[t];
+        if !table.keys.insert(key.clone()) {
+            return Ok(false);
+        }
+        let pk = def.primary_key.as_deref();
+        for ((name, pt), column) in def.properties.iter().zip(&mut table.columns) {
+            column.push(match pk == Some(&**name) {
+                true => Slot::Value(def.key_value(key)),
+                false => Slot::default_for(pt),
+            });
         }
         self.log(Undo::Created {
             t,
@@ -306,7 +320,7 @@ impl Store for MemoryStore {
 
     fn delete(&mut self, ty: &str, key: &ObjKey) -> Result<Vec<Unlinked>, Error> {
         let (t, _) = self.schema.lookup(ty)?;
-        if !self.tables[t].objects.contains_key(key) {
+        if !self.tables[t].keys.contains(key) {
             return Err(Error::missing(ty, key));
         }
         let target = Value::Link(key.clone());
@@ -327,11 +341,12 @@ impl Store for MemoryStore {
         let mut unlinked = Vec::new();
         let mut undo = Vec::new();
         for (lt, lty, slot, prop, is_list) in linking {
-            for (okey, slots) in self.tables[lt].objects.iter_mut() {
+            let Table { keys, columns } = &mut self.tables[lt];
+            for (okey, cell) in keys.iter().zip(&mut columns[slot]) {
                 if lt == t && okey == key {
                     continue;
                 }
-                match &mut slots[slot] {
+                match cell {
                     Slot::Value(v) if !is_list && *v == target => {
                         let old = std::mem::replace(v, Value::Null);
                         undo.push(Undo::Set {
@@ -367,16 +382,17 @@ impl Store for MemoryStore {
                 }
             }
         }
-        let (index, k, slots) = self.tables[t]
-            .objects
+        let table = &mut self.tables[t];
+        let (index, k) = (table.keys)
             .swap_remove_full(key)
             .ok_or_else(|| Error::missing(ty, key))?;
+        let slots = table.swap_remove_row(index);
         if self.logging() {
             self.undo.extend(undo);
             self.undo.push(Undo::Deleted {
                 t,
                 key: k,
-                slots: Box::new(slots),
+                slots,
                 index,
             });
         }
@@ -391,17 +407,16 @@ impl Store for MemoryStore {
                 prop: prop.into(),
             });
         }
-        match self.slots(t, ty, key)?.get(slot) {
-            Some(Slot::Value(v)) => Ok(v.clone()),
-            _ => Err(Error::missing(ty, key)),
+        match self.slot(t, ty, key, slot)? {
+            Slot::Value(v) => Ok(v.clone()),
+            Slot::List(_) => Err(Error::missing(ty, key)),
         }
     }
 
     fn set(&mut self, ty: &str, key: &ObjKey, prop: &str, value: Value) -> Result<(), Error> {
         let (t, slot, def, pt) = self.scalar_prop(ty, prop)?;
         self.check_resolved(def, prop, pt, &value)?;
-        let slots = self.slots_mut(t, ty, key)?;
-        let old = std::mem::replace(&mut slots[slot], Slot::Value(value));
+        let old = std::mem::replace(self.slot_mut(t, ty, key, slot)?, Slot::Value(value));
         if let Slot::Value(old) = old {
             self.log(Undo::Set {
                 t,
@@ -421,8 +436,7 @@ impl Store for MemoryStore {
                 prop: prop.into(),
             });
         }
-        let slots = self.slots_mut(t, ty, key)?;
-        if let Slot::Value(Value::Int(v)) = &mut slots[slot] {
+        if let Slot::Value(Value::Int(v)) = self.slot_mut(t, ty, key, slot)? {
             let old = *v;
             *v = v.wrapping_add(delta);
             self.log(Undo::Set {
@@ -586,7 +600,7 @@ impl Store for MemoryStore {
     }
 
     fn objects(&self, ty: &str) -> Result<Vec<ObjKey>, Error> {
-        Ok(self.table(ty)?.objects.keys().cloned().collect())
+        Ok(self.table(ty)?.keys.iter().cloned().collect())
     }
 
     fn begin(&mut self) {

@@ -1,7 +1,7 @@
 //! The undo log of [`MemoryStore`]: how to reverse each change made while an atomic unit is
 //! open, and the reversal itself.
 
-use super::{Chunked, MemoryStore, Slot, Slots};
+use super::{Chunked, MemoryStore, Slot};
 use crate::model::{ObjKey, Value};
 
 /// How to reverse one change. Types are named by their position in the schema (and in
@@ -21,8 +21,8 @@ pub(super) enum Undo {
     Deleted {
         t: usize,
         key: ObjKey,
-        /// Boxed: deletions are rare, and every other record is half the size for it.
-        slots: Box<Slots>,
+        /// The object's slots, in schema order.
+        slots: Vec<Slot>,
         index: usize,
     },
     Set {
@@ -67,13 +67,15 @@ pub(super) enum Undo {
 }
 
 impl MemoryStore {
-    /// An object's slots during an undo, which only revisits objects it knows exist.
-    fn undo_slots(&mut self, t: usize, key: &ObjKey) -> Option<&mut Slots> {
-        self.tables.get_mut(t)?.objects.get_mut(key)
+    /// An object's slot during an undo, which only revisits objects it knows exist.
+    fn undo_slot(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Slot> {
+        let table = self.tables.get_mut(t)?;
+        let row = table.keys.get_index_of(key)?;
+        table.at(row, slot)
     }
 
     fn undo_list(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Chunked> {
-        match self.undo_slots(t, key)?.get_mut(slot) {
+        match self.undo_slot(t, key, slot) {
             Some(Slot::List(l)) => Some(&mut **l),
             _ => None,
         }
@@ -88,14 +90,14 @@ impl MemoryStore {
             Undo::AddedProps { t, prev_len } => {
                 self.schema.truncate_properties(t, prev_len);
                 if let Some(table) = self.tables.get_mut(t) {
-                    for slots in table.objects.values_mut() {
-                        slots.truncate(prev_len);
-                    }
+                    table.columns.truncate(prev_len);
                 }
             }
             Undo::Created { t, key } => {
                 if let Some(table) = self.tables.get_mut(t) {
-                    table.objects.swap_remove(&key);
+                    if let Some((row, _)) = table.keys.swap_remove_full(&key) {
+                        table.swap_remove_row(row);
+                    }
                 }
             }
             Undo::Deleted {
@@ -105,13 +107,17 @@ impl MemoryStore {
                 index,
             } => {
                 if let Some(table) = self.tables.get_mut(t) {
-                    let (last, _) = table.objects.insert_full(key, *slots);
-                    table.objects.swap_indices(index, last);
+                    let (last, _) = table.keys.insert_full(key);
+                    table.keys.swap_indices(index, last);
+                    for (column, slot) in table.columns.iter_mut().zip(slots) {
+                        column.push(slot);
+                        column.swap(index, last);
+                    }
                 }
             }
             Undo::Set { t, key, slot, old } => {
-                if let Some(slots) = self.undo_slots(t, &key) {
-                    slots[slot] = Slot::Value(old);
+                if let Some(cell) = self.undo_slot(t, &key, slot) {
+                    *cell = Slot::Value(old);
                 }
             }
             Undo::ListInserted {
