@@ -49,8 +49,13 @@ struct Table {
 }
 
 impl Table {
-    /// The slot of property `slot` at `row`, if both exist.
-    fn at(&mut self, row: usize, slot: usize) -> Option<&mut Slot> {
+    /// The object's slot for the property at `slot`, if both exist.
+    fn cell(&self, key: &ObjKey, slot: usize) -> Option<&Slot> {
+        self.columns.get(slot)?.get(self.keys.get_index_of(key)?)
+    }
+
+    fn cell_mut(&mut self, key: &ObjKey, slot: usize) -> Option<&mut Slot> {
+        let row = self.keys.get_index_of(key)?;
         self.columns.get_mut(slot)?.get_mut(row)
     }
 
@@ -150,10 +155,7 @@ impl MemoryStore {
 
     /// An object's slot for the property at `slot` of the type at `t`.
     fn slot(&self, t: usize, ty: &str, key: &ObjKey, slot: usize) -> Result<&Slot, Error> {
-        let table = &self.tables[t];
-        (table.keys.get_index_of(key))
-            .and_then(|row| table.columns.get(slot)?.get(row))
-            .ok_or_else(|| Error::missing(ty, key))
+        (self.tables[t].cell(key, slot)).ok_or_else(|| Error::missing(ty, key))
     }
 
     fn slot_mut(
@@ -163,10 +165,7 @@ impl MemoryStore {
         key: &ObjKey,
         slot: usize,
     ) -> Result<&mut Slot, Error> {
-        let table = &mut self.tables[t];
-        (table.keys.get_index_of(key))
-            .and_then(|row| table.at(row, slot))
-            .ok_or_else(|| Error::missing(ty, key))
+        (self.tables[t].cell_mut(key, slot)).ok_or_else(|| Error::missing(ty, key))
     }
 
     /// Checks a value for a property whose type and definition are resolved already (see

@@ -69,9 +69,7 @@ pub(super) enum Undo {
 impl MemoryStore {
     /// An object's slot during an undo, which only revisits objects it knows exist.
     fn undo_slot(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Slot> {
-        let table = self.tables.get_mut(t)?;
-        let row = table.keys.get_index_of(key)?;
-        table.at(row, slot)
+        self.tables.get_mut(t)?.cell_mut(key, slot)
     }
 
     fn undo_list(&mut self, t: usize, key: &ObjKey, slot: usize) -> Option<&mut Chunked> {
