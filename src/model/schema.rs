@@ -439,8 +439,8 @@ pub struct Schema {
 /// A position in an indexed map that a lookup by name tries before hashing the name: the
 /// instructions of a changeset come in runs on one type and property, so the last position
 /// found is usually the next one wanted. A lookup checks the name at the hinted position, so a
-/// stale hint (after a rollback shrank the map, or a clone) costs one comparison and is never
-/// wrong. A relaxed atomic rather than a `Cell`, so that what holds one stays `Sync`; it carries
+/// hint that points elsewhere (at another name, into another type's properties, or past a map a
+/// rollback shrank) costs one comparison and is never wrong. A relaxed atomic rather than a `Cell`, so that what holds one stays `Sync`; it carries
 /// no state a reader could observe, so it compares equal to every other hint.
 #[derive(Debug, Default)]
 pub(crate) struct Hint(AtomicU32);
