@@ -23,9 +23,9 @@ pub use ids::{
 };
 pub use instruction::{Fate, Instruction, Kind, ObjRef, Op, PropRef};
 pub use place::{Place, Side};
-pub(crate) use schema::Hint;
 pub use schema::{
     check_name, is_reserved, ElemType, Name, ObjectType, PropType, Properties, Property, Schema,
     MAX_NAME_LEN,
 };
+pub(crate) use schema::{Hint, Repeats};
 pub use value::{ObjKey, ObjectId, ScalarKind, Value};

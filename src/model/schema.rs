@@ -264,7 +264,10 @@ impl Property {
 }
 
 /// An object type: its name, its properties and (usually) its primary key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Two definitions are equal when they name the same type, primary key and properties, in any
+/// order.
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct ObjectType {
     /// The type name.
     pub name: Name,
@@ -273,6 +276,24 @@ pub struct ObjectType {
     pub primary_key: Option<Name>,
     /// The properties in declaration order (the primary key included).
     pub properties: Properties,
+}
+
+impl PartialEq for ObjectType {
+    fn eq(&self, other: &ObjectType) -> bool {
+        // A definition is nearly always compared with one declared in the same order (every
+        // device of an app declares its schema alike): the pairwise walk settles that without
+        // a lookup per property, and only a different order falls back to the map comparison.
+        self.name == other.name
+            && self.primary_key == other.primary_key
+            && (self.properties.iter().eq(&other.properties) || self.properties == other.properties)
+    }
+}
+
+/// What [`ObjectType::build`] makes of a property declared twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Repeats {
+    Fold,
+    Refuse,
 }
 
 impl ObjectType {
@@ -299,22 +320,40 @@ impl ObjectType {
         primary_key: Option<&str>,
         properties: impl IntoIterator<Item = Property>,
     ) -> Result<ObjectType, Error> {
-        check_name(name)?;
+        ObjectType::build(
+            name.into(),
+            primary_key.map(Name::from),
+            properties,
+            Repeats::Fold,
+        )
+    }
+
+    /// [`ObjectType::new`] from names already shared (a decoder's), with the choice of what a
+    /// property declared twice means: `Fold` takes an identical repeat as one declaration, as
+    /// a hand-written definition may; `Refuse` refuses any repeat, as the wire format must, or
+    /// one definition would have two encodings.
+    pub(crate) fn build(
+        name: Name,
+        primary_key: Option<Name>,
+        properties: impl IntoIterator<Item = Property>,
+        repeats: Repeats,
+    ) -> Result<ObjectType, Error> {
+        check_name(&name)?;
         let mut map = Properties::default();
         for p in properties {
             check_name(&p.name)?;
             if let Some(previous) = map.insert(p.name.clone(), p.ty.clone()) {
-                if previous != p.ty {
+                if previous != p.ty || repeats == Repeats::Refuse {
                     return Err(Error::SchemaMismatch {
-                        ty: name.into(),
+                        ty: name,
                         conflict: SchemaConflict::DeclaredTwice { prop: p.name },
                     });
                 }
             }
         }
         let def = ObjectType {
-            name: name.into(),
-            primary_key: primary_key.map(Name::from),
+            name,
+            primary_key,
             properties: map,
         };
         def.check_primary_key()?;
@@ -540,6 +579,11 @@ impl Schema {
     /// `Ok(Some(new_properties))` if the type is new (all its properties) or gains properties, and
     /// an error if it conflicts with the existing definition.
     pub fn plan_add_type(&self, def: &ObjectType) -> Result<Option<Vec<Property>>, Error> {
+        // The common case, every device defining the schema it already has: an existing type
+        // passed every check below.
+        if self.types.get(&def.name) == Some(def) {
+            return Ok(None);
+        }
         check_name(&def.name)?;
         def.check_primary_key()?;
         match self.types.get(&def.name) {
@@ -692,6 +736,44 @@ mod tests {
     fn ty(name: &str) -> ObjectType {
         let id = Property::new("id", PropType::parse("int").expect("type"));
         ObjectType::new(name, Some("id"), [id]).expect("type")
+    }
+
+    /// Property order carries no meaning: definitions in either order are equal, define the
+    /// same type, and redefining a type identically (in any order) changes nothing, while a
+    /// definition that differs in one property type is neither equal nor accepted.
+    #[test]
+    fn definitions_compare_as_sets_of_properties() {
+        let p = |n: &str, t: &str| Property::new(n, PropType::parse(t).expect("type"));
+        let ab = ObjectType::new(
+            "T",
+            Some("id"),
+            [p("id", "int"), p("a", "string"), p("b", "int")],
+        )
+        .expect("type");
+        let ba = ObjectType::new(
+            "T",
+            Some("id"),
+            [p("b", "int"), p("id", "int"), p("a", "string")],
+        )
+        .expect("type");
+        let other = ObjectType::new(
+            "T",
+            Some("id"),
+            [p("id", "int"), p("a", "string"), p("b", "double")],
+        )
+        .expect("type");
+        let fewer =
+            ObjectType::new("T", Some("id"), [p("id", "int"), p("a", "string")]).expect("type");
+        assert_eq!(ab, ba);
+        assert_ne!(ab, other);
+        assert_ne!(ab, fewer);
+        assert_ne!(fewer, ab);
+        let mut schema = Schema::new();
+        assert_eq!(schema.add_type(&ab).expect("new").len(), 3);
+        assert_eq!(schema.plan_add_type(&ab), Ok(None));
+        assert_eq!(schema.plan_add_type(&ba), Ok(None));
+        assert!(schema.plan_add_type(&other).is_err());
+        assert_eq!(schema.plan_add_type(&fewer), Ok(None));
     }
 
     /// A lookup finds the type by name whatever its hint holds: the last type found, another

@@ -4,7 +4,7 @@
 use super::*;
 use crate::model::{
     Decimal128, DecimalError, ElemType, Error, Instruction, Name, ObjKey, ObjRef, ObjectId,
-    ObjectType, Op, OpId, Place, PropType, Property, SchemaConflict, Side, Value,
+    ObjectType, Op, OpId, Place, PropType, Property, Repeats, Side, Value,
 };
 use std::sync::Arc;
 
@@ -163,22 +163,7 @@ impl Reader<'_> {
             offset: start,
             source: Box::new(e),
         };
-        let def =
-            ObjectType::new(&name, pk.as_deref(), properties.iter().cloned()).map_err(invalid)?;
-        // ObjectType::new folds an identical repeated property into one; the encoder never
-        // writes one, and accepting it would give one changeset two encodings.
-        if let Some((_, dup)) = properties
-            .iter()
-            .enumerate()
-            .find(|(i, p)| def.properties.get_index_of(&p.name) != Some(*i))
-        {
-            return Err(invalid(Error::SchemaMismatch {
-                ty: name,
-                conflict: SchemaConflict::DeclaredTwice {
-                    prop: dup.name.clone(),
-                },
-            }));
-        }
+        let def = ObjectType::build(name, pk, properties, Repeats::Refuse).map_err(invalid)?;
         Ok(def)
     }
 
