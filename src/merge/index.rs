@@ -65,6 +65,16 @@ impl Spans {
         Spans(spans)
     }
 
+    /// The spans of a side that names no engine id.
+    pub(super) fn none() -> Spans {
+        Spans(Vec::new())
+    }
+
+    /// Whether the side names no engine id.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether a touch of the other side can meet one of this side's.
     pub(super) fn may_meet(&self, t: Touch<'_>) -> bool {
         let Some(ObjKey::Engine(id)) = t.key() else {

@@ -339,7 +339,9 @@ impl ObjectType {
         repeats: Repeats,
     ) -> Result<ObjectType, Error> {
         check_name(&name)?;
-        let mut map = Properties::default();
+        let properties = properties.into_iter();
+        let mut map =
+            Properties::with_capacity_and_hasher(properties.size_hint().0, Default::default());
         for p in properties {
             check_name(&p.name)?;
             if let Some(previous) = map.insert(p.name.clone(), p.ty.clone()) {
