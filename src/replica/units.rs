@@ -87,6 +87,14 @@ impl<S: Store> Replica<S> {
         };
         // A list the enclosing unit had opened merges this unit's changes into its own; a list
         // it had not is handed over, so the enclosing unit can undo what happened here.
+        if parent.is_empty() {
+            // Every list is handed over: the enclosing unit takes the set as it is, without
+            // hashing each list's names again (a writer's instruction is a unit nested in its
+            // transaction, which has touched nothing before its first instruction).
+            std::mem::swap(parent, &mut touched);
+            units.recycle(touched);
+            return;
+        }
         let mut merged = HashSet::new();
         for key in touched.drain() {
             if parent.contains(&key) {
