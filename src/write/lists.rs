@@ -4,17 +4,25 @@
 //! other concurrent edits put them in the same place.
 
 use super::Transaction;
-use crate::model::{Error, Instruction, Name, ObjKey, ObjRef, OpId, Place, Value};
+use crate::model::{Error, Instruction, Name, ObjKey, ObjRef, OpId, Place, PropType, Value};
 use crate::replica::{ListAt, Sequence};
 use crate::store::Store;
 
 impl<S: Store> Transaction<'_, S> {
-    /// The existing object `ty[key]` and the schema's name of its list property `prop`.
-    fn list_of(&self, ty: &str, key: ObjKey, prop: &str) -> Result<(ObjRef, Name), Error> {
-        let obj = self.existing(ty, key)?;
-        let prop = self.prop(&obj, prop)?;
-        self.store().list_len(&obj.ty, &obj.key, &prop)?;
-        Ok((obj, prop))
+    /// The existing object `ty[key]`, the schema's name of its list property `prop`, and the
+    /// property's type.
+    fn list_of(
+        &self,
+        ty: &str,
+        key: ObjKey,
+        prop: &str,
+    ) -> Result<(ObjRef, Name, &PropType), Error> {
+        let (obj, prop, pt) = self.field(ty, key, prop)?;
+        // The schema says what the store would: a list property's slot always holds a list.
+        if !pt.list {
+            return Err(Error::NotAList { ty: obj.ty, prop });
+        }
+        Ok((obj, prop, pt))
     }
 
     /// The list's merge metadata (`None` while it never held an element).
@@ -62,8 +70,8 @@ impl<S: Store> Transaction<'_, S> {
         index: usize,
         value: impl Into<Value>,
     ) -> Result<(), Error> {
-        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
-        let value = self.value_for(&obj, &prop, value.into());
+        let (obj, prop, pt) = self.list_of(ty, key.into(), prop)?;
+        let value = Self::value_for(pt, value.into());
         let place = match self.sequence(&obj, &prop) {
             Some(seq) => seq.place_insert(index),
             None => (index == 0).then(Place::root),
@@ -95,9 +103,9 @@ impl<S: Store> Transaction<'_, S> {
         index: usize,
         value: impl Into<Value>,
     ) -> Result<(), Error> {
-        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let (obj, prop, pt) = self.list_of(ty, key.into(), prop)?;
+        let value = Self::value_for(pt, value.into());
         let elem = self.elem_at(&obj, &prop, index)?;
-        let value = self.value_for(&obj, &prop, value.into());
         self.write(Instruction::ListSet {
             obj,
             prop,
@@ -115,7 +123,7 @@ impl<S: Store> Transaction<'_, S> {
         prop: &str,
         index: usize,
     ) -> Result<(), Error> {
-        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let (obj, prop, _) = self.list_of(ty, key.into(), prop)?;
         let elem = self.elem_at(&obj, &prop, index)?;
         self.write(Instruction::ListErase {
             obj,
@@ -134,7 +142,7 @@ impl<S: Store> Transaction<'_, S> {
         from: usize,
         to: usize,
     ) -> Result<(), Error> {
-        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let (obj, prop, _) = self.list_of(ty, key.into(), prop)?;
         let elem = self.elem_at(&obj, &prop, from)?;
         self.elem_at(&obj, &prop, to)?;
         let place = (self.sequence(&obj, &prop))
@@ -161,7 +169,7 @@ impl<S: Store> Transaction<'_, S> {
         key: impl Into<ObjKey>,
         prop: &str,
     ) -> Result<(), Error> {
-        let (obj, prop) = self.list_of(ty, key.into(), prop)?;
+        let (obj, prop, _) = self.list_of(ty, key.into(), prop)?;
         self.write(Instruction::ListClear { obj, prop })
     }
 }

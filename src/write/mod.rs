@@ -15,8 +15,8 @@
 mod lists;
 
 use crate::model::{
-    is_reserved, Changeset, Error, Instruction, Name, ObjKey, ObjRef, ObjectType, Op, Property,
-    Timestamp, Value,
+    is_reserved, Changeset, Error, Instruction, Name, ObjKey, ObjRef, ObjectType, Op, PropType,
+    Property, Timestamp, Value,
 };
 use crate::replica::Replica;
 use crate::store::Store;
@@ -153,43 +153,50 @@ impl<S: Store> Transaction<'_, S> {
         self.write(Instruction::AddProperties { ty, properties })
     }
 
-    /// The object `ty[key]`, with the schema's name for the type, if the key fits the type.
-    fn obj(&self, ty: &str, key: ObjKey) -> Result<ObjRef, Error> {
+    /// The object `ty[key]`, with the schema's name for the type, if the key fits the type; and
+    /// the type's definition.
+    fn obj_def(&self, ty: &str, key: ObjKey) -> Result<(ObjRef, &ObjectType), Error> {
         let def = self.store().schema().get(ty)?;
         def.check_key(&key)?;
-        Ok(ObjRef {
+        let obj = ObjRef {
             ty: def.name.clone(),
             key,
-        })
+        };
+        Ok((obj, def))
     }
 
-    /// The existing object `ty[key]`.
-    fn existing(&self, ty: &str, key: ObjKey) -> Result<ObjRef, Error> {
-        let obj = self.obj(ty, key)?;
+    /// The object `ty[key]`, with the schema's name for the type, if the key fits the type.
+    fn obj(&self, ty: &str, key: ObjKey) -> Result<ObjRef, Error> {
+        self.obj_def(ty, key).map(|(obj, _)| obj)
+    }
+
+    /// The existing object `ty[key]`, and its type's definition.
+    fn existing(&self, ty: &str, key: ObjKey) -> Result<(ObjRef, &ObjectType), Error> {
+        let (obj, def) = self.obj_def(ty, key)?;
         if !self.store().exists(&obj.ty, &obj.key)? {
             return Err(Error::MissingObject { obj });
         }
-        Ok(obj)
+        Ok((obj, def))
     }
 
-    /// The schema's name for a property of `obj`'s type.
-    fn prop(&self, obj: &ObjRef, prop: &str) -> Result<Name, Error> {
-        let def = self.store().schema().get(&obj.ty)?;
-        def.property(prop)?;
-        Ok(def
-            .properties
-            .get_key_value(prop)
-            .map_or_else(|| prop.into(), |(k, _)| k.clone()))
+    /// The field a write names: the existing object `ty[key]`, the schema's name of its
+    /// property `prop`, and the property's type. Every write checks these first; one lookup of
+    /// the type serves them all.
+    fn field(&self, ty: &str, key: ObjKey, prop: &str) -> Result<(ObjRef, Name, &PropType), Error> {
+        let (obj, def) = self.existing(ty, key)?;
+        let (name, pt) =
+            (def.properties.get_key_value(prop)).ok_or_else(|| Error::UnknownProperty {
+                ty: def.name.clone(),
+                prop: prop.into(),
+            })?;
+        Ok((obj, name.clone(), pt))
     }
 
-    /// A value written to `obj.prop`: a key given for a link property (an int, a string, an
-    /// object id) becomes a link to the object with that key.
-    fn value_for(&self, obj: &ObjRef, prop: &str, value: Value) -> Value {
-        let is_link = (self.store().schema().get(&obj.ty).ok())
-            .and_then(|def| def.properties.get(prop))
-            .is_some_and(|pt| pt.link_target().is_some());
+    /// A value written to a property of type `pt`: a key given for a link property (an int, a
+    /// string, an object id) becomes a link to the object with that key.
+    fn value_for(pt: &PropType, value: Value) -> Value {
         match ObjKey::try_from(&value) {
-            Ok(key) if is_link && !value.is_null() => Value::Link(key),
+            Ok(key) if pt.link_target().is_some() && !value.is_null() => Value::Link(key),
             _ => value,
         }
     }
@@ -231,9 +238,8 @@ impl<S: Store> Transaction<'_, S> {
         value: Value,
         default: bool,
     ) -> Result<(), Error> {
-        let obj = self.existing(ty, key)?;
-        let prop = self.prop(&obj, prop)?;
-        let value = self.value_for(&obj, &prop, value);
+        let (obj, prop, pt) = self.field(ty, key, prop)?;
+        let value = Self::value_for(pt, value);
         self.write(Instruction::Set {
             obj,
             prop,
@@ -315,8 +321,7 @@ impl<S: Store> Transaction<'_, S> {
         prop: &str,
         delta: i64,
     ) -> Result<(), Error> {
-        let obj = self.existing(ty, key.into())?;
-        let prop = self.prop(&obj, prop)?;
+        let (obj, prop, _) = self.field(ty, key.into(), prop)?;
         self.write(Instruction::AddInt { obj, prop, delta })
     }
 
@@ -342,7 +347,7 @@ impl<S: Store> Transaction<'_, S> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn delete(&mut self, ty: &str, key: impl Into<ObjKey>) -> Result<(), Error> {
-        let obj = self.existing(ty, key.into())?;
+        let (obj, _) = self.existing(ty, key.into())?;
         self.write(Instruction::Delete { obj })
     }
 
