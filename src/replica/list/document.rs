@@ -83,6 +83,9 @@ impl Sequence {
         let mut s = Sequence::new();
         let arena = |i: u32| i + 1;
         s.nodes.reserve(doc.len());
+        // Every node but a move's is an element's origin: nearly exact, where growing by pushes
+        // copied the elements a dozen times over.
+        s.elems.reserve(doc.len());
         s.ids =
             Ids::build(doc.iter().map(|d| d.id), arena(0)).map_err(ListProblem::DuplicateNode)?;
         let mut elem_of = vec![NIL; doc.len()];
