@@ -595,6 +595,45 @@ fn large_list_matches_a_vec_model() {
     check(&s);
 }
 
+/// A sequence's document rebuilds it, and a document whose tree does not traverse in the order
+/// it was given is refused: each node with a parent, one at a time, moved to the other side of
+/// it (a right child of a chain's last node is also the first thing after it, so the trees in
+/// between are checked by the traversal, not by the sibling order).
+#[test]
+fn a_document_rebuilds_its_sequence_and_a_misordered_one_is_refused() {
+    let mut s = Sequence::new();
+    let mut rng = Rng(7);
+    for k in 0..600u64 {
+        // Mostly typing forwards, with jumps: chains of right children and left ones.
+        let i = match rng.below(4) {
+            0 => rng.below(s.len() + 1),
+            _ => s.len(),
+        };
+        write_insert(&mut s, id(1, k + 1), k + 1, i);
+    }
+    let doc = s.document();
+    let back = Sequence::from_document(&doc).expect("its own document");
+    assert_eq!(list(&back), list(&s));
+    check(&back);
+    let mut flipped = 0;
+    for (i, node) in doc.iter().enumerate() {
+        if node.parent.is_none() {
+            continue;
+        }
+        let mut bad = doc.clone();
+        bad[i].side = match node.side {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        };
+        assert!(
+            Sequence::from_document(&bad).is_err(),
+            "node {i} on the other side of its parent"
+        );
+        flipped += 1;
+    }
+    assert!(flipped > 500);
+}
+
 // ----- convergence between replicas -----
 
 mod replicas;
