@@ -199,6 +199,18 @@ impl PropType {
         }
     }
 
+    /// Refuses a list operation on `ty.prop` unless this, its type, is a list.
+    #[inline]
+    pub(crate) fn expect_list(&self, ty: &str, prop: &str) -> Result<(), Error> {
+        match self.list {
+            true => Ok(()),
+            false => Err(Error::NotAList {
+                ty: ty.into(),
+                prop: prop.into(),
+            }),
+        }
+    }
+
     /// Checks a value for a scalar property, or for one element of a list property.
     /// Link targets are checked by the store, which knows which objects exist.
     pub fn check(&self, ty: &str, prop: &str, value: &Value) -> Result<(), Error> {
@@ -407,12 +419,16 @@ impl ObjectType {
 
     /// Looks up a property type, with a typed error naming the type and property.
     pub fn property(&self, prop: &str) -> Result<&PropType, Error> {
-        self.properties
-            .get(prop)
-            .ok_or_else(|| Error::UnknownProperty {
-                ty: self.name.clone(),
-                prop: prop.into(),
-            })
+        self.property_entry(prop).map(|(_, pt)| pt)
+    }
+
+    /// [`ObjectType::property`] with the schema's own name of the property.
+    #[inline]
+    pub(crate) fn property_entry(&self, prop: &str) -> Result<(&Name, &PropType), Error> {
+        (self.properties.get_key_value(prop)).ok_or_else(|| Error::UnknownProperty {
+            ty: self.name.clone(),
+            prop: prop.into(),
+        })
     }
 
     /// Checks that a key fits this type: the primary key's type, or an engine id when the type
@@ -583,12 +599,13 @@ impl Schema {
     pub fn plan_add_type(&self, def: &ObjectType) -> Result<Option<Vec<Property>>, Error> {
         // The common case, every device defining the schema it already has: an existing type
         // passed every check below.
-        if self.types.get(&def.name) == Some(def) {
+        let existing = self.types.get(&def.name);
+        if existing == Some(def) {
             return Ok(None);
         }
         check_name(&def.name)?;
         def.check_primary_key()?;
-        match self.types.get(&def.name) {
+        match existing {
             None => {
                 self.check_link_targets(def, def.properties.values())?;
                 Ok(Some(

@@ -19,9 +19,7 @@ impl<S: Store> Transaction<'_, S> {
     ) -> Result<(ObjRef, Name, &PropType), Error> {
         let (obj, prop, pt) = self.field(ty, key, prop)?;
         // The schema says what the store would: a list property's slot always holds a list.
-        if !pt.list {
-            return Err(Error::NotAList { ty: obj.ty, prop });
-        }
+        pt.expect_list(&obj.ty, &prop)?;
         Ok((obj, prop, pt))
     }
 

@@ -186,11 +186,7 @@ impl<S: Store> Transaction<'_, S> {
     /// the type serves them all.
     fn field(&self, ty: &str, key: ObjKey, prop: &str) -> Result<(ObjRef, Name, &PropType), Error> {
         let (obj, def) = self.existing(ty, key)?;
-        let (name, pt) =
-            (def.properties.get_key_value(prop)).ok_or_else(|| Error::UnknownProperty {
-                ty: def.name.clone(),
-                prop: prop.into(),
-            })?;
+        let (name, pt) = def.property_entry(prop)?;
         Ok((obj, name.clone(), pt))
     }
 

@@ -176,9 +176,8 @@ impl Sequence {
     /// which is the document order they were given in.
     fn check_traversal(&self) -> Result<(), ListProblem> {
         enum Task {
-            Enter(u32),
             Emit(u32),
-            /// A node and, after it, its next siblings.
+            /// A node and, after it, its next siblings (the root has none).
             Siblings(u32),
         }
         let mut expected = 0u32;
@@ -192,14 +191,13 @@ impl Sequence {
         // A sibling list is pushed as one task and a node without left children is emitted at
         // once, so typed text (a chain of right children) costs one push per node; collecting
         // each list to push it in reverse was a fifth of loading a list.
-        let mut stack = vec![Task::Enter(ROOT)];
+        let mut stack = vec![Task::Siblings(ROOT)];
         while let Some(task) = stack.pop() {
             let n = match task {
                 Task::Emit(n) => {
                     emit(n)?;
                     continue;
                 }
-                Task::Enter(n) => n,
                 Task::Siblings(c) => {
                     let next = self.node(c).next;
                     if next != NIL {

@@ -214,12 +214,7 @@ impl MemoryStore {
         prop: &str,
     ) -> Result<(usize, usize, &ObjectType, &PropType), Error> {
         let (t, slot, def, pt) = self.resolve(ty, prop)?;
-        if !pt.list {
-            return Err(Error::NotAList {
-                ty: ty.into(),
-                prop: prop.into(),
-            });
-        }
+        pt.expect_list(ty, prop)?;
         Ok((t, slot, def, pt))
     }
 
